@@ -1,0 +1,1 @@
+"""Subcommands of the `nnblocks` CLI that belong to no larger package."""
