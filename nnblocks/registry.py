@@ -322,7 +322,7 @@ def _construct(
     accepted = _accepted_names(factory)
     kwargs = {k: v for k, v in defaults.items() if accepted is None or k in accepted}
     kwargs.update(options)
-    check_arguments(factory, kwargs, path=path or what, what=what)
+    check_arguments(factory, kwargs, path=path, what=what)
     try:
         return factory(**kwargs), kwargs
     except (SpecError, RegistryError):
@@ -330,7 +330,7 @@ def _construct(
     except (TypeError, ValueError) as exc:
         # The part rejected its arguments: re-raise with the place and what was passed.
         shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if _short(v))
-        raise SpecError(f"{what} could not be built with ({shown}): {exc}", path=path or what) from exc
+        raise SpecError(f"{what} could not be built with ({shown}): {exc}", path=path or None) from exc
 
 
 def _short(value: Any) -> bool:
