@@ -1,0 +1,1 @@
+"""Model `cnn` (being written)."""

@@ -1,0 +1,1 @@
+"""Model `mlp` (being written)."""

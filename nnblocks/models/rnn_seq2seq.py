@@ -1,0 +1,1 @@
+"""Model `rnn_seq2seq` (being written)."""

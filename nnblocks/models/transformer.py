@@ -1,0 +1,1 @@
+"""Model `transformer` (being written)."""

@@ -1,0 +1,1 @@
+"""Attention combinators: `parallel` and `sequential` (being written)."""

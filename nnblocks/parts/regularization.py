@@ -1,0 +1,1 @@
+"""Contract and built-in parts of kind `regularization` (being written)."""
