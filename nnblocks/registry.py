@@ -175,6 +175,11 @@ def register(
         part_name = name or getattr(factory, "__name__", "").lower()
         if not part_name or any(c in part_name for c in "/:"):
             raise RegistryError(f"Invalid part name {part_name!r}: no '/', ':' or empty names.")
+        source = _source_of(factory)
+        if source != "nnblocks":
+            # Load the built-ins first, so a clash with one is reported here (or overrides
+            # it) instead of breaking the lazy import of the built-ins later.
+            _ensure_loaded()
         with _lock:
             existing = _PARTS[kind].get(part_name)
             if existing is not None and existing.factory is not factory and not override:
@@ -184,7 +189,7 @@ def register(
                 )
             if existing is not None and override:
                 log.info("replacing part %s/%s", kind, part_name)
-            _PARTS[kind][part_name] = Part(kind, part_name, factory, _source_of(factory))
+            _PARTS[kind][part_name] = Part(kind, part_name, factory, source)
         return factory
 
     return decorator

@@ -1,1 +1,225 @@
-"""Contract and built-in parts of kind `feedforward` (being written)."""
+"""Contract and built-in parts of kind `feedforward`.
+
+Contract:
+
+- Construction: ``Part(dim, hidden=None, activation="gelu", dropout=0.0, bias=True)``;
+  ``hidden=None`` picks the part's own default width, ``activation`` is any activation
+  spec (a name, a dict, a module class or instance), ``dropout`` applies to the hidden
+  activations.
+- Call: ``part(x) -> y`` position-wise, ``x`` and ``y`` ``[B, T, D]`` (any leading axes);
+  ``y`` keeps the dtype and device of ``x``.
+- No state between calls.
+- A wrong feature width raises ``ShapeError`` naming the part, its slot, the expected width
+  and the received shape.
+
+Built-ins: ``mlp`` (Linear-activation-dropout-Linear, Vaswani et al. 2017), and the gated
+linear units of Shazeer 2020, ``swiglu`` (gate activation SiLU) and ``geglu`` (GELU).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnblocks.errors import ShapeError, SpecError
+from nnblocks.registry import build, register
+from nnblocks.spec import current_path
+
+__all__ = ["MLP", "SwiGLU", "GEGLU", "gated_hidden"]
+
+
+def gated_hidden(dim: int) -> int:
+    """The default hidden width of a gated feedforward: 8/3 * dim rounded up to a multiple of 8.
+
+    A gated unit has three weight matrices instead of two; 2/3 of the MLP's usual ``4 * dim``
+    keeps the parameter count (and FLOPs) of the plain MLP (Shazeer 2020, section 2), and a
+    multiple of 8 keeps the matrix shapes friendly to tensor cores.
+
+    Args:
+        dim: model width D.
+
+    Returns:
+        ``8 * ceil(dim / 3)``, e.g. 1368 for ``dim=512``.
+    """
+    return 8 * math.ceil(dim / 3)
+
+
+def _check_options(dim: int, hidden: int, dropout: float, part: str) -> None:
+    path = current_path() or None
+    for name, value in (("dim", dim), ("hidden", hidden)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise SpecError(
+                f"Received an invalid value for `{name}` of feedforward part `{part}`: "
+                f"expected a positive integer. Received: {name}={value!r}",
+                path=path,
+            )
+    if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise SpecError(
+            f"Received an invalid value for `dropout` of feedforward part `{part}`: expected "
+            f"a probability in [0, 1). Received: dropout={dropout!r}",
+            path=path,
+        )
+
+
+class _FeedForward(nn.Module):
+    """Shared plumbing: the input check that names the slot."""
+
+    part_name = ""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self._path = current_path()  # the slot, for error messages at call time
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() < 1 or x.shape[-1] != self.dim:
+            where = f" at `{self._path}`" if self._path else ""
+            raise ShapeError(
+                f"feedforward part `{self.part_name}`{where}: expected input [..., D] with "
+                f"D={self.dim}. Received: shape {tuple(x.shape)}"
+            )
+
+
+@register("feedforward", "mlp")
+class MLP(_FeedForward):
+    """Position-wise two-layer network, Linear-activation-dropout-Linear (Vaswani et al. 2017).
+
+    Args:
+        dim: model width D (input and output).
+        hidden: hidden width; ``None`` means ``4 * dim`` as in the original transformer.
+        activation: activation spec for the hidden layer (``"gelu"``, ``"relu"``,
+            ``{"name": "gelu", "approximate": "tanh"}``, ...).
+        dropout: dropout probability on the hidden activations.
+        bias: learn biases in both linear layers.
+
+    Call arguments:
+        x: ``[B, T, D]`` (any leading axes).
+
+    Returns:
+        ``[B, T, D]``, same dtype and device as ``x``.
+
+    Raises:
+        SpecError: a non-positive width, a dropout outside ``[0, 1)``, or a bad activation
+            spec (with its spec path).
+        ShapeError: ``x`` does not end in ``dim`` features.
+
+    Example:
+        >>> import torch, nnblocks
+        >>> ff = nnblocks.build({"name": "mlp", "activation": "relu"}, "feedforward", dim=64)
+        >>> ff(torch.randn(2, 5, 64)).shape
+        torch.Size([2, 5, 64])
+    """
+
+    part_name = "mlp"
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int | None = None,
+        activation: Any = "gelu",
+        dropout: float = 0.0,
+        bias: bool = True,
+    ):
+        super().__init__(dim)
+        hidden = 4 * dim if hidden is None and isinstance(dim, int) else hidden
+        _check_options(dim, hidden, dropout, self.part_name)  # type: ignore[arg-type]
+        self.hidden = hidden
+        self.up = nn.Linear(dim, hidden, bias=bias)  # type: ignore[arg-type]
+        self.activation = build(activation, "activation", at="activation")
+        self.dropout = build({"name": "dropout", "p": dropout}, "regularization", at="dropout")
+        self.down = nn.Linear(hidden, dim, bias=bias)  # type: ignore[arg-type]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        h = self.dropout(self.activation(self.up(x)))  # [B, T, hidden]
+        return self.down(h)  # [B, T, D]
+
+
+@register("feedforward", "swiglu")
+class SwiGLU(_FeedForward):
+    """Gated linear unit with a SiLU gate, ``down(act(x W) * (x V))`` (Shazeer 2020).
+
+    The gate and value projections are one fused ``Linear(dim, 2 * hidden)`` (``up``; the
+    first ``hidden`` outputs are the gate), so the unit costs one matmul on the way up.
+
+    Args:
+        dim: model width D (input and output).
+        hidden: hidden width; ``None`` means ``gated_hidden(dim)`` = 8/3 * dim rounded up
+            to a multiple of 8, which matches the parameter count of an ``mlp`` with
+            ``4 * dim``.
+        activation: activation spec of the gate (SiLU here; GELU gives ``geglu``).
+        dropout: dropout probability on the gated hidden activations.
+        bias: learn biases in the linear layers (the paper uses none: pass ``bias=False``).
+
+    Call arguments:
+        x: ``[B, T, D]`` (any leading axes).
+
+    Returns:
+        ``[B, T, D]``, same dtype and device as ``x``.
+
+    Raises:
+        SpecError: a non-positive width, a dropout outside ``[0, 1)``, or a bad activation
+            spec (with its spec path).
+        ShapeError: ``x`` does not end in ``dim`` features.
+
+    Example:
+        >>> import torch, nnblocks
+        >>> ff = nnblocks.build("swiglu", "feedforward", dim=48)
+        >>> ff.hidden, ff(torch.randn(2, 5, 48)).shape
+        (128, torch.Size([2, 5, 48]))
+    """
+
+    part_name = "swiglu"
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int | None = None,
+        activation: Any = "silu",
+        dropout: float = 0.0,
+        bias: bool = True,
+    ):
+        super().__init__(dim)
+        hidden = gated_hidden(dim) if hidden is None and isinstance(dim, int) else hidden
+        _check_options(dim, hidden, dropout, self.part_name)  # type: ignore[arg-type]
+        self.hidden = hidden
+        self.up = nn.Linear(dim, 2 * hidden, bias=bias)  # type: ignore[operator]
+        self.activation = build(activation, "activation", at="activation")
+        self.dropout = build({"name": "dropout", "p": dropout}, "regularization", at="dropout")
+        self.down = nn.Linear(hidden, dim, bias=bias)  # type: ignore[arg-type]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        gate, value = self.up(x).chunk(2, dim=-1)  # 2 x [B, T, hidden]
+        h = self.dropout(self.activation(gate) * value)  # [B, T, hidden]
+        return self.down(h)  # [B, T, D]
+
+
+@register("feedforward", "geglu")
+class GEGLU(SwiGLU):
+    """Gated linear unit with a GELU gate, ``down(gelu(x W) * (x V))`` (Shazeer 2020).
+
+    The same unit as ``swiglu`` with ``activation="gelu"`` by default; see ``SwiGLU`` for
+    the arguments, the call and the errors.
+
+    Example:
+        >>> import torch, nnblocks
+        >>> ff = nnblocks.build("geglu", "feedforward", dim=48)
+        >>> ff(torch.randn(2, 5, 48)).shape
+        torch.Size([2, 5, 48])
+    """
+
+    part_name = "geglu"
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int | None = None,
+        activation: Any = "gelu",
+        dropout: float = 0.0,
+        bias: bool = True,
+    ):
+        super().__init__(dim, hidden, activation, dropout, bias)

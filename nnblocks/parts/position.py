@@ -1,1 +1,377 @@
-"""Contract and built-in parts of kind `position` (being written)."""
+"""Kind `position`: where each token sits. This docstring is its contract.
+
+Two families, told apart by the class attribute ``relative``.
+
+Absolute parts (``relative = False``: ``none``, ``sinusoidal``, ``learned``) add position
+information to the embeddings::
+
+    part = Part(dim, max_len=...)
+    y = part(x, offset=0)        # x [B, T, dim] -> [B, T, dim]
+
+``offset`` is the position of ``x[:, 0]`` (used while decoding one step at a time). A
+sequence reaching past ``max_len`` raises ``ShapeError`` naming the part and ``max_len``.
+
+Relative parts (``relative = True``: ``rotary``, ``alibi``) are handed to attention through
+its ``position=`` option and built there with ``dim=head_dim, heads=heads``::
+
+    q, k, bias = part.adjust(q, k, q_pos, k_pos)
+    # q [B, H, Tq, Dh], k [B, Hkv, Tk, Dh] (Hkv may be fewer than H: grouped-query),
+    # q_pos [Tq], k_pos [Tk] long positions; bias is None or an additive float bias
+    # broadcastable to [B, H, Tq, Tk], in q's dtype.
+
+Optionally, for decoding with a cache::
+
+    q, k_new, bias = part.adjust_cached(q, k_new, q_pos, k_pos)
+    # k_new holds only the newest keys, at positions k_pos[-k_new.shape[2]:]; bias covers
+    # all of k_pos. Keys returned here are cached as they are, so define it only when a
+    # key's adjustment depends on nothing but the key and its own position.
+
+Attention parts use ``adjust_cached`` when it exists; otherwise they cache raw keys and call
+``adjust`` on all of them at every step (correct for any relative part, only slower).
+Relative parts called like absolute ones (``part(x, offset)``) return ``x`` unchanged: a model
+whose position slot holds a relative part adds nothing to its embeddings.
+
+Every part keeps the dtype and device of its input.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch import nn
+
+from nnblocks.errors import ShapeError
+from nnblocks.parts.attention._checks import check_option, shape_of
+from nnblocks.registry import register
+
+__all__ = [
+    "NoPosition",
+    "SinusoidalPosition",
+    "LearnedPosition",
+    "RotaryPosition",
+    "ALiBiPosition",
+    "alibi_slopes",
+]
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_absolute_input(part: str, x: object, dim: int, offset: object, max_len: int) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != dim:
+        raise ShapeError(
+            f"position part `{part}`: expected `x` of shape [B, T, {dim}] (batch, time, "
+            f"dim={dim}). Received: x of shape {shape_of(x)}"
+        )
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise ShapeError(
+            f"position part `{part}`: expected `offset` to be a non-negative int. "
+            f"Received: offset={offset!r}"
+        )
+    if offset + x.shape[1] > max_len:
+        raise ShapeError(
+            f"position part `{part}`: positions {offset}..{offset + x.shape[1] - 1} reach past "
+            f"max_len={max_len}. Received: x of shape {shape_of(x)} with offset={offset}. "
+            "Build the part with a larger `max_len`."
+        )
+
+
+@register("position", "none")
+class NoPosition(nn.Module):
+    """No position information: returns ``x`` unchanged (for order-free inputs, or ablations).
+
+    Args:
+        dim: model width (accepted for the common signature; unused).
+        max_len: accepted for the common signature; unused (no limit).
+
+    Call arguments:
+        x: ``[B, T, dim]``.
+        offset: position of ``x[:, 0]``; unused.
+
+    Returns:
+        ``x`` itself.
+
+    Example:
+        >>> import torch, nnblocks
+        >>> pos = nnblocks.build("none", "position", dim=8)
+        >>> x = torch.randn(2, 3, 8)
+        >>> bool((pos(x) == x).all())
+        True
+    """
+
+    relative = False
+
+    def __init__(self, dim: int | None = None, max_len: int | None = None):
+        super().__init__()
+        self.dim, self.max_len = dim, max_len
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        return x
+
+
+@register("position", "sinusoidal")
+class SinusoidalPosition(nn.Module):
+    """Fixed sinusoids added to the embeddings (Vaswani et al. 2017, section 3.5).
+
+    ``PE[p, 2i] = sin(p / base^(2i / dim))``, ``PE[p, 2i + 1] = cos(p / base^(2i / dim))``.
+    The table is a buffer that is not saved in checkpoints (it is rebuilt from the spec).
+
+    Args:
+        dim: model width.
+        max_len: longest sequence (offset included) the table covers.
+        base: wavelength base; 10000 in the paper.
+
+    Call arguments:
+        x: ``[B, T, dim]``.
+        offset: position of ``x[:, 0]``.
+
+    Returns:
+        ``x + PE[offset : offset + T]``, ``[B, T, dim]`` in x's dtype.
+
+    Raises:
+        ShapeError: ``x`` is not ``[B, T, dim]``, or ``offset + T > max_len``.
+        SpecError: (construction) ``dim`` or ``max_len`` not a positive integer.
+
+    Example:
+        >>> import torch, nnblocks
+        >>> pos = nnblocks.build("sinusoidal", "position", dim=8, max_len=16)
+        >>> pos(torch.zeros(1, 4, 8), offset=2).shape
+        torch.Size([1, 4, 8])
+    """
+
+    relative = False
+
+    def __init__(self, dim: int, max_len: int = 2048, base: float = 10000.0):
+        super().__init__()
+        check_option("sinusoidal", "dim", dim, _positive_int(dim), "a positive integer")
+        check_option("sinusoidal", "max_len", max_len, _positive_int(max_len), "a positive integer")
+        self.dim, self.max_len, self.base = dim, max_len, base
+        position = torch.arange(max_len, dtype=torch.float64)[:, None]  # [L, 1]
+        rates = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # [ceil(D/2)]
+        angles = position * rates  # [L, ceil(D/2)]
+        table = torch.zeros(max_len, dim, dtype=torch.float64)
+        table[:, 0::2] = torch.sin(angles)
+        table[:, 1::2] = torch.cos(angles[:, : dim // 2])
+        self.register_buffer("table", table.float(), persistent=False)  # [L, D]
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, max_len={self.max_len}"
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        _check_absolute_input("sinusoidal", x, self.dim, offset, self.max_len)
+        return x + self.table[offset : offset + x.shape[1]].to(x.dtype)  # [B, T, D]
+
+
+@register("position", "learned")
+class LearnedPosition(nn.Module):
+    """A learned vector per position, added to the embeddings (Gehring et al. 2017; GPT, BERT).
+
+    Args:
+        dim: model width.
+        max_len: number of positions with a vector (offset included).
+        init_std: standard deviation of the normal initialisation.
+
+    Parameters: ``weight`` ``[max_len, dim]``.
+
+    Call arguments:
+        x: ``[B, T, dim]``.
+        offset: position of ``x[:, 0]``.
+
+    Returns:
+        ``x + weight[offset : offset + T]``, ``[B, T, dim]``.
+
+    Raises:
+        ShapeError: ``x`` is not ``[B, T, dim]``, or ``offset + T > max_len``.
+        SpecError: (construction) ``dim`` or ``max_len`` not a positive integer.
+
+    Example:
+        >>> import torch, nnblocks
+        >>> pos = nnblocks.build("learned", "position", dim=8, max_len=16)
+        >>> pos.weight.shape
+        torch.Size([16, 8])
+    """
+
+    relative = False
+
+    def __init__(self, dim: int, max_len: int = 2048, init_std: float = 0.02):
+        super().__init__()
+        check_option("learned", "dim", dim, _positive_int(dim), "a positive integer")
+        check_option("learned", "max_len", max_len, _positive_int(max_len), "a positive integer")
+        self.dim, self.max_len = dim, max_len
+        self.weight = nn.Parameter(torch.randn(max_len, dim) * init_std)  # [L, D]
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, max_len={self.max_len}"
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        _check_absolute_input("learned", x, self.dim, offset, self.max_len)
+        return x + self.weight[offset : offset + x.shape[1]]  # [B, T, D]
+
+
+@register("position", "rotary")
+class RotaryPosition(nn.Module):
+    """Rotary position embedding, RoPE (Su et al. 2021, RoFormer).
+
+    Rotates each pair of query/key features by an angle proportional to the position, so
+    ``q_i . k_j`` depends on positions only through ``i - j``. Features are paired as
+    ``(x[d], x[d + Dh/2])`` (the "rotate half" layout of GPT-NeoX), a fixed permutation of
+    the paper's adjacent pairs with the same property. Angles are computed in float32 (float64
+    for float64 inputs) and have no length limit.
+
+    Args:
+        dim: head width ``Dh`` (attention passes it); must be even.
+        heads: accepted for the common signature; unused.
+        base: wavelength base; 10000 in the paper.
+
+    Call arguments (``adjust``):
+        q: ``[B, H, Tq, Dh]``; k: ``[B, Hkv, Tk, Dh]``; q_pos ``[Tq]``, k_pos ``[Tk]`` long.
+
+    Returns:
+        ``(q, k, None)`` with q and k rotated.
+
+    Raises:
+        SpecError: (construction) ``dim`` is not a positive even integer.
+
+    Example:
+        >>> import torch, nnblocks
+        >>> attn = nnblocks.build({"name": "mha", "position": "rotary"}, "attention",
+        ...                       dim=32, heads=4)
+        >>> attn(torch.randn(2, 5, 32), causal=True).shape
+        torch.Size([2, 5, 32])
+    """
+
+    relative = True
+
+    def __init__(self, dim: int, heads: int | None = None, base: float = 10000.0):
+        super().__init__()
+        ok = _positive_int(dim) and dim % 2 == 0
+        check_option("rotary", "dim", dim, ok, "a positive even integer (the head width)")
+        ok = isinstance(base, (int, float)) and not isinstance(base, bool) and base > 1
+        check_option("rotary", "base", base, ok, "a number greater than 1")
+        self.dim, self.heads, self.base = dim, heads, float(base)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, base={self.base}"
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        return x
+
+    def _rotate(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.dim:
+            raise ShapeError(
+                f"position part `rotary`: expected heads of width dim={self.dim}. "
+                f"Received: a tensor of shape {shape_of(x)}"
+            )
+        work = torch.float64 if x.dtype == torch.float64 else torch.float32
+        half = self.dim // 2
+        rates = self.base ** (
+            -torch.arange(0, half, device=x.device, dtype=work) / half
+        )  # [Dh/2]; base^(-2i/Dh)
+        angles = pos.to(work)[:, None] * rates[None, :]  # [T, Dh/2]
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        x1, x2 = x[..., :half], x[..., half:]
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+    def adjust(
+        self, q: torch.Tensor, k: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """Rotate queries and keys by their positions; no bias."""
+        return self._rotate(q, q_pos), self._rotate(k, k_pos), None
+
+    def adjust_cached(
+        self, q: torch.Tensor, k_new: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """Rotate queries and only the newest keys (the cached ones are rotated already)."""
+        return self._rotate(q, q_pos), self._rotate(k_new, k_pos[k_pos.shape[0] - k_new.shape[2] :]), None
+
+
+@functools.lru_cache(maxsize=64)
+def alibi_slopes(heads: int) -> tuple[float, ...]:
+    """ALiBi head slopes (Press et al. 2022, section 3).
+
+    For ``n`` a power of two: the geometric sequence starting at and with ratio
+    ``2^(-8/n)`` (8 heads: 1/2, 1/4, ..., 1/256). Otherwise, the slopes of the closest
+    smaller power of two ``m``, followed by every other slope of ``2m`` (the authors'
+    reference implementation).
+    """
+    def powers(n: int) -> list[float]:
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    if heads & (heads - 1) == 0:
+        return tuple(powers(heads))
+    closest = 2 ** math.floor(math.log2(heads))
+    return tuple(powers(closest) + powers(2 * closest)[0::2][: heads - closest])
+
+
+@register("position", "alibi")
+class ALiBiPosition(nn.Module):
+    """Attention with linear biases, ALiBi (Press et al. 2022).
+
+    Adds ``-slope_h * |i - j|`` to the score of query ``i`` and key ``j`` in head ``h``:
+    the paper's causal bias, extended symmetrically so the part also serves bidirectional
+    attention (a causal mask hides the other half anyway). Queries and keys are unchanged,
+    and there is no length limit.
+
+    Args:
+        dim: head width (accepted for the common signature; unused).
+        heads: number of query heads (attention passes it); None: read from ``q`` at each
+            call.
+
+    Call arguments (``adjust``):
+        q: ``[B, H, Tq, Dh]``; k: ``[B, Hkv, Tk, Dh]``; q_pos ``[Tq]``, k_pos ``[Tk]`` long.
+
+    Returns:
+        ``(q, k, bias)`` with ``bias`` ``[1, H, Tq, Tk]`` in q's dtype.
+
+    Raises:
+        ShapeError: ``q`` has a number of heads other than ``heads``.
+        SpecError: (construction) ``heads`` not a positive integer.
+
+    Example:
+        >>> import torch, nnblocks
+        >>> attn = nnblocks.build({"name": "gqa", "kv_heads": 2, "position": "alibi"},
+        ...                       "attention", dim=32, heads=4)
+        >>> attn(torch.randn(2, 5, 32), causal=True).shape
+        torch.Size([2, 5, 32])
+    """
+
+    relative = True
+
+    def __init__(self, dim: int | None = None, heads: int | None = None):
+        super().__init__()
+        if heads is not None:
+            check_option("alibi", "heads", heads, _positive_int(heads), "a positive integer")
+        self.dim, self.heads = dim, heads
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}"
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        return x
+
+    def bias(self, heads: int, q_pos: torch.Tensor, k_pos: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``[1, H, Tq, Tk]``: ``-slope_h * |q_pos - k_pos|``."""
+        if self.heads is not None and heads != self.heads:
+            raise ShapeError(
+                f"position part `alibi`: expected queries with heads={self.heads}. "
+                f"Received: {heads} heads"
+            )
+        slopes = torch.tensor(alibi_slopes(heads), device=q_pos.device)  # [H]
+        distance = (q_pos[:, None] - k_pos[None, :]).abs().float()  # [Tq, Tk]
+        return (-slopes[:, None, None] * distance).to(dtype)[None]  # [1, H, Tq, Tk]
+
+    def adjust(
+        self, q: torch.Tensor, k: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries and keys unchanged; the linear bias for these positions."""
+        return q, k, self.bias(q.shape[1], q_pos, k_pos, q.dtype)
+
+    def adjust_cached(
+        self, q: torch.Tensor, k_new: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As ``adjust``: keys are untouched, the bias covers all of ``k_pos``."""
+        return q, k_new, self.bias(q.shape[1], q_pos, k_pos, q.dtype)

@@ -1,0 +1,52 @@
+"""The cache folder for generated datasets (``$NNBLOCKS_CACHE`` or ``~/.cache/nnblocks``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["cache_dir", "cache_key", "read_json", "write_json"]
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """The cache folder, created if needed: ``$NNBLOCKS_CACHE``, else ``~/.cache/nnblocks``."""
+    root = os.environ.get("NNBLOCKS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "nnblocks")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cache_key(**options: Any) -> str:
+    """A short stable hash of JSON-able options (names a cached file)."""
+    text = json.dumps(options, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in ``path``, or None if it is missing or unreadable (then it is regenerated)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable cache file %s (%s); regenerating it", path, exc)
+        return None
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (a temp file in the same folder, then rename), so a reader
+    never sees half a file; failures to write the cache are logged, not raised."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("could not write cache file %s: %s", path, exc)

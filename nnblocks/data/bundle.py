@@ -1,0 +1,113 @@
+"""`DataBundle`: what a dataset part returns — the splits and the task."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nnblocks.data.splits import check_leakage
+from nnblocks.data.tasks import Task
+from nnblocks.errors import DataError
+
+__all__ = ["DataBundle"]
+
+
+@dataclasses.dataclass
+class DataBundle:
+    """The splits of a dataset and the task they pose.
+
+    Attributes:
+        train: the training split (``TensorData``, ``AugmentedData`` or any torch Dataset).
+        valid: the validation split, or None.
+        test: the test split, or None.
+        task: the ``Task`` (loss, metrics, model_args, evaluate, decode_example).
+        extra: further named splits, e.g. ``{"long": ...}`` for length generalisation.
+        tokenizers: the fitted tokenizers by role (``{"src": ..., "tgt": ...}``).
+        transforms: the fitted preprocessing by role (``{"x": Normalize, ...}``).
+        info: plain facts about the data (source, sizes, options) for reports.
+
+    Example:
+        >>> import torch
+        >>> from nnblocks.data import TensorData, ClassificationTask
+        >>> data = TensorData(torch.randn(8, 2), torch.zeros(8, dtype=torch.long))
+        >>> bundle = DataBundle(train=data, valid=None, task=ClassificationTask(2))
+        >>> bundle.sizes()
+        {'train': 8}
+    """
+
+    train: Any
+    valid: Any
+    task: Task
+    test: Any = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    tokenizers: dict[str, Any] = dataclasses.field(default_factory=dict)
+    transforms: dict[str, Any] = dataclasses.field(default_factory=dict)
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.train is None or len(self.train) == 0:
+            raise DataError("a DataBundle needs a non-empty `train` split.")
+        for name, data in self.splits().items():
+            if len(data) == 0:
+                raise DataError(f"the `{name}` split of this dataset is empty; pass None for no `{name}` split.")
+        self.task.bind(self.splits())
+
+    def splits(self) -> dict[str, Any]:
+        """Every split that exists, by name (train, valid, test, then the extra ones)."""
+        out = {"train": self.train, "valid": self.valid, "test": self.test, **self.extra}
+        return {k: v for k, v in out.items() if v is not None}
+
+    def split(self, name: str) -> Any:
+        """One split by name.
+
+        Raises:
+            DataError: no such split (naming the ones there are).
+        """
+        splits = self.splits()
+        if name not in splits:
+            raise DataError(f"this dataset has no `{name}` split. Splits: {sorted(splits)}")
+        return splits[name]
+
+    def sizes(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.splits().items()}
+
+    @property
+    def model_args(self) -> dict[str, Any]:
+        """The task's model defaults (``bundle.task.model_args``)."""
+        return self.task.model_args
+
+    def evaluate(self, model: Any, split: str = "test", **options: Any) -> dict[str, float]:
+        """``task.evaluate(model, split)``: task-level metrics after training."""
+        return self.task.evaluate(model, split, **options)
+
+    def show_batch(self, split: str = "train", n: int = 8, path: str | Path | None = None) -> Any:
+        """Show ``n`` decoded examples of a split (see ``nnblocks.data.show_batch``)."""
+        from nnblocks.data.show import show_batch
+
+        return show_batch(self, split=split, n=n, path=path)
+
+    def check_leakage(self, column: int = 0, *, what: str = "input") -> None:
+        """Raise DataError if a row of ``column`` in any other split also occurs in training.
+
+        For seq2seq (``column=0``, the source) this is the check that no test sentence was
+        seen in training. Only splits held as tensors are compared.
+        """
+        keys: Mapping[str, Any] = {
+            name: data.tensors[column] for name, data in self.splits().items() if hasattr(data, "tensors")
+        }
+        check_leakage(keys, what=what)
+
+    def state(self) -> dict[str, Any]:
+        """Plain data to save beside a trained model: task, tokenizers, fitted transforms."""
+        return {
+            "task": self.task.describe(),
+            "tokenizers": {k: t.to_dict() for k, t in self.tokenizers.items()},
+            "transforms": {k: t.to_dict() for k, t in self.transforms.items()},
+            "info": dict(self.info),
+        }
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={v}" for k, v in self.sizes().items())
+        return f"DataBundle({self.task.name}: {sizes}; model_args={self.task.model_args})"

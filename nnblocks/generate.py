@@ -1,0 +1,365 @@
+"""Decoding: greedy, sampling and beam search for any model with the decoding protocol.
+
+The protocol (docs/interfaces.md), implemented by ``transformer_lm``,
+``transformer_seq2seq`` and ``rnn_seq2seq`` - and by any user model that has it:
+
+- ``model.bos_id``, ``model.eos_id``, ``model.pad_id`` (ints; ``pad_id`` may be None),
+- ``state = model.begin(src=None)``: encode the source once (a dict; tensors batch-first),
+- ``logits, state = model.step(prefix [B, t], state, use_cache=True)``: next-token logits
+  ``[B, V]`` after the whole prefix so far.
+
+Every function decodes a batch at once and returns ``[B, t0 + n]`` token ids: the starting
+prefix (BOS, or the prompt given as ``prefix``) followed by what was generated. A sequence
+stops after its EOS (which is kept); the positions after it hold ``pad_id`` (``eos_id``
+when the model has no pad id). Decoding stops when every sequence has ended or after
+``max_new_tokens``. The model is switched to eval mode while decoding and restored after.
+
+Example:
+    >>> model = nnblocks.build({"name": "transformer_seq2seq", "vocab_size": 50, "dim": 32,
+    ...                         "heads": 2})
+    >>> src = torch.randint(3, 50, (4, 9))
+    >>> out = nnblocks.generate.greedy(model, src, max_new_tokens=12)   # [4, <= 13]
+    >>> best = nnblocks.generate.beam(model, src, beam_size=4, max_new_tokens=12)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnblocks.errors import ShapeError, SpecError
+
+__all__ = ["greedy", "sample", "beam", "reorder_state", "gnmt_length_penalty"]
+
+DEFAULT_MAX_NEW_TOKENS = 128
+_PROTOCOL = ("bos_id", "eos_id", "begin", "step")
+
+
+def reorder_state(state: Any, index: torch.Tensor) -> Any:
+    """Pick batch rows of a decoding state: ``t.index_select(0, index)`` for every tensor.
+
+    Goes through dicts, lists and tuples; other values (ints, None) are kept. This is how
+    beam search follows its hypotheses through the caches, so every tensor in a state must
+    have the batch as its first dimension.
+
+    Args:
+        state: a decoding state (from ``model.begin`` / ``model.step``).
+        index: ``[B']`` long, the rows to keep (may repeat rows).
+
+    Returns:
+        A state of the same structure with ``B'`` rows.
+    """
+    if isinstance(state, torch.Tensor):
+        return state.index_select(0, index)
+    if isinstance(state, dict):
+        return {k: reorder_state(v, index) for k, v in state.items()}
+    if isinstance(state, list):
+        return [reorder_state(v, index) for v in state]
+    if isinstance(state, tuple):
+        return tuple(reorder_state(v, index) for v in state)
+    return state
+
+
+def gnmt_length_penalty(length: torch.Tensor, alpha: float) -> torch.Tensor:
+    """GNMT's length penalty ``((5 + |Y|) / 6) ** alpha`` (Wu et al. 2016, eq. 14).
+
+    A hypothesis is scored ``log P(Y | X) / length_penalty(|Y|)``: with ``alpha = 0``
+    scores are raw log-probabilities (favouring short outputs), larger ``alpha`` favours
+    longer ones.
+    """
+    return ((5.0 + length.to(torch.float32)) / 6.0) ** alpha
+
+
+def _check_protocol(model: Any) -> None:
+    missing = [name for name in _PROTOCOL if not hasattr(model, name)]
+    if missing:
+        raise SpecError(
+            f"{type(model).__name__} cannot be decoded: expected the decoding protocol "
+            "(bos_id, eos_id, pad_id, begin(src=None), step(prefix, state, use_cache=True)). "
+            f"Received a model without {', '.join(missing)}",
+            path="generate",
+        )
+
+
+def _invalid(name: str, expected: str, value: Any) -> SpecError:
+    return SpecError(
+        f"Received an invalid value for `{name}`: expected {expected}. Received: {name}={value!r}",
+        path="generate",
+    )
+
+
+@contextlib.contextmanager
+def _decoding(model: Any) -> Iterator[None]:
+    # Dropout would make each step random and cached decoding differ from uncached.
+    was_training = bool(getattr(model, "training", False))
+    if isinstance(model, nn.Module):
+        model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        if isinstance(model, nn.Module):
+            model.train(was_training)
+
+
+def _start(
+    model: Any, src: torch.Tensor | None, prefix: torch.Tensor | None, batch_size: int | None
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The starting prefix ``[B, t0]`` and the state from ``model.begin``."""
+    _check_protocol(model)
+    state = model.begin(src)
+    if prefix is not None:
+        if not isinstance(prefix, torch.Tensor) or prefix.dim() != 2 or prefix.is_floating_point():
+            shape = tuple(prefix.shape) if isinstance(prefix, torch.Tensor) else type(prefix).__name__
+            raise ShapeError(
+                f"generate: expected `prefix` as integer token ids [B, t]. Received: {shape}"
+            )
+        if prefix.shape[1] == 0:
+            raise ShapeError("generate: expected a `prefix` with at least one token (BOS).")
+        return prefix.long(), state
+    if src is not None:
+        rows, device = src.shape[0], src.device
+    else:
+        rows = 1 if batch_size is None else batch_size
+        params = model.parameters() if isinstance(model, nn.Module) else iter(())
+        device = next((p.device for p in params), torch.device("cpu"))
+    if batch_size is not None and batch_size != rows:
+        raise _invalid("batch_size", f"the source's batch size {rows}", batch_size)
+    return torch.full((rows, 1), int(model.bos_id), dtype=torch.long, device=device), state
+
+
+def _budget(model: Any, start: int, max_new_tokens: int | None) -> int:
+    if max_new_tokens is None:
+        max_new_tokens = DEFAULT_MAX_NEW_TOKENS
+        limit = getattr(model, "max_len", None)
+        if isinstance(limit, int):  # learned positions end there
+            max_new_tokens = min(max_new_tokens, max(limit - start, 0))
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise _invalid("max_new_tokens", "a non-negative integer", max_new_tokens)
+    return max_new_tokens
+
+
+def _fill_id(model: Any) -> int:
+    pad = getattr(model, "pad_id", None)
+    return int(model.eos_id if pad is None else pad)
+
+
+def _decode(
+    model: Any,
+    src: torch.Tensor | None,
+    prefix: torch.Tensor | None,
+    batch_size: int | None,
+    max_new_tokens: int | None,
+    use_cache: bool,
+    choose: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """One token per step for each sequence, picked by ``choose(logits [B, V]) -> [B]``."""
+    with _decoding(model):
+        tokens, state = _start(model, src, prefix, batch_size)
+        eos, fill = int(model.eos_id), _fill_id(model)
+        done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        for _ in range(_budget(model, tokens.shape[1], max_new_tokens)):
+            logits, state = model.step(tokens, state, use_cache=use_cache)  # [B, V]
+            nxt = choose(logits.float())  # [B]
+            nxt = torch.where(done, torch.full_like(nxt, fill), nxt)
+            tokens = torch.cat([tokens, nxt[:, None]], dim=1)  # [B, t + 1]
+            done = done | (nxt == eos)
+            if bool(done.all()):
+                break
+        return tokens
+
+
+def greedy(
+    model: Any,
+    src: torch.Tensor | None = None,
+    *,
+    prefix: torch.Tensor | None = None,
+    batch_size: int | None = None,
+    max_new_tokens: int | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """Decode by taking the most likely token at every step.
+
+    Args:
+        model: any model with the decoding protocol.
+        src: ``[B, S]`` source ids for an encoder-decoder; None for a language model.
+        prefix: ``[B, t0]`` tokens to continue (BOS first); default one BOS per sequence.
+        batch_size: number of sequences when there is neither ``src`` nor ``prefix``.
+        max_new_tokens: most tokens to add (default 128, capped by ``model.max_len``).
+        use_cache: let the model reuse its attention caches (same tokens, faster).
+
+    Returns:
+        ``[B, t0 + n]`` token ids: the prefix, then the generated tokens (EOS kept, pad
+        after it).
+
+    Raises:
+        SpecError: the model lacks the decoding protocol, or a bad argument.
+        ShapeError: ``prefix`` is not integer ids ``[B, t0]``.
+
+    Example:
+        >>> out = nnblocks.generate.greedy(model, src, max_new_tokens=20)
+    """
+    return _decode(
+        model, src, prefix, batch_size, max_new_tokens, use_cache, lambda lg: lg.argmax(-1)
+    )
+
+
+def _filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Keep the ``top_k`` largest logits and the smallest set reaching probability ``top_p``."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]  # [B, 1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        # Nucleus sampling (Holtzman et al. 2020): drop a token once the tokens ranked above
+        # it already hold `top_p` of the probability; the most likely token always stays.
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # [B, V]
+        probs = sorted_logits.softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # probability ranked strictly above
+        drop = before >= top_p
+        drop[:, 0] = False
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return logits
+
+
+def sample(
+    model: Any,
+    src: torch.Tensor | None = None,
+    *,
+    prefix: torch.Tensor | None = None,
+    batch_size: int | None = None,
+    max_new_tokens: int | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> torch.Tensor:
+    """Decode by sampling each token from the model's (filtered) distribution.
+
+    Args:
+        model, src, prefix, batch_size, max_new_tokens, use_cache: as for ``greedy``.
+        temperature: divides the logits; below 1 sharpens, above 1 flattens, 0 is greedy.
+        top_k: sample only among the ``k`` most likely tokens (Fan et al. 2018).
+        top_p: sample only among the most likely tokens holding probability ``p``
+            (nucleus sampling, Holtzman et al. 2020).
+        generator: a ``torch.Generator`` for reproducible samples.
+
+    Returns:
+        ``[B, t0 + n]`` token ids (see ``greedy``).
+
+    Raises:
+        SpecError: a bad argument or a model without the decoding protocol.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> out = nnblocks.generate.sample(lm, batch_size=8, top_p=0.9, generator=g)
+    """
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 0:
+        raise _invalid("temperature", "a number >= 0", temperature)
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise _invalid("top_k", "a positive integer or None", top_k)
+    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise _invalid("top_p", "a probability in (0, 1] or None", top_p)
+
+    def choose(logits: torch.Tensor) -> torch.Tensor:
+        if temperature == 0:
+            return logits.argmax(-1)
+        probs = _filter_logits(logits / temperature, top_k, top_p).softmax(dim=-1)  # [B, V]
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [B]
+
+    return _decode(model, src, prefix, batch_size, max_new_tokens, use_cache, choose)
+
+
+def beam(
+    model: Any,
+    src: torch.Tensor | None = None,
+    *,
+    prefix: torch.Tensor | None = None,
+    batch_size: int | None = None,
+    beam_size: int = 4,
+    max_new_tokens: int | None = None,
+    length_penalty: float = 0.6,
+    use_cache: bool = True,
+    return_all: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Beam search with GNMT's length penalty (Wu et al. 2016).
+
+    Keeps ``beam_size`` hypotheses per sequence, ranked by
+    ``log P(Y | X) / ((5 + |Y|) / 6) ** alpha`` where ``|Y|`` counts the generated tokens
+    (EOS included). A hypothesis that has produced EOS stays in the beam with a fixed score
+    and competes with the growing ones, so the search ends when all ``beam_size``
+    hypotheses of every sequence have ended (or after ``max_new_tokens``). All sequences
+    and beams run as one batch of ``B * beam_size`` rows; the model's state follows the
+    surviving hypotheses through ``reorder_state`` (``index_select(0)``).
+
+    Args:
+        model, src, prefix, batch_size, max_new_tokens, use_cache: as for ``greedy``.
+        beam_size: hypotheses kept per sequence; 1 equals greedy decoding.
+        length_penalty: ``alpha`` above; 0.6 is what Vaswani et al. 2017 used, 0 ranks by
+            raw log-probability.
+        return_all: also return every final hypothesis and its score.
+
+    Returns:
+        ``[B, t0 + n]``: the best hypothesis of each sequence (see ``greedy``); with
+        ``return_all``: ``(tokens [B, beam_size, t0 + n], scores [B, beam_size])``, best
+        first, scores length-normalised.
+
+    Raises:
+        SpecError: a bad argument or a model without the decoding protocol.
+
+    Example:
+        >>> best = nnblocks.generate.beam(model, src, beam_size=4, max_new_tokens=30)
+    """
+    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+        raise _invalid("beam_size", "a positive integer", beam_size)
+    if (
+        isinstance(length_penalty, bool)
+        or not isinstance(length_penalty, (int, float))
+        or length_penalty < 0
+    ):
+        raise _invalid("length_penalty", "a number >= 0", length_penalty)
+    k, alpha = beam_size, float(length_penalty)
+    with _decoding(model):
+        tokens, state = _start(model, src, prefix, batch_size)
+        n, device = tokens.shape[0], tokens.device
+        eos, fill = int(model.eos_id), _fill_id(model)
+        expand = torch.arange(n, device=device).repeat_interleave(k)  # [n*k]
+        tokens, state = tokens[expand], reorder_state(state, expand)
+        # Only the first copy of each sequence is alive at first, so the first step does not
+        # pick the same token k times.
+        scores = torch.full((n, k), float("-inf"), device=device)  # raw log P, [n, k]
+        scores[:, 0] = 0.0
+        lengths = torch.zeros(n, k, dtype=torch.long, device=device)
+        done = torch.zeros(n, k, dtype=torch.bool, device=device)
+        rows = torch.arange(n, device=device)[:, None] * k  # [n, 1]
+        for _ in range(_budget(model, tokens.shape[1], max_new_tokens)):
+            logits, state = model.step(tokens, state, use_cache=use_cache)  # [n*k, V]
+            logp = logits.float().log_softmax(dim=-1).view(n, k, -1)  # [n, k, V]
+            vocab = logp.shape[-1]
+            # An ended hypothesis continues only with the fill token, at no cost.
+            ended = torch.full((vocab,), float("-inf"), device=device)
+            ended[fill] = 0.0
+            logp = torch.where(done[..., None], ended, logp)
+            candidates = scores[..., None] + logp  # [n, k, V]
+            grown = lengths + (~done).long()  # [n, k]
+            ranked = candidates / gnmt_length_penalty(grown, alpha)[..., None]
+            best = ranked.view(n, -1).topk(k, dim=-1).indices  # [n, k] over k*V
+            source, token = best // vocab, best % vocab  # [n, k]
+            scores = candidates.view(n, -1).gather(1, best)
+            lengths = grown.gather(1, source)
+            done = done.gather(1, source) | (token == eos)
+            pick = (rows + source).view(-1)  # [n*k] rows of the flat batch
+            tokens = torch.cat([tokens[pick], token.view(-1, 1)], dim=1)
+            state = reorder_state(state, pick)
+            if bool(done.all()):
+                break
+        final = scores / gnmt_length_penalty(lengths, alpha)  # [n, k]
+        final, order = final.sort(dim=-1, descending=True)
+        tokens = tokens.view(n, k, -1).gather(1, order[..., None].expand(-1, -1, tokens.shape[1]))
+        if return_all:
+            return tokens, final
+        return tokens[:, 0]

@@ -1,0 +1,416 @@
+"""What the Transformer models share: a stack of `block` parts, per-layer overrides, masks,
+token checks and weight tying.
+
+Private: the public names are the registered models (`transformer_lm`,
+`transformer_seq2seq`, `transformer_classifier`); see ``nnblocks/models/transformer.py``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnblocks.errors import RegistryError, ShapeError, SpecError
+from nnblocks.registry import build, get_entry
+from nnblocks.spec import close_matches, current_path, join_path, normalize
+
+__all__ = [
+    "LAYER_OPTIONS",
+    "TransformerStack",
+    "build_stack",
+    "parse_overrides",
+    "is_relative_position",
+    "build_position",
+    "check_tokens",
+    "key_mask",
+    "tie_weight",
+    "tied_groups",
+    "positive_int",
+    "rate",
+    "final_norm_spec",
+    "embed",
+    "build_dropout",
+    "supports_cache",
+]
+
+# Model options that may change per layer, and the `block` argument each one fills.
+LAYER_OPTIONS = {
+    "block": None,  # the block part itself
+    "self_attention": "attention",
+    "cross_attention": "cross_attention",
+    "feedforward": "feedforward",
+    "norm": "norm",
+    "norm_placement": "norm_placement",
+    "dropout": "dropout",
+    "drop_path": "drop_path",
+}
+
+_SELECTOR = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+_INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``, or a SpecError naming the option."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise SpecError(
+            f"Received an invalid value for `{name}`: expected {what}. Received: {name}={value!r}",
+            path=current_path() or None,
+        )
+    return value
+
+
+def rate(name: str, value: Any) -> float:
+    """``value`` as a probability in [0, 1), or a SpecError naming the option."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise SpecError(
+            f"Received an invalid value for `{name}`: expected a rate in [0, 1). "
+            f"Received: {name}={value!r}",
+            path=current_path() or None,
+        )
+    return float(value)
+
+
+def final_norm_spec(final_norm: Any, norm: Any, norm_placement: Any) -> Any:
+    """The norm spec after the last layer: ``"auto"`` puts one after pre-norm stacks only.
+
+    Pre-norm layers leave their residual stream un-normalised, so the stack needs a final
+    norm (GPT-2's ``ln_f``, Radford et al. 2019); post-norm layers end with a norm already
+    (Vaswani et al. 2017). ``True`` uses ``norm``, ``False``/None none, anything else is
+    a norm spec.
+    """
+    if norm_placement not in ("pre", "post"):
+        raise SpecError(
+            "Received an invalid value for `norm_placement`: expected \"pre\" or \"post\". "
+            f"Received: norm_placement={norm_placement!r}",
+            path=current_path() or None,
+        )
+    if isinstance(final_norm, str) and final_norm == "auto":
+        return norm if norm_placement == "pre" else None
+    if final_norm is True:
+        return norm
+    if final_norm is False or final_norm is None:
+        return None
+    return final_norm
+
+
+def embed(
+    tokens: torch.Tensor,
+    embedding: nn.Module,
+    position: nn.Module | None,
+    dropout: nn.Module | None,
+    offset: int = 0,
+) -> torch.Tensor:
+    """Token vectors with absolute positions added (from ``offset``) and dropout applied."""
+    x = embedding(tokens)  # [B, T, D]
+    if position is not None:
+        x = position(x, offset=offset)  # [B, T, D]
+    if dropout is not None:
+        x = dropout(x)
+    return x
+
+
+def build_dropout(p: float) -> nn.Module | None:
+    """The embedding dropout (a `regularization` part in slot `dropout`), None when p is 0."""
+    if p == 0:
+        return None
+    return build({"name": "dropout", "p": p}, "regularization", at="dropout")
+
+
+def _layers_of(selector: str, n_layers: int, path: str) -> list[int]:
+    """``"*"`` | ``"3"`` | ``"0-3"`` (inclusive) | a comma list of those -> layer indices."""
+    if selector.strip() == "*":
+        return list(range(n_layers))
+    found: list[int] = []
+    for piece in selector.split(","):
+        match = _SELECTOR.match(piece)
+        if match is None:
+            raise SpecError(
+                "a layer override key selects layers as `3`, `0-3` (inclusive), `*` or a comma "
+                f'list such as `0,2,5-7`. Received: "{selector}"',
+                path=path,
+            )
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) is not None else first
+        if first > last or last >= n_layers:
+            raise SpecError(
+                f"layers `{piece.strip()}` do not exist: the stack has {n_layers} layers "
+                f"(0-{n_layers - 1}).",
+                path=path,
+            )
+        found.extend(range(first, last + 1))
+    return found
+
+
+def parse_overrides(
+    overrides: Mapping[str, Any] | None,
+    stacks: Mapping[str, tuple[int, set[str]]],
+    *,
+    path: str,
+) -> dict[str, list[dict[str, Any]]]:
+    """Turn ``layer_overrides`` into per-layer option dicts for each stack.
+
+    Args:
+        overrides: ``{"[stack.]selector": {option: value}}`` (see ``transformer.py``).
+            Entries apply in order; a later entry wins for an option both set.
+        stacks: stack name -> (number of layers, options a layer of it may override).
+            With one stack the ``stack.`` prefix may be left out.
+        path: the spec path of ``layer_overrides`` for messages.
+
+    Returns:
+        stack name -> one dict per layer with that layer's overridden options.
+
+    Raises:
+        SpecError: a malformed key, an unknown stack or layer, an unknown option.
+    """
+    result: dict[str, list[dict[str, Any]]] = {s: [{} for _ in range(n)] for s, (n, _) in stacks.items()}
+    if overrides is None:
+        return result
+    if not isinstance(overrides, Mapping):
+        raise SpecError(
+            '`layer_overrides` maps layers to options, e.g. {"0-3": {"self_attention": '
+            f'"local"}}}}. Received: {type(overrides).__name__}',
+            path=path,
+        )
+    names = list(stacks)
+    for key, options in overrides.items():
+        at = join_path(path, key)
+        if not isinstance(key, str):
+            key = str(key)
+        stack, _, selector = key.rpartition(".")
+        if not stack:
+            if len(names) > 1:
+                raise SpecError(
+                    f"this model has several stacks ({', '.join(names)}): prefix the layers "
+                    f'with one, e.g. "{names[0]}.{selector}".',
+                    path=at,
+                )
+            stack = names[0]
+        if stack not in stacks:
+            raise SpecError(
+                f"unknown stack `{stack}`. This model has: {', '.join(names)}", path=at
+            )
+        n_layers, allowed = stacks[stack]
+        if not isinstance(options, Mapping):
+            raise SpecError(
+                "a layer override is a dict of layer options, e.g. "
+                f'{{"self_attention": "local"}}. Received: {options!r:.80}',
+                path=at,
+            )
+        for option in options:
+            if option not in allowed:
+                match = close_matches(option, allowed)
+                hint = f" Did you mean `{match[0]}`?" if match else ""
+                raise SpecError(
+                    f"a layer of `{stack}` has no option `{option}`.{hint} "
+                    f"Options a layer override may set: {', '.join(sorted(allowed))}",
+                    path=at,
+                )
+        for i in _layers_of(selector, n_layers, at):
+            result[stack][i].update(options)
+    return result
+
+
+def is_relative_position(spec: Any, *, path: str) -> bool:
+    """True when a position spec names a relative scheme (handed to attention, not added)."""
+    if spec is None:
+        return False
+    if isinstance(spec, (str, Mapping)):
+        name, _ = normalize(spec, path=path)
+        try:
+            factory = get_entry("position", name).factory
+        except RegistryError as exc:
+            raise RegistryError(f"at `{path}`: {exc}") from None
+        return bool(getattr(factory, "relative", False))
+    return bool(getattr(spec, "relative", False))
+
+
+def build_position(spec: Any, *, at: str, dim: int, max_len: int) -> nn.Module | None:
+    """Build an absolute position part for the embeddings; None for relative or absent."""
+    path = join_path(current_path(), at)
+    if spec is None or is_relative_position(spec, path=path):
+        return None
+    return build(spec, "position", at=at, dim=dim, max_len=max_len)
+
+
+def supports_cache(layer: nn.Module) -> bool:
+    """Whether a block, and the self-attention inside it, take a ``cache=`` argument.
+
+    A cross-attention without a cache is fine: the block then recomputes it each step.
+    """
+    modules = [layer]
+    if isinstance(getattr(layer, "self_attention", None), nn.Module):
+        modules.append(layer.self_attention)
+    return all("cache" in inspect.signature(m.forward).parameters for m in modules)
+
+
+class TransformerStack(nn.Module):
+    """A stack of `block` parts with an optional final norm (slots `layers.N`, `final_norm`).
+
+    Call arguments:
+        x: ``[B, T, D]``.
+        mask: ``[B, T_keys]`` bool key mask (True = may attend) or None.
+        causal: each position attends only to itself and earlier ones.
+        context: ``[B, S, D]`` encoder output for cross-attention, or None.
+        context_mask: ``[B, S]`` bool key mask of ``context`` or None.
+        caches: None, or one cache dict per layer (``{}`` at the first step).
+
+    Returns:
+        ``(x [B, T, D], caches)``; ``caches`` is None when none was passed.
+    """
+
+    def __init__(self, layers: Sequence[nn.Module], final_norm: nn.Module | None):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.final_norm = final_norm
+        self.cacheable = all(supports_cache(layer) for layer in self.layers)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+        caches: list[dict[str, Any]] | None = None,
+    ) -> tuple[torch.Tensor, list[dict[str, Any]] | None]:
+        new_caches = None
+        if caches is None:
+            for layer in self.layers:
+                x = layer(x, mask=mask, causal=causal, context=context, context_mask=context_mask)
+        else:
+            new_caches = []
+            for layer, cache in zip(self.layers, caches):
+                x, cache = layer(
+                    x, mask=mask, causal=causal, context=context, context_mask=context_mask,
+                    cache=cache,
+                )  # fmt: skip
+                new_caches.append(cache)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x, new_caches  # [B, T, D]
+
+
+def build_stack(
+    name: str,
+    n_layers: int,
+    *,
+    dim: int,
+    heads: int,
+    options: Mapping[str, Any],
+    per_layer: Sequence[Mapping[str, Any]],
+    position: Any,
+    final_norm: Any,
+) -> TransformerStack:
+    """Build ``name.layers.0 .. name.layers.{n-1}`` (blocks) and ``name.final_norm``.
+
+    Args:
+        name: the stack's slot name (``encoder`` or ``decoder``).
+        n_layers: number of blocks.
+        dim, heads: offered to every block.
+        options: the model-level layer options (keys of ``LAYER_OPTIONS``). A float
+            ``drop_path`` is the rate of the last layer, and layer ``i`` gets
+            ``drop_path * (i + 1) / n_layers`` (the linear rule of Huang et al. 2016).
+        per_layer: overrides for each layer (from ``parse_overrides``); an override's
+            ``drop_path`` is used as given.
+        position: a relative position spec handed to every block, or None.
+        final_norm: a norm spec for the output of the last layer, or None.
+    """
+    layers = []
+    for i in range(n_layers):
+        merged = dict(options)
+        drop_path = merged.get("drop_path")
+        if isinstance(drop_path, (int, float)) and not isinstance(drop_path, bool):
+            merged["drop_path"] = drop_path * (i + 1) / n_layers
+        merged.update(per_layer[i])
+        block_spec = merged.pop("block")
+        kwargs = {LAYER_OPTIONS[k]: v for k, v in merged.items()}
+        if position is not None:
+            kwargs["position"] = position
+        layers.append(build(block_spec, "block", at=f"{name}.layers.{i}", dim=dim, heads=heads, **kwargs))
+    norm = None
+    if final_norm is not None:
+        norm = build(final_norm, "norm", at=f"{name}.final_norm", dim=dim)
+    return TransformerStack(layers, norm)
+
+
+def check_tokens(tokens: Any, *, model: str, arg: str = "tokens") -> None:
+    """ShapeError naming the model unless ``tokens`` is an integer tensor ``[B, T]``."""
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype not in _INT_DTYPES:
+        received = (
+            f"{str(tokens.dtype).replace('torch.', '')} tensor of shape {tuple(tokens.shape)}"
+            if isinstance(tokens, torch.Tensor)
+            else type(tokens).__name__
+        )
+        raise ShapeError(
+            f"model `{model}`: expected `{arg}` as integer token ids [B, T] (torch.long). "
+            f"Received: {received}"
+        )
+
+
+def key_mask(tokens: torch.Tensor, pad_id: int | None) -> torch.Tensor | None:
+    """``[B, T]`` bool, True at real tokens; None when nothing is padding.
+
+    Leaving the mask out when there is no padding lets attention use the fused causal
+    kernels (``is_causal=True``); the check costs one reduction per forward.
+    """
+    if pad_id is None:
+        return None
+    mask = tokens != pad_id  # [B, T]
+    if bool(mask.all()):
+        return None
+    return mask
+
+
+def tie_weight(source: nn.Module, target: nn.Module, *, slot: str) -> nn.Parameter:
+    """Make ``target`` use ``source.weight`` in place of its own ``.weight``.
+
+    The target's Parameter is replaced wherever the target holds it (``head.weight`` or a
+    projection inside the head), so any head part exposing ``.weight`` can be tied.
+
+    Returns:
+        The shared Parameter.
+
+    Raises:
+        SpecError: either part has no ``.weight`` Parameter, or the shapes differ.
+    """
+    path = join_path(current_path(), slot) or None
+    weight = getattr(source, "weight", None)
+    old = getattr(target, "weight", None)
+    for value, what, module in ((weight, "the embedding", source), (old, f"`{slot}`", target)):
+        if not isinstance(value, nn.Parameter):
+            raise SpecError(
+                f"tying needs {what} to expose a `.weight` Parameter; {type(module).__name__} "
+                "has none. Set tie_embeddings to false or choose a part that has one.",
+                path=path,
+            )
+    assert isinstance(weight, nn.Parameter) and isinstance(old, nn.Parameter)  # for mypy
+    if weight.shape != old.shape:
+        raise SpecError(
+            f"cannot tie `{slot}` to the embedding: expected a weight of shape "
+            f"{tuple(weight.shape)}. Received: {tuple(old.shape)}",
+            path=path,
+        )
+    for module in target.modules():
+        for name, param in list(module._parameters.items()):
+            if param is old:
+                setattr(module, name, weight)
+    return weight
+
+
+def tied_groups(model: nn.Module, params: Sequence[nn.Parameter]) -> list[tuple[str, ...]]:
+    """One tuple of names (as ``model.named_parameters`` spells them) per shared Parameter.
+
+    This is what a model stores as ``model.tied_parameters``: the sharing it declares on
+    purpose, which the reuse audit accepts.
+    """
+    names: dict[int, list[str]] = {id(p): [] for p in params}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in names:
+            names[id(param)].append(name)
+    return [tuple(n) for n in names.values() if len(n) > 1]

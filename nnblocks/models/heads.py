@@ -1,0 +1,167 @@
+"""Kind `head`: maps model features to outputs (logits, class scores, regression values).
+
+Contract:
+
+- Construction: ``Part(dim, out_features, **options)``; every option has a default.
+- Call: ``part(x [..., D]) -> [..., out_features]``, position-wise (every leading axis is
+  kept), same dtype and device as ``x``.
+- A head that can be tied to an input embedding exposes ``.weight`` ``[out_features, D]``,
+  the ``nn.Parameter`` of its last projection; a model ties it by putting the embedding's
+  Parameter where that one is held (Press & Wolf 2017).
+
+Built-ins: ``linear`` (one projection) and ``mlp`` (projection, activation, projection; the
+pooler-plus-classifier of BERT, Devlin et al. 2019).
+
+The kind is declared here because heads only exist in assembled models; it belongs with the
+other kinds in ``nnblocks/parts/`` once that package takes it over.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+import torch.nn.functional as F
+from nnblocks.errors import RegistryError, ShapeError, SpecError
+from nnblocks.registry import add_kind, build, register
+from nnblocks.spec import current_path
+
+__all__ = ["LinearHead", "MLPHead"]
+
+try:
+    add_kind("head", "maps features to outputs: part(x [..., D]) -> [..., out_features]")
+except RegistryError:  # already declared (by nnblocks.parts once it takes the kind over)
+    pass
+
+
+def _positive(name: str, value: Any, part: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise SpecError(
+            f"Received an invalid value for `{name}` of head part `{part}`: expected a positive "
+            f"integer. Received: {name}={value!r}",
+            path=current_path() or None,
+        )
+    return value
+
+
+class _Head(nn.Module):
+    """Shared plumbing: the width check that names the slot."""
+
+    part_name = ""
+
+    def __init__(self, dim: int, out_features: int):
+        super().__init__()
+        self.dim = _positive("dim", dim, self.part_name)
+        self.out_features = _positive("out_features", out_features, self.part_name)
+        self._path = current_path()
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() < 1 or x.shape[-1] != self.dim:
+            where = f" at `{self._path}`" if self._path else ""
+            raise ShapeError(
+                f"head part `{self.part_name}`{where}: expected input [..., {self.dim}]. "
+                f"Received: shape {tuple(x.shape)}"
+            )
+
+
+@register("head", "linear")
+class LinearHead(_Head):
+    """One linear projection from features to outputs.
+
+    Args:
+        dim: input features D.
+        out_features: outputs (vocabulary size, number of classes).
+        bias: learn an additive bias. Language models usually leave it out (GPT-2 has none,
+            and a tied head shares only the weight).
+
+    Call arguments:
+        x: ``[..., D]``.
+
+    Returns:
+        ``[..., out_features]``.
+
+    Raises:
+        SpecError: ``dim`` or ``out_features`` is not a positive integer.
+        ShapeError: ``x`` does not end with ``dim`` features.
+
+    Example:
+        >>> head = nnblocks.build("linear", "head", dim=64, out_features=10)
+        >>> head(torch.randn(2, 5, 64)).shape
+        torch.Size([2, 5, 10])
+    """
+
+    part_name = "linear"
+
+    def __init__(self, dim: int, out_features: int, bias: bool = True):
+        super().__init__(dim, out_features)
+        # Held directly (not in an nn.Linear) so a tied model names it `head.weight`.
+        linear = nn.Linear(dim, out_features, bias=bias)  # nn.Linear's initialisation
+        self.weight = linear.weight  # [out_features, D]
+        self.bias = linear.bias  # [out_features] or None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        return F.linear(x, self.weight, self.bias)  # [..., out_features]
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, {self.out_features}, bias={self.bias is not None}"
+
+
+@register("head", "mlp")
+class MLPHead(_Head):
+    """Projection, activation, dropout, projection: a small classifier on top of features.
+
+    Args:
+        dim: input features D.
+        out_features: outputs.
+        hidden: width of the hidden layer (default ``dim``, so the last projection can be
+            tied to an embedding of width D).
+        activation: an activation spec (default ``"tanh"``, BERT's pooler).
+        dropout: dropout on the hidden layer while training.
+        bias: learn additive biases.
+
+    Call arguments:
+        x: ``[..., D]``.
+
+    Returns:
+        ``[..., out_features]``.
+
+    Raises:
+        SpecError: a size is not a positive integer or ``activation`` is not an activation.
+        ShapeError: ``x`` does not end with ``dim`` features.
+
+    Example:
+        >>> head = nnblocks.build({"name": "mlp", "hidden": 32}, "head", dim=64, out_features=3)
+        >>> head(torch.randn(2, 64)).shape
+        torch.Size([2, 3])
+    """
+
+    part_name = "mlp"
+
+    def __init__(
+        self,
+        dim: int,
+        out_features: int,
+        hidden: int | None = None,
+        activation: Any = "tanh",
+        dropout: float = 0.0,
+        bias: bool = True,
+    ):
+        super().__init__(dim, out_features)
+        hidden = dim if hidden is None else _positive("hidden", hidden, self.part_name)
+        self.hidden = nn.Linear(dim, hidden, bias=bias)
+        self.activation = build(activation, "activation", at="activation")
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(hidden, out_features, bias=bias)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        """The last projection's weight ``[out_features, hidden]`` (what a tie replaces)."""
+        return self.proj.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        h = self.dropout(self.activation(self.hidden(x)))  # [..., hidden]
+        return self.proj(h)  # [..., out_features]

@@ -1,0 +1,167 @@
+"""Model `transformer_classifier`: an encoder-only Transformer that classifies a sequence
+(pooled, ``[B, C]``) or tags each token (``[B, T, C]``), as BERT does (Devlin et al. 2019).
+See ``nnblocks/models/transformer.py`` for the family."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnblocks.errors import SpecError
+from nnblocks.models._stack import (
+    build_dropout,
+    build_position,
+    build_stack,
+    check_tokens,
+    embed,
+    final_norm_spec,
+    is_relative_position,
+    key_mask,
+    parse_overrides,
+    positive_int,
+    rate,
+)
+from nnblocks.registry import build, register
+from nnblocks.spec import current_path, join_path
+
+__all__ = ["TransformerClassifier"]
+
+_LAYER_OPTIONS = {
+    "block", "self_attention", "feedforward", "norm", "norm_placement", "dropout", "drop_path",
+}  # fmt: skip
+_POOLS = ("mean", "first", "max", "none")
+
+
+@register("model", "transformer_classifier")
+class TransformerClassifier(nn.Module):
+    """Encoder-only Transformer: bidirectional blocks, pooling, a classification head.
+
+    Slots: ``embedding``, ``position`` (absolute only; a relative scheme goes to every
+    self-attention's ``position=`` option), ``dropout``, ``encoder.layers.N`` (with
+    ``.self_attention``, ``.feedforward`` and their norms), ``encoder.final_norm``,
+    ``head``.
+
+    Args:
+        vocab_size: number of token ids.
+        num_classes: number of classes C (or tags when ``pool="none"``).
+        dim: model width D.
+        heads: attention heads H, offered to every attention.
+        layers: number of blocks.
+        max_len: longest sequence an absolute position part must cover.
+        embedding, position, block, self_attention, feedforward, norm: slot specs, as in
+            ``transformer_lm``.
+        norm_placement: ``"pre"`` or ``"post"`` (BERT).
+        dropout: rate of the embedding dropout and of each block's residual dropout.
+        drop_path: stochastic depth rate of the last layer (linear rule, Huang et al. 2016).
+        final_norm: ``"auto"`` (after pre-norm stacks), ``True``, ``False``/None or a spec.
+        head: head spec (``"linear"``, offered ``bias=True``), applied after pooling.
+        pool: how a sequence becomes one vector: ``"mean"`` over real (non-pad) tokens,
+            ``"first"`` token (a [CLS] token the data puts first), ``"max"`` over real
+            tokens, or ``"none"`` to tag every token.
+        layer_overrides: per-layer options, ``{"0-3": {"self_attention": "local"}}``.
+        pad_id: padding id (masked out of attention and pooling) or None.
+
+    Call arguments:
+        tokens: ``[B, T]`` integer token ids.
+
+    Returns:
+        ``[B, C]`` class logits, or ``[B, T, C]`` per-token logits when ``pool="none"``.
+
+    Raises:
+        SpecError: a bad option or slot spec, naming its spec path.
+        ShapeError: ``tokens`` is not an integer tensor ``[B, T]``.
+
+    Example:
+        >>> clf = nnblocks.build({"name": "transformer_classifier", "vocab_size": 100,
+        ...                       "num_classes": 3, "dim": 32, "heads": 2, "layers": 1})
+        >>> clf(torch.randint(1, 100, (4, 12))).shape
+        torch.Size([4, 3])
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        dim: int = 256,
+        heads: int = 4,
+        layers: int = 4,
+        max_len: int = 512,
+        embedding: Any = "token",
+        position: Any = "learned",
+        block: Any = "transformer",
+        self_attention: Any = "mha",
+        feedforward: Any = "mlp",
+        norm: Any = "layer",
+        norm_placement: str = "pre",
+        dropout: float = 0.1,
+        drop_path: float = 0.0,
+        final_norm: Any = "auto",
+        head: Any = "linear",
+        pool: str | None = "mean",
+        layer_overrides: dict[str, Any] | None = None,
+        pad_id: int | None = 0,
+    ):
+        super().__init__()
+        self.vocab_size = positive_int("vocab_size", vocab_size)
+        self.num_classes = positive_int("num_classes", num_classes)
+        self.dim = positive_int("dim", dim)
+        self.max_len = positive_int("max_len", max_len)
+        positive_int("heads", heads)
+        positive_int("layers", layers, minimum=0)
+        self.pool = "none" if pool is None else pool
+        if self.pool not in _POOLS:
+            raise SpecError(
+                f"Received an invalid value for `pool`: expected one of {', '.join(_POOLS)}. "
+                f"Received: pool={pool!r}",
+                path=current_path() or None,
+            )
+        self.pad_id = pad_id
+        options = {
+            "block": block, "self_attention": self_attention, "feedforward": feedforward,
+            "norm": norm, "norm_placement": norm_placement, "dropout": rate("dropout", dropout),
+            "drop_path": rate("drop_path", drop_path),
+        }  # fmt: skip
+        per_layer = parse_overrides(
+            layer_overrides,
+            {"encoder": (layers, _LAYER_OPTIONS)},
+            path=join_path(current_path(), "layer_overrides"),
+        )["encoder"]
+        relative = is_relative_position(position, path=join_path(current_path(), "position"))
+
+        self.embedding = build(
+            embedding, "embedding", at="embedding", dim=dim, vocab_size=vocab_size,
+            padding_idx=pad_id,
+        )  # fmt: skip
+        self.position = build_position(position, at="position", dim=dim, max_len=max_len)
+        self.dropout = build_dropout(options["dropout"])
+        self.encoder = build_stack(
+            "encoder", layers, dim=dim, heads=heads, options=options, per_layer=per_layer,
+            position=position if relative else None,
+            final_norm=final_norm_spec(final_norm, norm, norm_placement),
+        )  # fmt: skip
+        self.head = build(head, "head", at="head", dim=dim, out_features=num_classes, bias=True)
+        self.tied_parameters: list[tuple[str, ...]] = []
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        check_tokens(tokens, model="transformer_classifier")
+        mask = key_mask(tokens, self.pad_id)  # [B, T] or None
+        x = embed(tokens, self.embedding, self.position, self.dropout)  # [B, T, D]
+        h, _ = self.encoder(x, mask=mask)  # [B, T, D]
+        if self.pool == "none":
+            return self.head(h)  # [B, T, C]
+        return self.head(self._pool(h, mask))  # [B, C]
+
+    def _pool(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if self.pool == "first":
+            return h[:, 0]  # [B, D]
+        if mask is None:
+            return h.mean(dim=1) if self.pool == "mean" else h.amax(dim=1)
+        keep = mask.unsqueeze(-1)  # [B, T, 1]
+        if self.pool == "mean":
+            # An all-padding row pools to zeros rather than 0/0.
+            count = keep.sum(dim=1).clamp(min=1).to(h.dtype)  # [B, 1]
+            return (h * keep).sum(dim=1) / count  # [B, D]
+        pooled = h.masked_fill(~keep, float("-inf")).amax(dim=1)  # [B, D]
+        return torch.where(keep.any(dim=1), pooled, torch.zeros_like(pooled))

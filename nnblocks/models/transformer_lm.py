@@ -1,0 +1,203 @@
+"""Model `transformer_lm`: a decoder-only Transformer language model (GPT, Radford et al.
+2018/2019), assembled from slots. See ``nnblocks/models/transformer.py`` for the family."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnblocks.errors import ShapeError
+from nnblocks.models._stack import (
+    build_dropout,
+    build_position,
+    build_stack,
+    check_tokens,
+    embed,
+    final_norm_spec,
+    is_relative_position,
+    key_mask,
+    parse_overrides,
+    positive_int,
+    rate,
+    tie_weight,
+    tied_groups,
+)
+from nnblocks.registry import build, register
+from nnblocks.spec import current_path, join_path
+
+__all__ = ["TransformerLM"]
+
+_LAYER_OPTIONS = {
+    "block", "self_attention", "feedforward", "norm", "norm_placement", "dropout", "drop_path",
+}  # fmt: skip
+
+
+@register("model", "transformer_lm")
+class TransformerLM(nn.Module):
+    """Decoder-only Transformer: token embedding, causal blocks, output head.
+
+    Slots: ``embedding``, ``position`` (absolute schemes only; a relative one goes to every
+    self-attention's ``position=`` option), ``dropout``, ``decoder.layers.N`` (blocks, with
+    ``decoder.layers.N.self_attention``, ``.feedforward``, ``.self_attention_norm``,
+    ``.feedforward_norm``), ``decoder.final_norm``, ``head``.
+
+    Args:
+        vocab_size: number of token ids V.
+        dim: model width D.
+        heads: attention heads H, offered to every attention.
+        layers: number of blocks.
+        max_len: longest sequence an absolute position part must cover.
+        embedding: embedding spec (``"token"``).
+        position: position spec; absolute ones (``learned``, ``sinusoidal``, ``none``) are
+            added to the embeddings, relative ones (``rotary``, ``alibi``) go to attention.
+        block: the block part of every layer (``"transformer"``).
+        self_attention, feedforward, norm: specs for every layer's slots.
+        norm_placement: ``"pre"`` (GPT-2) or ``"post"`` (Vaswani et al. 2017).
+        dropout: rate of the embedding dropout and of each block's residual dropout.
+        drop_path: stochastic depth rate of the last layer; layer ``i`` of ``L`` gets
+            ``drop_path * (i + 1) / L`` (Huang et al. 2016).
+        final_norm: norm after the last layer: ``"auto"`` (one after pre-norm stacks),
+            ``True``, ``False``/None or a norm spec.
+        head: head spec (``"linear"``, offered ``bias=False``) giving ``[.., V]`` logits.
+        tie_embeddings: share the embedding's weight with the head (Press & Wolf 2017);
+            listed in ``tied_parameters``.
+        layer_overrides: per-layer options, ``{"0-3": {"self_attention": "local"}}`` (see
+            ``nnblocks/models/transformer.py``).
+        pad_id: padding id (keys with it are masked out) or None when nothing is padded.
+        bos_id, eos_id: begin and end of sequence ids, for decoding.
+
+    Call arguments:
+        tokens: ``[B, T]`` integer token ids.
+
+    Returns:
+        Next-token logits ``[B, T, V]``.
+
+    Raises:
+        SpecError: a bad option or slot spec, naming its spec path.
+        ShapeError: ``tokens`` is not an integer tensor ``[B, T]``.
+
+    Example:
+        >>> lm = nnblocks.build({"name": "transformer_lm", "vocab_size": 100, "dim": 32,
+        ...                      "heads": 2, "layers": 2})
+        >>> lm(torch.randint(3, 100, (2, 7))).shape
+        torch.Size([2, 7, 100])
+        >>> nnblocks.generate.greedy(lm.eval(), batch_size=2, max_new_tokens=5).shape[0]
+        2
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int = 256,
+        heads: int = 4,
+        layers: int = 4,
+        max_len: int = 1024,
+        embedding: Any = "token",
+        position: Any = "learned",
+        block: Any = "transformer",
+        self_attention: Any = "mha",
+        feedforward: Any = "mlp",
+        norm: Any = "layer",
+        norm_placement: str = "pre",
+        dropout: float = 0.1,
+        drop_path: float = 0.0,
+        final_norm: Any = "auto",
+        head: Any = "linear",
+        tie_embeddings: bool = True,
+        layer_overrides: dict[str, Any] | None = None,
+        pad_id: int | None = 0,
+        bos_id: int = 1,
+        eos_id: int = 2,
+    ):
+        super().__init__()
+        self.vocab_size = positive_int("vocab_size", vocab_size)
+        self.dim = positive_int("dim", dim)
+        self.max_len = positive_int("max_len", max_len)
+        positive_int("heads", heads)
+        positive_int("layers", layers, minimum=0)
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        options = {
+            "block": block, "self_attention": self_attention, "feedforward": feedforward,
+            "norm": norm, "norm_placement": norm_placement, "dropout": rate("dropout", dropout),
+            "drop_path": rate("drop_path", drop_path),
+        }  # fmt: skip
+        per_layer = parse_overrides(
+            layer_overrides,
+            {"decoder": (layers, _LAYER_OPTIONS)},
+            path=join_path(current_path(), "layer_overrides"),
+        )["decoder"]
+        relative = is_relative_position(position, path=join_path(current_path(), "position"))
+
+        self.embedding = build(
+            embedding, "embedding", at="embedding", dim=dim, vocab_size=vocab_size,
+            padding_idx=pad_id,
+        )  # fmt: skip
+        self.position = build_position(position, at="position", dim=dim, max_len=max_len)
+        self.dropout = build_dropout(options["dropout"])
+        self.decoder = build_stack(
+            "decoder", layers, dim=dim, heads=heads, options=options, per_layer=per_layer,
+            position=position if relative else None,
+            final_norm=final_norm_spec(final_norm, norm, norm_placement),
+        )  # fmt: skip
+        self.head = build(head, "head", at="head", dim=dim, out_features=vocab_size, bias=False)
+        shared = [tie_weight(self.embedding, self.head, slot="head")] if tie_embeddings else []
+        self.tied_parameters = tied_groups(self, shared)
+
+    def _hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = embed(tokens, self.embedding, self.position, self.dropout)  # [B, T, D]
+        h, _ = self.decoder(x, mask=key_mask(tokens, self.pad_id), causal=True)
+        return h  # [B, T, D]
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        check_tokens(tokens, model="transformer_lm")
+        return self.head(self._hidden(tokens))  # [B, T, V]
+
+    # Decoding protocol (docs/interfaces.md), used by nnblocks.generate.
+
+    def begin(self, src: torch.Tensor | None = None) -> dict[str, Any]:
+        """Start decoding: an empty cache per layer. A language model takes no source.
+
+        Raises:
+            ShapeError: ``src`` is given (a prompt goes in the prefix instead).
+        """
+        if src is not None:
+            raise ShapeError(
+                "model `transformer_lm` has no source to encode: begin(src) expected "
+                "src=None; pass a prompt as the decoding prefix instead. Received: a "
+                f"{type(src).__name__}"
+            )
+        return {"caches": [{} for _ in self.decoder.layers], "length": 0}
+
+    def step(
+        self, prefix: torch.Tensor, state: dict[str, Any], use_cache: bool = True
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Next-token logits after ``prefix``.
+
+        Args:
+            prefix: ``[B, t]`` every token so far (BOS first).
+            state: from ``begin`` or the previous ``step``.
+            use_cache: run only the positions the caches do not cover yet. Falls back to
+                recomputing when some attention part has no cache.
+
+        Returns:
+            ``(logits [B, V], state)``.
+
+        Raises:
+            ShapeError: ``prefix`` is not ``[B, t]`` integer ids, or holds no new position.
+        """
+        check_tokens(prefix, model="transformer_lm", arg="prefix")
+        if not (use_cache and self.decoder.cacheable):
+            return self.head(self._hidden(prefix)[:, -1]), state  # [B, V]
+        seen = state["length"]
+        if prefix.shape[1] <= seen:
+            raise ShapeError(
+                f"model `transformer_lm`: step expected a prefix longer than the {seen} "
+                f"cached positions. Received: prefix of shape {tuple(prefix.shape)}"
+            )
+        x = embed(prefix[:, seen:], self.embedding, self.position, self.dropout, offset=seen)
+        h, caches = self.decoder(
+            x, mask=key_mask(prefix, self.pad_id), causal=True, caches=state["caches"]
+        )  # [B, t - seen, D]
+        return self.head(h[:, -1]), {**state, "caches": caches, "length": prefix.shape[1]}

@@ -1,0 +1,280 @@
+"""Model `transformer_seq2seq`: the encoder-decoder Transformer (Vaswani et al. 2017),
+assembled from slots. See ``nnblocks/models/transformer.py`` for the family."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnblocks.errors import ShapeError, SpecError
+from nnblocks.models._stack import (
+    build_dropout,
+    build_position,
+    build_stack,
+    check_tokens,
+    embed,
+    final_norm_spec,
+    is_relative_position,
+    key_mask,
+    parse_overrides,
+    positive_int,
+    rate,
+    tie_weight,
+    tied_groups,
+)
+from nnblocks.registry import build, register
+from nnblocks.spec import current_path, join_path
+
+__all__ = ["TransformerSeq2Seq"]
+
+_ENCODER_OPTIONS = {
+    "block", "self_attention", "feedforward", "norm", "norm_placement", "dropout", "drop_path",
+}  # fmt: skip
+_DECODER_OPTIONS = _ENCODER_OPTIONS | {"cross_attention"}
+
+
+def _vocab_sizes(vocab_size: Any, src_vocab_size: Any, tgt_vocab_size: Any) -> tuple[int, int]:
+    src = src_vocab_size if src_vocab_size is not None else vocab_size
+    tgt = tgt_vocab_size if tgt_vocab_size is not None else vocab_size
+    if src is None or tgt is None:
+        raise SpecError(
+            "missing the vocabulary size: give `vocab_size` (one vocabulary for both sides) or "
+            f"`src_vocab_size` and `tgt_vocab_size`. Received: vocab_size={vocab_size!r}, "
+            f"src_vocab_size={src_vocab_size!r}, tgt_vocab_size={tgt_vocab_size!r}",
+            path=current_path() or None,
+        )
+    return positive_int("src_vocab_size", src), positive_int("tgt_vocab_size", tgt)
+
+
+@register("model", "transformer_seq2seq")
+class TransformerSeq2Seq(nn.Module):
+    """Encoder-decoder Transformer for sequence-to-sequence tasks (translation).
+
+    Slots: ``src_embedding``, ``tgt_embedding`` (one module when ``share_embeddings``),
+    ``src_position``, ``tgt_position`` (absolute schemes only; a relative one goes to every
+    self-attention's ``position=`` option), ``dropout``, ``encoder.layers.N`` (with
+    ``.self_attention``, ``.feedforward`` and their norms), ``encoder.final_norm``,
+    ``decoder.layers.N`` (with ``.self_attention``, ``.cross_attention``, ``.feedforward``
+    and their norms), ``decoder.final_norm``, ``head``.
+
+    Args:
+        vocab_size: one vocabulary size for both sides (the default of the two below).
+        src_vocab_size, tgt_vocab_size: source and target vocabulary sizes.
+        dim: model width D.
+        heads: attention heads H, offered to every attention.
+        encoder_layers, decoder_layers: number of blocks in each stack.
+        max_len: longest sequence an absolute position part must cover.
+        embedding: embedding spec for both sides (``{"name": "token", "scale": true}``
+            multiplies by sqrt(D) as in Vaswani et al. 2017).
+        position: position spec for both sides (``"sinusoidal"``).
+        block: the block part of every layer (``"transformer"``).
+        self_attention, cross_attention, feedforward, norm: specs for every layer's slots
+            (``cross_attention`` only in the decoder).
+        norm_placement: ``"pre"`` or ``"post"`` (the original Transformer).
+        dropout: rate of the embedding dropout and of each block's residual dropout.
+        drop_path: stochastic depth rate of each stack's last layer (linear rule).
+        final_norm: ``"auto"`` (after pre-norm stacks), ``True``, ``False``/None or a spec.
+        head: head spec (``"linear"``, offered ``bias=False``) giving ``[.., V_tgt]``.
+        share_embeddings: one embedding module for source and target (needs equal vocab
+            sizes; Press & Wolf 2017 for a shared subword vocabulary).
+        tie_embeddings: share the target embedding's weight with the head.
+        layer_overrides: per-layer options keyed by stack, e.g.
+            ``{"encoder.0-1": {"self_attention": "local"}, "decoder.*": {...}}``.
+        pad_id, bos_id, eos_id: special token ids (source and target use the same).
+
+    Call arguments:
+        src: ``[B, S]`` source token ids.
+        tgt_in: ``[B, T]`` target ids shifted right (BOS first), for teacher forcing.
+
+    Returns:
+        Logits ``[B, T, V_tgt]``.
+
+    Raises:
+        SpecError: a bad option or slot spec, naming its spec path.
+        ShapeError: ``src`` or ``tgt_in`` is not an integer tensor ``[B, T]``, or their
+            batch sizes differ.
+
+    Example:
+        >>> model = nnblocks.build({"name": "transformer_seq2seq", "vocab_size": 50,
+        ...                         "dim": 32, "heads": 2})
+        >>> model(torch.randint(3, 50, (2, 9)), torch.randint(3, 50, (2, 7))).shape
+        torch.Size([2, 7, 50])
+    """
+
+    def __init__(
+        self,
+        vocab_size: int | None = None,
+        src_vocab_size: int | None = None,
+        tgt_vocab_size: int | None = None,
+        dim: int = 256,
+        heads: int = 4,
+        encoder_layers: int = 3,
+        decoder_layers: int = 3,
+        max_len: int = 512,
+        embedding: Any = "token",
+        position: Any = "sinusoidal",
+        block: Any = "transformer",
+        self_attention: Any = "mha",
+        cross_attention: Any = "mha",
+        feedforward: Any = "mlp",
+        norm: Any = "layer",
+        norm_placement: str = "pre",
+        dropout: float = 0.1,
+        drop_path: float = 0.0,
+        final_norm: Any = "auto",
+        head: Any = "linear",
+        share_embeddings: bool = False,
+        tie_embeddings: bool = True,
+        layer_overrides: dict[str, Any] | None = None,
+        pad_id: int | None = 0,
+        bos_id: int = 1,
+        eos_id: int = 2,
+    ):
+        super().__init__()
+        src_vocab, tgt_vocab = _vocab_sizes(vocab_size, src_vocab_size, tgt_vocab_size)
+        if share_embeddings and src_vocab != tgt_vocab:
+            raise SpecError(
+                "share_embeddings needs one vocabulary: expected src_vocab_size == "
+                f"tgt_vocab_size. Received: {src_vocab} and {tgt_vocab}",
+                path=join_path(current_path(), "share_embeddings") or None,
+            )
+        self.src_vocab_size, self.tgt_vocab_size = src_vocab, tgt_vocab
+        self.dim = positive_int("dim", dim)
+        self.max_len = positive_int("max_len", max_len)
+        positive_int("heads", heads)
+        positive_int("encoder_layers", encoder_layers, minimum=0)
+        positive_int("decoder_layers", decoder_layers, minimum=0)
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        options = {
+            "block": block, "self_attention": self_attention, "feedforward": feedforward,
+            "norm": norm, "norm_placement": norm_placement, "dropout": rate("dropout", dropout),
+            "drop_path": rate("drop_path", drop_path),
+        }  # fmt: skip
+        per_layer = parse_overrides(
+            layer_overrides,
+            {
+                "encoder": (encoder_layers, _ENCODER_OPTIONS),
+                "decoder": (decoder_layers, _DECODER_OPTIONS),
+            },
+            path=join_path(current_path(), "layer_overrides"),
+        )
+        relative = position if is_relative_position(
+            position, path=join_path(current_path(), "position")
+        ) else None  # fmt: skip
+        last_norm = final_norm_spec(final_norm, norm, norm_placement)
+
+        self.src_embedding = build(
+            embedding, "embedding", at="src_embedding", dim=dim, vocab_size=src_vocab,
+            padding_idx=pad_id,
+        )  # fmt: skip
+        if share_embeddings:
+            self.tgt_embedding = self.src_embedding
+        else:
+            self.tgt_embedding = build(
+                embedding, "embedding", at="tgt_embedding", dim=dim, vocab_size=tgt_vocab,
+                padding_idx=pad_id,
+            )  # fmt: skip
+        self.src_position = build_position(position, at="src_position", dim=dim, max_len=max_len)
+        self.tgt_position = build_position(position, at="tgt_position", dim=dim, max_len=max_len)
+        self.dropout = build_dropout(options["dropout"])
+        self.encoder = build_stack(
+            "encoder", encoder_layers, dim=dim, heads=heads, options=options,
+            per_layer=per_layer["encoder"], position=relative, final_norm=last_norm,
+        )  # fmt: skip
+        self.decoder = build_stack(
+            "decoder", decoder_layers, dim=dim, heads=heads,
+            options={**options, "cross_attention": cross_attention},
+            per_layer=per_layer["decoder"], position=relative, final_norm=last_norm,
+        )  # fmt: skip
+        self.head = build(head, "head", at="head", dim=dim, out_features=tgt_vocab, bias=False)
+
+        shared = list(self.src_embedding.parameters()) if share_embeddings else []
+        if tie_embeddings:
+            shared.append(tie_weight(self.tgt_embedding, self.head, slot="head"))
+        self.tied_parameters = tied_groups(self, shared)
+
+    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Encode the source once: ``(memory [B, S, D], src key mask [B, S] or None)``."""
+        check_tokens(src, model="transformer_seq2seq", arg="src")
+        x = embed(src, self.src_embedding, self.src_position, self.dropout)  # [B, S, D]
+        src_mask = key_mask(src, self.pad_id)
+        memory, _ = self.encoder(x, mask=src_mask)
+        return memory, src_mask
+
+    def _decode(
+        self,
+        tgt: torch.Tensor,
+        memory: torch.Tensor,
+        src_mask: torch.Tensor | None,
+        caches: list[dict[str, Any]] | None = None,
+        offset: int = 0,
+    ) -> tuple[torch.Tensor, list[dict[str, Any]] | None]:
+        # With caches, `tgt` is the whole prefix and only positions from `offset` are run.
+        x = embed(tgt[:, offset:], self.tgt_embedding, self.tgt_position, self.dropout, offset)
+        return self.decoder(
+            x, mask=key_mask(tgt, self.pad_id), causal=True, context=memory,
+            context_mask=src_mask, caches=caches,
+        )  # fmt: skip
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        check_tokens(tgt_in, model="transformer_seq2seq", arg="tgt_in")
+        if src.shape[0] != tgt_in.shape[0]:
+            raise ShapeError(
+                "model `transformer_seq2seq`: expected `src` and `tgt_in` with the same batch "
+                f"size. Received: src {tuple(src.shape)}, tgt_in {tuple(tgt_in.shape)}"
+            )
+        memory, src_mask = self.encode(src)
+        h, _ = self._decode(tgt_in, memory, src_mask)  # [B, T, D]
+        return self.head(h)  # [B, T, V]
+
+    # Decoding protocol (docs/interfaces.md), used by nnblocks.generate.
+
+    def begin(self, src: torch.Tensor | None = None) -> dict[str, Any]:
+        """Encode ``src`` ``[B, S]`` once; the state holds the memory and empty caches.
+
+        Raises:
+            ShapeError: ``src`` is missing or not ``[B, S]`` integer ids.
+        """
+        if src is None:
+            raise ShapeError(
+                "model `transformer_seq2seq`: begin(src) expected source token ids [B, S]. "
+                "Received: None"
+            )
+        memory, src_mask = self.encode(src)
+        state: dict[str, Any] = {
+            "memory": memory, "caches": [{} for _ in self.decoder.layers], "length": 0,
+        }  # fmt: skip
+        if src_mask is not None:
+            state["memory_mask"] = src_mask
+        return state
+
+    def step(
+        self, prefix: torch.Tensor, state: dict[str, Any], use_cache: bool = True
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Next-token logits after the target ``prefix`` ``[B, t]`` (BOS first).
+
+        With ``use_cache`` only the positions the caches do not cover yet are run (the
+        cross-attention parts may keep the projected memory in their caches); without it,
+        or when some attention part has no cache, the whole prefix is recomputed.
+
+        Returns:
+            ``(logits [B, V], state)``.
+
+        Raises:
+            ShapeError: ``prefix`` is not ``[B, t]`` integer ids, or holds no new position.
+        """
+        check_tokens(prefix, model="transformer_seq2seq", arg="prefix")
+        memory, src_mask = state["memory"], state.get("memory_mask")
+        if not (use_cache and self.decoder.cacheable):
+            h, _ = self._decode(prefix, memory, src_mask)
+            return self.head(h[:, -1]), state  # [B, V]
+        seen = state["length"]
+        if prefix.shape[1] <= seen:
+            raise ShapeError(
+                f"model `transformer_seq2seq`: step expected a prefix longer than the {seen} "
+                f"cached positions. Received: prefix of shape {tuple(prefix.shape)}"
+            )
+        h, caches = self._decode(prefix, memory, src_mask, caches=state["caches"], offset=seen)
+        return self.head(h[:, -1]), {**state, "caches": caches, "length": prefix.shape[1]}
