@@ -44,30 +44,31 @@ TOP_LEVEL_KEYS = {
     "description": "free text",
 }
 
-# Training settings a recipe may hold, with their types (for --set checks) and meaning.
+# Training settings a recipe may hold, with their types (for --set checks) and meaning. Names
+# follow the Learner's arguments where one exists.
 TRAIN_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "epochs": (int, "passes over the training data"),
     "lr": ((int, float), "peak learning rate"),
     "batch_size": (int, "samples per step"),
-    "valid_batch_size": (int, "samples per evaluation step"),
-    "optimizer": ((str, dict), "adamw (default), adam, sgd, or a spec dict"),
-    "weight_decay": ((int, float), "decoupled weight decay"),
-    "schedule": ((str, type(None)), "one_cycle (default), constant, cosine, linear"),
-    "warmup": ((int, float), "fraction of steps spent warming up (one-cycle pct_start)"),
-    "grad_clip": ((int, float, type(None)), "clip the gradient norm to this value"),
-    "grad_accumulation": (int, "steps whose gradients are summed before an update"),
-    "precision": (str, "fp32 (default), bf16, fp16"),
-    "label_smoothing": ((int, float), "label smoothing of the cross-entropy loss"),
-    "metrics": (list, "metric names"),
-    "monitor": (str, "metric watched by early stopping and best checkpoints"),
+    "valid_batch_size": ((int, type(None)), "samples per evaluation step"),
+    "opt": ((str, dict), "optimizer: adamw (default), adam, sgd"),
+    "wd": ((int, float), "decoupled weight decay"),
+    "schedule": ((str, dict, type(None)), "one_cycle (default), constant, cosine, linear"),
+    "clip_grad": ((int, float, type(None)), "clip the global gradient norm to this value"),
+    "grad_accumulation": (int, "batches whose gradients are summed before an update"),
+    "mixed_precision": ((str, type(None)), "null (fp32), bf16, fp16 (CUDA)"),
+    "loss": ((str, type(None)), "loss name; default: the task's loss"),
+    "metrics": ((list, type(None)), "metric names; default: the task's metrics"),
+    "monitor": ((str, type(None)), "history column for early stopping and the best checkpoint"),
     "early_stopping": ((int, type(None)), "patience in epochs; null = off"),
-    "teacher_forcing": ((dict, int, float, type(None)), "teacher-forcing schedule for RNN seq2seq"),
+    "teacher_forcing": ((dict, int, float, type(None)), "teacher-forcing schedule (RNN seq2seq)"),
     "time_limit": ((int, float, type(None)), "stop training after this many seconds"),
-    "max_steps": ((int, type(None)), "stop after this many optimizer steps"),
-    "progress": (bool, "show the progress bar"),
     "threads": ((int, type(None)), "torch threads; null = torch's default"),
     "deterministic": (bool, "use deterministic algorithms"),
     "audit": (str, "warn (default), error or off: the reuse audit on the first batch"),
+    "checkpoint": (bool, "save best/last training checkpoints in the run folder"),
+    "evaluate": ((dict, type(None)), "options for the task's evaluation after training"),
+    "show": (int, "how many test examples to print after training"),
 }
 
 

@@ -5,6 +5,9 @@ training split); each categorical column gets its own embedding, and the concate
 through ``Linear -> norm -> activation -> dropout`` layers to a linear head (Guo & Berkhahn
 2016, "Entity Embeddings of Categorical Variables").
 
+Other kinds have an ``mlp`` part too, so build it with ``kind="model"`` (recipes and
+checkpoints do) or write ``"model/mlp"``.
+
 Slots (module paths): ``embeddings.{i}`` (one per categorical column),
 ``layers.{i}.linear|norm|activation|dropout`` and ``head``.
 """
@@ -111,7 +114,7 @@ class TabularMLP(nn.Module):
     Example:
         >>> import nnblocks, torch
         >>> model = nnblocks.build({"name": "mlp", "in_features": 5, "num_classes": 3,
-        ...                         "categories": [4, 10], "hidden": [16]})
+        ...                         "categories": [4, 10], "hidden": [16]}, "model")
         >>> model(torch.randn(8, 5), torch.randint(0, 4, (8, 2))).shape
         torch.Size([8, 3])
     """

@@ -92,7 +92,11 @@ class TokenEmbedding(nn.Module):
                     path=path,
                 )
         if padding_idx is not None:
-            if not isinstance(padding_idx, int) or not -vocab_size <= padding_idx < vocab_size:
+            if (
+                isinstance(padding_idx, bool)
+                or not isinstance(padding_idx, int)
+                or not -vocab_size <= padding_idx < vocab_size
+            ):
                 raise SpecError(
                     "Received an invalid value for `padding_idx` of embedding part `token`: "
                     f"expected None or an id in [0, vocab_size={vocab_size}). "

@@ -58,9 +58,9 @@ def test_an_all_padding_row_is_finite():
 
 
 def test_slots_and_round_trip():
-    model = clf(position="alibi", layer_overrides={"0": {"self_attention": "linear"}})
+    model = clf(position="alibi", layer_overrides={"0": {"self_attention": "local"}})
     assert model.position is None
-    assert nnblocks.spec_of(model.encoder.layers[0].self_attention)["name"] == "linear"
+    assert nnblocks.spec_of(model.encoder.layers[0].self_attention)["name"] == "local"
     assert nnblocks.kind_of(model.get_submodule("encoder.layers.1.self_attention")) == "attention"
     assert nnblocks.kind_of(model.head) == "head" and model.head.bias is not None
     assert model.tied_parameters == []

@@ -6,6 +6,7 @@ on every machine without a download. (Its exact content follows the Python versi
 
 from __future__ import annotations
 
+import os
 import sysconfig
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,12 @@ def stdlib_files(root: str | Path | None = None) -> list[Path]:
         DataError: the folder holds no ``.py`` files.
     """
     base = Path(root or sysconfig.get_paths()["stdlib"])
-    files = sorted(
-        (p for p in base.rglob("*.py") if not _SKIP.intersection(p.relative_to(base).parts[:-1])),
-        key=lambda p: p.relative_to(base).as_posix(),
-    )
+    files = []
+    # os.walk with pruning: site-packages alone can hold far more files than the stdlib
+    for folder, dirs, names in os.walk(base):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP)
+        files.extend(Path(folder) / n for n in names if n.endswith(".py"))
+    files.sort(key=lambda p: p.relative_to(base).as_posix())
     if not files:
         raise DataError(f"dataset `python_source`: no .py files found under `{base}`.")
     return files

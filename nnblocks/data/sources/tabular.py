@@ -170,9 +170,9 @@ def from_dataframe(
         if part is None:
             continue
         if cont_out:
-            x_num[idx] = torch.as_tensor(part.df[cont_out].to_numpy(dtype="float32"))
+            x_num[idx] = torch.tensor(part.df[cont_out].to_numpy(dtype="float32"))
         if cat_out:
-            x_cat[idx] = torch.as_tensor(part.df[cat_out].to_numpy(dtype="int64"))
+            x_cat[idx] = torch.tensor(part.df[cat_out].to_numpy(dtype="int64"))
     cardinalities = fitted["categorify"].cardinalities if cat_out else []
     model_args: dict[str, Any] = {"in_features": len(cont_out)}
     xs: list[torch.Tensor] = [x_num]

@@ -1,0 +1,411 @@
+"""`watch_numerics`: name the first module where a NaN or Inf appeared, forward or backward.
+
+PyTorch's anomaly mode names the failing autograd op and costs about 3x; this names the
+module, as ``model.named_modules()`` spells it, and costs little:
+
+- Forward: hooks record a checkpoint when each module is entered (its inputs) and left (its
+  outputs). Each checkpoint costs one reduction, ``t.sum()``, kept on the device; when the
+  outermost call returns, one ``isfinite`` over all the sums and one host sync find the first
+  bad checkpoint. A sum is non-finite exactly when some element is NaN or Inf (or the sum
+  overflows, which needs values near the float's limit). The first bad checkpoint names the
+  culprit: a module's output when its inputs were finite, or, when a module's *input* is the
+  first bad value, the enclosing module whose own code produced it.
+- Backward: each module's inputs that need a gradient are handed to it as fresh views, so a
+  hook sees the gradient that flows out through *this* module alone; hooks also see the
+  gradient arriving at each output and each parameter's accumulated gradient. At the end of
+  the backward pass (an engine callback), one sync finds the first bad event in time: a
+  module whose input or parameter gradient went bad while the gradient at its output was
+  finite produced it.
+
+Cost when nothing goes wrong: one small reduction per module output, a view and a hook per
+input that needs a gradient, and two host syncs per step. The tensors a step passes between
+modules are kept alive until the step's check (for the statistics in the message), which
+matters only in inference without autograd.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnblocks.errors import NumericsError
+
+__all__ = ["watch_numerics", "NumericsWatch", "tensor_stats"]
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+@dataclasses.dataclass(eq=False)
+class _Call:
+    """One call of one module during the forward pass."""
+
+    module: nn.Module
+    parent: _Call | None
+    inputs: list[torch.Tensor] | None = None  # held until the forward check
+    entered: bool = False  # backward: the gradient at an output arrived
+    exited: bool = False  # backward: the gradient at an input left
+
+
+def _floats(value: Any, depth: int = 0) -> Iterator[torch.Tensor]:
+    """Floating-point tensors in a value (tensors, tuples, lists, dicts; two levels deep)."""
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point():
+            yield value
+    elif depth < 2 and isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _floats(v, depth + 1)
+    elif depth < 2 and isinstance(value, dict):
+        for v in value.values():
+            yield from _floats(v, depth + 1)
+
+
+def _total(t: torch.Tensor) -> torch.Tensor:
+    return t.sum(dtype=torch.float32) if t.dtype in _HALF else t.sum()
+
+
+def tensor_stats(t: torch.Tensor | None) -> str:
+    """``"[2, 7, 64] float32: 3 NaN, 0 Inf; finite min -1.2 max 3.4 mean 0.01 std 0.98"``."""
+    if t is None:
+        return "None"
+    t = t.detach()
+    head = f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')}"
+    if not t.is_floating_point() or t.numel() == 0:
+        return head
+    x = t.double()
+    nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+    finite = x[torch.isfinite(x)]
+    stats = f"{head}: {nan} NaN, {inf} Inf"
+    if finite.numel():
+        std = float(finite.std()) if finite.numel() > 1 else 0.0
+        stats += (
+            f"; finite min {float(finite.min()):.4g} max {float(finite.max()):.4g} "
+            f"mean {float(finite.mean()):.4g} std {std:.4g}"
+        )
+    return stats
+
+
+class NumericsWatch:
+    """Hooks on every module of ``model`` that raise `NumericsError` at the first NaN or Inf.
+
+    Use it as a context manager (`watch_numerics`) or call `attach` and `detach` (what the
+    Learner does with ``debug=True``).
+
+    Args:
+        model: any ``nn.Module``.
+        backward: also watch gradients (module inputs and outputs, parameters).
+
+    Raises (from the model's forward, or from ``loss.backward()``):
+        NumericsError: ``.module_path`` names the first module where a non-finite value
+            appeared (the model's class name for the root), ``.phase`` is ``"forward"`` or
+            ``"backward"``; the message gives the statistics of the module's inputs.
+    """
+
+    def __init__(self, model: nn.Module, *, backward: bool = True):
+        self.model = model
+        self.backward = backward
+        self._paths: dict[int, str] = {}
+        for name, module in model.named_modules():
+            self._paths.setdefault(id(module), name)
+        self._handles: list[Any] = []
+        self._active = False
+        self._reset_forward()
+        self._reset_backward()
+
+    # ---- lifecycle ----
+
+    def attach(self) -> NumericsWatch:
+        """Register the hooks (idempotent)."""
+        if self._active:
+            return self
+        for module in self.model.modules():
+            if id(module) not in self._paths:
+                continue
+            self._handles.append(module.register_forward_pre_hook(self._enter, with_kwargs=True))
+            self._handles.append(
+                module.register_forward_hook(self._leave, with_kwargs=True, always_call=True)
+            )
+        if self.backward:
+            self._watch_parameters()
+        self._active = True
+        return self
+
+    def detach(self) -> None:
+        """Remove every hook; tensors hooked earlier stop reporting."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._active = False
+        self._reset_forward()
+        self._reset_backward()
+
+    def __enter__(self) -> NumericsWatch:
+        return self.attach()
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+    def path(self, module: nn.Module) -> str:
+        """The module's name as ``named_modules`` spells it; the class name for the root."""
+        return self._paths.get(id(module)) or type(module).__name__
+
+    # ---- forward ----
+
+    def _reset_forward(self) -> None:
+        self._depth = 0
+        self._stack: list[_Call] = []
+        self._calls: list[_Call] = []
+        self._sums: list[torch.Tensor] = []
+        self._points: list[tuple[str, _Call, int]] = []  # ("in" | "out", call, index in _sums)
+        self._memo: dict[tuple[int, int], tuple[torch.Tensor, int]] = {}
+
+    def _flag(self, t: torch.Tensor) -> int:
+        key = (id(t), t._version)
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] is t:
+            return hit[1]
+        self._sums.append(_total(t.detach()))
+        index = len(self._sums) - 1
+        self._memo[key] = (t, index)  # holding t keeps its id from being reused this step
+        return index
+
+    def _enter(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not self._active:
+            return None
+        self._depth += 1
+        call = _Call(module, self._stack[-1] if self._stack else None)
+        inputs = list(_floats(args)) + list(_floats(kwargs))
+        call.inputs = inputs
+        self._calls.append(call)
+        for t in inputs:
+            self._points.append(("in", call, self._flag(t)))
+        self._stack.append(call)
+        if self.backward and torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+            return self._hook_inputs(call, args, kwargs)
+        return None
+
+    def _hook_inputs(
+        self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        # A fresh view is used by this module alone, so its gradient is the one flowing out
+        # through this module (a hook on the shared tensor would see the sum of all uses).
+        views: dict[int, torch.Tensor] = {}
+
+        def swap(v: Any) -> Any:
+            if not (isinstance(v, torch.Tensor) and v.requires_grad and v.is_floating_point()):
+                return v
+            if id(v) not in views:  # q is k is v stays true for attention fast paths
+                view = v.view_as(v)
+                view.register_hook(self._grad_hook("in", call, len(views)))
+                views[id(v)] = view
+            return views[id(v)]
+
+        new_args = tuple(swap(a) for a in args)
+        new_kwargs = {k: swap(v) for k, v in kwargs.items()}
+        return new_args, new_kwargs
+
+    def _leave(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+        if not self._active or not self._stack:
+            return
+        call = self._stack.pop()
+        self._depth -= 1
+        if sys.exc_info()[1] is not None:  # the forward raised: note the culprit on its error
+            if self._depth == 0:
+                self._note_on_error(sys.exc_info()[1])
+            return
+        for i, t in enumerate(_floats(output)):
+            self._points.append(("out", call, self._flag(t)))
+            if self.backward and t.requires_grad:
+                t.register_hook(self._grad_hook("out", call, i))
+        if self._depth == 0:
+            self._check_forward()
+
+    def _first_bad_forward(self) -> tuple[str, _Call] | None:
+        if not self._sums:
+            return None
+        finite = torch.isfinite(torch.stack(self._sums)).tolist()  # the one host sync
+        for kind, call, index in self._points:
+            if not finite[index]:
+                return kind, call
+        return None
+
+    def _check_forward(self) -> None:
+        calls = self._calls
+        try:
+            bad = self._first_bad_forward()
+            if bad is not None:
+                raise self._forward_error(*bad)
+        finally:
+            self._reset_forward()
+            for call in calls:
+                call.inputs = None  # release the step's tensors
+
+    def _note_on_error(self, exc: BaseException) -> None:
+        calls = self._calls
+        try:
+            bad = self._first_bad_forward()
+            if bad is not None and hasattr(exc, "add_note"):
+                exc.add_note(f"nnblocks.watch_numerics: {self._forward_error(*bad)}")
+        finally:
+            self._reset_forward()
+            for call in calls:
+                call.inputs = None
+
+    def _forward_error(self, kind: str, call: _Call) -> NumericsError:
+        if kind == "in":
+            if call.parent is None:
+                culprit = call.module
+                where = f"the input of `{self.path(culprit)}` is already non-finite"
+                inputs = call.inputs or []
+            else:
+                culprit = call.parent.module
+                where = (
+                    f"`{self.path(culprit)}` ({type(culprit).__name__}) produced it in its own "
+                    f"code: the input it passed to `{self.path(call.module)}` is non-finite"
+                )
+                inputs = call.parent.inputs or []
+        else:
+            culprit = call.module
+            where = f"the output of `{self.path(culprit)}` ({type(culprit).__name__}) is non-finite"
+            inputs = call.inputs or []
+        lines = [f"NaN/Inf in the forward pass: {where}, its inputs being finite."]
+        lines += [f"  input {i}: {tensor_stats(t)}" for i, t in enumerate(inputs)]
+        lines += self._bad_parameters(culprit)
+        return NumericsError("\n".join(lines), module_path=self.path(culprit), phase="forward")
+
+    def _bad_parameters(self, module: nn.Module) -> list[str]:
+        bad = [
+            f"  parameter `{n}`: {tensor_stats(p)}"
+            for n, p in module.named_parameters(recurse=False)
+            if not bool(torch.isfinite(p).all())
+        ]
+        if bad:
+            bad.insert(0, "  its own parameters are non-finite (a bad optimizer step before?):")
+        return bad
+
+    # ---- backward ----
+
+    def _reset_backward(self) -> None:
+        self._events: list[tuple[str, Any, int, torch.Tensor, Any]] = []
+        self._grad_sums: list[torch.Tensor] = []
+        self._queued = False
+
+    def _watch_parameters(self) -> None:
+        owners: dict[int, tuple[nn.Module, str]] = {}
+        for mname, module in self.model.named_modules():
+            for pname, p in module.named_parameters(recurse=False):
+                owners.setdefault(id(p), (module, f"{mname}.{pname}" if mname else pname))
+        for p in self.model.parameters():
+            if p.requires_grad:
+                owner = owners[id(p)]
+                self._handles.append(p.register_post_accumulate_grad_hook(self._param_hook(owner)))
+
+    def _queue(self) -> None:
+        if not self._queued:
+            self._queued = True
+            torch.autograd.Variable._execution_engine.queue_callback(self._check_backward)
+
+    def _grad_hook(self, kind: str, call: _Call, position: int) -> Any:
+        def hook(grad: torch.Tensor) -> None:
+            if self._active and grad is not None:
+                self._queue()
+                self._grad_sums.append(_total(grad.detach()))
+                self._events.append((kind, call, len(self._grad_sums) - 1, grad, position))
+
+        return hook
+
+    def _param_hook(self, owner: tuple[nn.Module, str]) -> Any:
+        def hook(p: torch.Tensor) -> None:
+            if self._active and p.grad is not None:
+                self._queue()
+                self._grad_sums.append(_total(p.grad.detach()))
+                self._events.append(("param", owner, len(self._grad_sums) - 1, p.grad, None))
+
+        return hook
+
+    def _check_backward(self) -> None:
+        events, sums = self._events, self._grad_sums
+        self._reset_backward()
+        if not sums:
+            return
+        finite = torch.isfinite(torch.stack(sums)).tolist()  # the one host sync
+        incoming: dict[int, torch.Tensor] = {}
+        for kind, who, index, grad, position in events:
+            if kind == "out":
+                if not finite[index]:
+                    raise self._backward_from_above(who, grad)
+                who.entered = True
+                incoming.setdefault(id(who), grad)
+            elif kind == "in":
+                if not finite[index]:
+                    raise self._backward_error(
+                        who.module, f"the gradient w.r.t. its input {position}", grad, incoming.get(id(who))
+                    )
+                who.exited = True
+            elif not finite[index]:
+                module, name = who
+                raise self._backward_error(module, f"the gradient of parameter `{name}`", grad, None)
+
+    def _backward_error(
+        self, module: nn.Module, what: str, grad: torch.Tensor, arriving: torch.Tensor | None
+    ) -> NumericsError:
+        lines = [
+            f"NaN/Inf in the backward pass at `{self.path(module)}` ({type(module).__name__}): "
+            f"{what} became non-finite while the gradient arriving at its output was finite.",
+            f"  bad gradient: {tensor_stats(grad)}",
+        ]
+        if arriving is not None:
+            lines.append(f"  gradient arriving at its output: {tensor_stats(arriving)}")
+        lines += self._bad_parameters(module)
+        return NumericsError("\n".join(lines), module_path=self.path(module), phase="backward")
+
+    def _backward_from_above(self, call: _Call, grad: torch.Tensor) -> NumericsError:
+        """The gradient at ``call``'s output is bad: the nearest enclosing module whose
+        backward is running (its own code, between its submodules) produced it."""
+        parent = call.parent
+        while parent is not None and not (parent.entered and not parent.exited):
+            parent = parent.parent
+        if parent is None:
+            module = call.module
+            while call.parent is not None:
+                call = call.parent
+                module = call.module
+            lines = [
+                f"NaN/Inf in the backward pass: the gradient arriving at the output of "
+                f"`{self.path(module)}` is already non-finite (it comes from the loss or code "
+                "outside the model).",
+                f"  gradient: {tensor_stats(grad)}",
+            ]
+            return NumericsError("\n".join(lines), module_path=self.path(module), phase="backward")
+        return self._backward_error(
+            parent.module,
+            f"the gradient it passes to `{self.path(call.module)}` (its own code)",
+            grad,
+            None,
+        )
+
+
+def watch_numerics(model: nn.Module, *, backward: bool = True) -> NumericsWatch:
+    """Watch ``model`` for NaN and Inf; raise `NumericsError` naming the first module.
+
+    Args:
+        model: any ``nn.Module`` (not only nnblocks models).
+        backward: also watch gradients (default True).
+
+    Returns:
+        A `NumericsWatch`, a context manager; hooks are removed on exit.
+
+    Raises:
+        NumericsError: from the forward call or from ``backward()``, with ``.module_path``
+            (``named_modules`` spelling; the class name for the root) and ``.phase``.
+
+    Example:
+        >>> with watch_numerics(model):
+        ...     loss = loss_fn(model(x), y)
+        ...     loss.backward()
+    """
+    return NumericsWatch(model, backward=backward)

@@ -1,0 +1,212 @@
+"""Automatic search of architecture and training settings with Optuna.
+
+The study lives in a database (SQLite in the output folder by default), so a killed search
+resumes where it stopped, and several workers on several machines can share one study
+through a database server (``storage="postgresql://..."``). Poor trials are pruned from
+their per-epoch validation metric (median pruner).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nnblocks.errors import NNBlocksError, SpecError
+from nnblocks.experiment.recipe import apply_overrides, dump_recipe, load_recipe
+from nnblocks.experiment.run import check_recipe, run_recipe
+from nnblocks.experiment.space import Dimension, parse_space
+from nnblocks.experiment.table import higher_is_better
+
+__all__ = ["TuneResult", "tune"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TuneResult:
+    best_value: float
+    best_params: dict[str, Any]
+    best_recipe: Path
+    folder: Path
+    n_complete: int
+    n_pruned: int
+    study: Any
+
+
+def _optuna() -> Any:
+    try:
+        import optuna
+    except ImportError as exc:
+        raise NNBlocksError("`nnblocks tune` needs Optuna: pip install 'nnblocks[search]'") from exc
+    return optuna
+
+
+def _reporter(trial: Any, metric: str) -> Any:
+    """A Learner callback that reports the metric each epoch and stops a pruned trial."""
+    from nnblocks.train import CancelFit, Callback
+
+    class OptunaReporter(Callback):
+        order = 75  # after metrics are in the epoch's history, before checkpoints
+
+        def __init__(self) -> None:
+            self.pruned = False
+
+        def after_epoch(self, learn: Any) -> None:
+            row = learn.history[-1] if learn.history else {}
+            if metric not in row:
+                raise SpecError(
+                    f"cannot report `{metric}` to the study: the epoch's history has {sorted(row)}",
+                    path="tune.metric",
+                )
+            trial.report(float(row[metric]), step=learn.epoch)
+            if trial.should_prune():
+                self.pruned = True
+                raise CancelFit
+
+    return OptunaReporter()
+
+
+def _storage(optuna: Any, url: str) -> Any:
+    # Heartbeats let a resumed study retry trials whose worker was killed mid-trial.
+    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+
+    return RDBStorage(
+        url,
+        heartbeat_interval=30,
+        grace_period=90,
+        failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+    )
+
+
+def tune(
+    recipe_path: str | os.PathLike[str],
+    trials: int,
+    *,
+    storage: str | None = None,
+    study_name: str | None = None,
+    folder: str | os.PathLike[str] | None = None,
+    overrides: Sequence[str] = (),
+    timeout: float | None = None,
+    progress: bool = False,
+) -> TuneResult:
+    """Search the recipe's `tune.space` until the study holds ``trials`` finished trials.
+
+    Args:
+        recipe_path: a recipe with a `tune:` section (see ``nnblocks.experiment.space``).
+        trials: finished (complete or pruned) trials the study should hold; a resumed
+            study runs only the missing ones.
+        storage: an Optuna storage URL; default ``sqlite:///FOLDER/study.db``.
+        study_name: default: the recipe's name.
+        folder: output folder (trial run folders, best recipe, plots); default
+            ``runs/tune-NAME``.
+        overrides: ``KEY=VALUE`` applied before sampling.
+        timeout: stop starting new trials after this many seconds.
+
+    Returns:
+        A TuneResult; writes ``best_recipe.yaml``, ``history.png`` and ``importance.png``.
+
+    Raises:
+        SpecError: an empty or malformed search space, or a searched key that does not fit
+            the recipe (checked with each dimension's first value before any training).
+    """
+    optuna = _optuna()
+    recipe = load_recipe(recipe_path, overrides)
+    dims = parse_space(recipe)
+    _check_dimensions(recipe, dims)
+    tune_cfg = recipe.get("tune") or {}
+    metric = tune_cfg.get("metric") or (recipe.get("train") or {}).get("monitor") or "valid_loss"
+    direction = tune_cfg.get("direction") or ("maximize" if higher_is_better(metric) else "minimize")
+    name = study_name or str(recipe.get("name", Path(recipe_path).stem))
+    out = Path(folder) if folder else Path("runs") / f"tune-{name}"
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=name,
+        storage=_storage(optuna, url),
+        direction=direction,
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=int(recipe.get("seed", 0))),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+    )
+
+    def objective(trial: Any) -> float:
+        values = [(d.key, d.sample(trial)) for d in dims]
+        trial_recipe = apply_overrides(recipe, values)
+        trial_recipe.pop("tune", None)
+        reporter = _reporter(trial, metric)
+        result = run_recipe(trial_recipe, out / f"trial-{trial.number:04d}", progress=progress,
+                            extra_callbacks=[reporter])
+        if reporter.pruned:
+            raise optuna.TrialPruned()
+        value = result.metrics.get(metric)
+        if value is None:
+            raise SpecError(f"the run has no `{metric}`; it has {sorted(result.metrics)}", path="tune.metric")
+        return float(value)
+
+    finished = _finished(study, optuna)
+    remaining = max(0, trials - finished)
+    log.info("study %s: %d finished, running %d more", name, finished, remaining)
+    if remaining:
+        study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(NNBlocksError,))
+    return _report(study, optuna, recipe, dims, out)
+
+
+def _check_dimensions(recipe: dict[str, Any], dims: Sequence[Dimension]) -> None:
+    probe = []
+    for d in dims:
+        if d.choices is not None:
+            probe.append((d.key, d.choices[0]))
+        else:
+            probe.append((d.key, int(d.low) if d.kind == "int" else float(d.low)))  # type: ignore[arg-type]
+    trial_recipe = apply_overrides(recipe, probe)
+    trial_recipe.pop("tune", None)
+    check_recipe(trial_recipe)
+    for d in dims:  # every categorical choice must build too
+        if d.choices is not None:
+            for choice in d.choices[1:]:
+                check_recipe(apply_overrides(trial_recipe, [(d.key, choice)]))
+
+
+def _finished(study: Any, optuna: Any) -> int:
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def _report(study: Any, optuna: Any, recipe: dict[str, Any], dims: Sequence[Dimension], out: Path) -> TuneResult:
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+    if not complete:
+        raise NNBlocksError(f"no trial of study `{study.study_name}` completed; see {out}")
+    best = study.best_trial
+    params = {k: Dimension.decode(v) for k, v in best.params.items()}
+    best_recipe = apply_overrides(recipe, list(params.items()))
+    best_recipe.pop("tune", None)
+    path = out / "best_recipe.yaml"
+    header = f"# best of {len(complete)} complete trials: {study.best_value}\n"
+    path.write_text(header + dump_recipe(best_recipe), encoding="utf-8")
+    _plots(study, optuna, out, enough=len(complete) >= 2 and len(dims) >= 1)
+    return TuneResult(float(study.best_value), params, path, out, len(complete), len(pruned), study)
+
+
+def _plots(study: Any, optuna: Any, out: Path, *, enough: bool) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    ax = ovm.plot_optimization_history(study)
+    ax.figure.savefig(out / "history.png", dpi=110, bbox_inches="tight")
+    plt.close(ax.figure)
+    if enough:
+        try:
+            ax = ovm.plot_param_importances(study)
+            ax.figure.savefig(out / "importance.png", dpi=110, bbox_inches="tight")
+            plt.close(ax.figure)
+        except (RuntimeError, ValueError) as exc:  # e.g. all trials share one value
+            log.warning("no parameter-importance plot: %s", exc)
