@@ -17,42 +17,44 @@ from nnblocks.errors import NNBlocksError
 COMMANDS = {
     "parts": ("nnblocks.commands.parts", "list kinds and parts with their arguments"),
     "check": ("nnblocks.check.command", "run the contract test kit on a part"),
-    "audit": ("nnblocks.check.audit_command", "audit module reuse in a recipe's model or a checkpoint"),
+    "audit": (
+        "nnblocks.check.audit_command",
+        "audit module reuse in a recipe's model or a checkpoint",
+    ),
     "train": ("nnblocks.experiment.train_command", "train a recipe"),
     "ablate": ("nnblocks.experiment.ablate_command", "run an ablation grid over seeds"),
     "tune": ("nnblocks.experiment.tune_command", "search settings with Optuna"),
 }
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (a broken one breaks no other)."""
     parser = argparse.ArgumentParser(prog="nnblocks", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            p.set_defaults(_missing=module_name)
+        if name != command:
             continue
+        module = importlib.import_module(module_name)
         module.configure(p)
         p.set_defaults(_run=module.run)
     return parser
 
 
+def _chosen(argv: list[str]) -> str | None:
+    return next((a for a in argv if a in COMMANDS), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = make_parser(_chosen(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
     if args.command is None:
         parser.print_help()
-        return 2
-    if getattr(args, "_missing", None):
-        print(f"nnblocks {args.command}: not available in this build", file=sys.stderr)
         return 2
     try:
         return int(args._run(args) or 0)

@@ -18,8 +18,11 @@ Example:
     >>> model = nnblocks.build({"name": "transformer_seq2seq", "vocab_size": 50, "dim": 32,
     ...                         "heads": 2})
     >>> src = torch.randint(3, 50, (4, 9))
-    >>> out = nnblocks.generate.greedy(model, src, max_new_tokens=12)   # [4, <= 13]
-    >>> best = nnblocks.generate.beam(model, src, beam_size=4, max_new_tokens=12)
+    >>> out = nnblocks.generate.greedy(model, src, max_new_tokens=12)
+    >>> out.shape[0], out.shape[1] <= 13, bool((out[:, 0] == model.bos_id).all())
+    (4, True, True)
+    >>> nnblocks.generate.beam(model, src, beam_size=4, max_new_tokens=12).shape[0]
+    4
 """
 
 from __future__ import annotations
@@ -114,12 +117,19 @@ def _start(
     state = model.begin(src)
     if prefix is not None:
         if not isinstance(prefix, torch.Tensor) or prefix.dim() != 2 or prefix.is_floating_point():
-            shape = tuple(prefix.shape) if isinstance(prefix, torch.Tensor) else type(prefix).__name__
+            shape = (
+                tuple(prefix.shape) if isinstance(prefix, torch.Tensor) else type(prefix).__name__
+            )
             raise ShapeError(
                 f"generate: expected `prefix` as integer token ids [B, t]. Received: {shape}"
             )
         if prefix.shape[1] == 0:
             raise ShapeError("generate: expected a `prefix` with at least one token (BOS).")
+        if src is not None and src.shape[0] != prefix.shape[0]:
+            raise ShapeError(
+                f"generate: expected `prefix` with the source's batch size {src.shape[0]}. "
+                f"Received: prefix of shape {tuple(prefix.shape)}"
+            )
         return prefix.long(), state
     if src is not None:
         rows, device = src.shape[0], src.device
@@ -138,7 +148,11 @@ def _budget(model: Any, start: int, max_new_tokens: int | None) -> int:
         limit = getattr(model, "max_len", None)
         if isinstance(limit, int):  # learned positions end there
             max_new_tokens = min(max_new_tokens, max(limit - start, 0))
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 0
+    ):
         raise _invalid("max_new_tokens", "a non-negative integer", max_new_tokens)
     return max_new_tokens
 
@@ -201,7 +215,12 @@ def greedy(
         ShapeError: ``prefix`` is not integer ids ``[B, t0]``.
 
     Example:
-        >>> out = nnblocks.generate.greedy(model, src, max_new_tokens=20)
+        >>> lm = nnblocks.build({"name": "transformer_lm", "vocab_size": 30, "dim": 16,
+        ...                      "heads": 2, "layers": 1})
+        >>> prompt = torch.tensor([[1, 7, 8], [1, 9, 9]])
+        >>> out = nnblocks.generate.greedy(lm, prefix=prompt, max_new_tokens=5)
+        >>> torch.equal(out[:, :3], prompt), out.shape[1] <= 8
+        (True, True)
     """
     return _decode(
         model, src, prefix, batch_size, max_new_tokens, use_cache, lambda lg: lg.argmax(-1)
@@ -255,10 +274,19 @@ def sample(
         SpecError: a bad argument or a model without the decoding protocol.
 
     Example:
-        >>> g = torch.Generator().manual_seed(0)
-        >>> out = nnblocks.generate.sample(lm, batch_size=8, top_p=0.9, generator=g)
+        >>> lm = nnblocks.build({"name": "transformer_lm", "vocab_size": 30, "dim": 16,
+        ...                      "heads": 2, "layers": 1})
+        >>> draw = lambda: nnblocks.generate.sample(
+        ...     lm, batch_size=8, max_new_tokens=6, top_p=0.9,
+        ...     generator=torch.Generator().manual_seed(0))
+        >>> torch.equal(draw(), draw())
+        True
     """
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 0:
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or temperature < 0
+    ):
         raise _invalid("temperature", "a number >= 0", temperature)
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise _invalid("top_k", "a positive integer or None", top_k)
@@ -312,7 +340,13 @@ def beam(
         SpecError: a bad argument or a model without the decoding protocol.
 
     Example:
-        >>> best = nnblocks.generate.beam(model, src, beam_size=4, max_new_tokens=30)
+        >>> model = nnblocks.build({"name": "transformer_seq2seq", "vocab_size": 30,
+        ...                         "dim": 16, "heads": 2})
+        >>> src = torch.randint(3, 30, (2, 6))
+        >>> tokens, scores = nnblocks.generate.beam(
+        ...     model, src, beam_size=3, max_new_tokens=8, return_all=True)
+        >>> tokens.shape[:2], bool((scores[:, :-1] >= scores[:, 1:]).all())
+        (torch.Size([2, 3]), True)
     """
     if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
         raise _invalid("beam_size", "a positive integer", beam_size)

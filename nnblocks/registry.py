@@ -29,14 +29,14 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from nnblocks.errors import RegistryError, SpecError
+from nnblocks.errors import NNBlocksError, RegistryError, SpecError
 from nnblocks.spec import (
+    _signature,
     check_arguments,
     close_matches,
     current_path,
     describe_arguments,
     join_path,
-    _signature,
     normalize,
     spec_path,
     split_name,
@@ -97,17 +97,30 @@ _loaded = False
 _loading = False
 
 _BUILTIN_KINDS = [
-    Kind("attention", "mixes information across positions: part(x, context=None, mask=None, causal=False) -> [B, Tq, D]"),
-    Kind("position", "position information: absolute (added to embeddings) or relative (handed to attention)"),
+    Kind(
+        "attention",
+        "mixes information across positions: part(x, context=None, mask=None, causal=False) -> [B, Tq, D]",
+    ),
+    Kind(
+        "position",
+        "position information: absolute (added to embeddings) or relative (handed to attention)",
+    ),
     Kind("norm", "normalises features: part(x) -> same shape; LayerNorm, RMSNorm, BatchNorm"),
     Kind("feedforward", "position-wise network: part(x [B, T, D]) -> [B, T, D]"),
     Kind("activation", "element-wise non-linearity: part(x) -> same shape"),
     Kind("embedding", "token ids [B, T] -> vectors [B, T, D]"),
     Kind("regularization", "train-time noise such as dropout and drop-path: part(x) -> same shape"),
-    Kind("block", "one transformer layer: block(x, mask=None, causal=False, context=None, context_mask=None)"),
+    Kind(
+        "block",
+        "one transformer layer: block(x, mask=None, causal=False, context=None, context_mask=None)",
+    ),
     Kind("model", "a whole architecture assembled from slots"),
     Kind("dataset", "a one-line loader of data with its task", builds_modules=False),
-    Kind("transform", "preprocessing or augmentation fitted on the training split", builds_modules=False),
+    Kind(
+        "transform",
+        "preprocessing or augmentation fitted on the training split",
+        builds_modules=False,
+    ),
     Kind("tokenizer", "text <-> token ids with pad/bos/eos/unk specials", builds_modules=False),
 ]
 for _k in _BUILTIN_KINDS:
@@ -151,9 +164,7 @@ def _source_of(obj: Any) -> str:
     return module.split(".")[0]
 
 
-def register(
-    kind: str, name: str | None = None, *, override: bool = False
-) -> Callable[[T], T]:
+def register(kind: str, name: str | None = None, *, override: bool = False) -> Callable[[T], T]:
     """Decorator: register an nn.Module class (or a factory) as part ``name`` of ``kind``.
 
     Args:
@@ -208,7 +219,10 @@ def _load_entry_points() -> None:
                 obj()
         except Exception as exc:
             log.warning(
-                "nnblocks plugin `%s` (%s) failed to load and is skipped: %s", ep.name, ep.value, exc
+                "nnblocks plugin `%s` (%s) failed to load and is skipped: %s",
+                ep.name,
+                ep.value,
+                exc,
             )
 
 
@@ -330,12 +344,14 @@ def _construct(
     check_arguments(factory, kwargs, path=path, what=what)
     try:
         return factory(**kwargs), kwargs
-    except (SpecError, RegistryError):
+    except NNBlocksError:  # already names what went wrong (a DataError, a ShapeError...)
         raise
     except (TypeError, ValueError) as exc:
         # The part rejected its arguments: re-raise with the place and what was passed.
         shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if _short(v))
-        raise SpecError(f"{what} could not be built with ({shown}): {exc}", path=path or None) from exc
+        raise SpecError(
+            f"{what} could not be built with ({shown}): {exc}", path=path or None
+        ) from exc
 
 
 def _short(value: Any) -> bool:
@@ -352,7 +368,9 @@ def _accepted_names(factory: Callable[..., Any]) -> set[str] | None:
     return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def build(spec: Any, kind: str | None = None, *, at: str | int | None = None, **defaults: Any) -> Any:
+def build(
+    spec: Any, kind: str | None = None, *, at: str | int | None = None, **defaults: Any
+) -> Any:
     """Build a part from a spec.
 
     Args:
@@ -385,10 +403,27 @@ def build(spec: Any, kind: str | None = None, *, at: str | int | None = None, **
         name, options = normalize(spec, path=path)
         part = _find(kind, name, path=path)
         what = f"{part.kind} part `{part.name}`"
+        surgery = _take_surgery(part.factory, options)
         obj, kwargs = _construct(part.factory, options, defaults, path=path, what=what)
         _check_result(obj, part.kind, path=path, what=what)
         _remember(obj, part, kwargs)
+        if surgery is not None:
+            # Swaps recorded by nnblocks.surgery.swap, replayed so a saved swapped model
+            # rebuilds as it was. Imported late: surgery builds parts through this module.
+            from nnblocks.surgery import apply_surgery
+
+            apply_surgery(obj, surgery, path=path)
         return obj
+
+
+def _take_surgery(factory: Callable[..., Any], options: dict[str, Any]) -> Any:
+    """Pop the ``"surgery"`` records from a spec's options (unless the part takes its own)."""
+    if "surgery" not in options:
+        return None
+    accepted = _accepted_names(factory)
+    if accepted is not None and "surgery" in accepted:
+        return None
+    return options.pop("surgery")
 
 
 def _check_result(obj: Any, kind: str | None, *, path: str, what: str) -> None:

@@ -108,8 +108,10 @@ def _signature(factory: Callable[..., Any]) -> inspect.Signature | None:
 def _plain_module(factory: Any) -> bool:
     from torch import nn
 
-    return inspect.isclass(factory) and issubclass(factory, nn.Module) and (
-        factory.__init__ is nn.Module.__init__
+    return (
+        inspect.isclass(factory)
+        and issubclass(factory, nn.Module)
+        and (factory.__init__ is nn.Module.__init__)
     )
 
 
@@ -140,11 +142,7 @@ def check_arguments(
         return
     params = sig.parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    named = {
-        n: p
-        for n, p in params.items()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
+    named = {n: p for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     accepted = describe_arguments(factory)
     if not takes_any:
         unknown = [k for k in kwargs if k not in named]

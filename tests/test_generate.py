@@ -133,6 +133,8 @@ def test_bad_arguments():
         generate.sample(model, temperature=-1)
     with pytest.raises(ShapeError, match="prefix"):
         generate.greedy(model, prefix=torch.ones(2, 3))
+    with pytest.raises(ShapeError, match="batch size"):
+        generate.greedy(model, torch.ones(3, 4, dtype=torch.long), prefix=torch.ones(2, 1).long())
 
 
 # Real models: cached decoding gives the same tokens as uncached decoding.
@@ -140,19 +142,33 @@ def test_bad_arguments():
 
 def _lm(position, attention="mha"):
     spec = {
-        "name": "transformer_lm", "vocab_size": 23, "dim": 16, "heads": 2, "layers": 2,
-        "max_len": 64, "position": position, "self_attention": attention, "dropout": 0.1,
+        "name": "transformer_lm",
+        "vocab_size": 23,
+        "dim": 16,
+        "heads": 2,
+        "layers": 2,
+        "max_len": 64,
+        "position": position,
+        "self_attention": attention,
+        "dropout": 0.1,
         "tie_embeddings": False,
-    }  # fmt: skip
+    }
     return nnblocks.build(spec)
 
 
 def _seq2seq(position, attention="mha"):
     spec = {
-        "name": "transformer_seq2seq", "vocab_size": 23, "dim": 16, "heads": 2,
-        "encoder_layers": 2, "decoder_layers": 2, "position": position,
-        "self_attention": attention, "dropout": 0.1, "tie_embeddings": False,
-    }  # fmt: skip
+        "name": "transformer_seq2seq",
+        "vocab_size": 23,
+        "dim": 16,
+        "heads": 2,
+        "encoder_layers": 2,
+        "decoder_layers": 2,
+        "position": position,
+        "self_attention": attention,
+        "dropout": 0.1,
+        "tie_embeddings": False,
+    }
     return nnblocks.build(spec)
 
 
@@ -185,7 +201,15 @@ CASES = [
     ("lm", "rotary", {"name": "parallel", "branches": ["mha", "local"], "merge": "gate"}),
     ("seq2seq", "learned", {"name": "sequential", "parts": ["mha", "gqa"]}),
 ]
-CASE_IDS = ["lm-mha", "lm-rotary", "lm-alibi-gqa", "s2s-mha", "s2s-rotary", "lm-parallel", "s2s-seq"]
+CASE_IDS = [
+    "lm-mha",
+    "lm-rotary",
+    "lm-alibi-gqa",
+    "s2s-mha",
+    "s2s-rotary",
+    "lm-parallel",
+    "s2s-seq",
+]
 
 
 @pytest.mark.parametrize(("kind", "position", "attention"), CASES, ids=CASE_IDS)
@@ -235,7 +259,23 @@ def test_decoding_the_full_model_matches_its_forward():
 
 def test_generation_is_capped_by_max_len():
     model = nnblocks.build(
-        {"name": "transformer_lm", "vocab_size": 11, "dim": 8, "heads": 2, "layers": 1, "max_len": 6}
+        {
+            "name": "transformer_lm",
+            "vocab_size": 11,
+            "dim": 8,
+            "heads": 2,
+            "layers": 1,
+            "max_len": 6,
+        }
     )
     out = generate.greedy(model, batch_size=2)  # default budget, capped by learned positions
     assert out.shape[1] <= 6
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(
+        generate, extraglobs={"nnblocks": nnblocks, "torch": torch}, optionflags=doctest.ELLIPSIS
+    )
+    assert result.attempted > 0 and result.failed == 0

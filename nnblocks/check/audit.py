@@ -54,7 +54,7 @@ _THIS = os.path.abspath(__file__)
 class _Call:
     module: int  # id of the module
     parent: _Call | None
-    site: tuple[str, int, int]  # file, line, bytecode offset of the calling expression
+    site: tuple[str, int, int]  # file, line, column of the calling expression
     hx: set[int] = dataclasses.field(default_factory=set)  # ids of hidden-state inputs (RNN)
     hidden_out: set[int] = dataclasses.field(default_factory=set)
     attrs: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -69,7 +69,18 @@ def _call_site() -> tuple[str, int, int]:
         frame = frame.f_back  # type: ignore[assignment]
     if frame is None:
         return ("?", 0, 0)
-    return (frame.f_code.co_filename, frame.f_lineno, frame.f_lasti)
+    return (frame.f_code.co_filename, frame.f_lineno, _column(frame.f_code, frame.f_lasti))
+
+
+def _column(code: Any, lasti: int) -> int:
+    """The column of the call expression (Python 3.11+), else the bytecode offset."""
+    positions = getattr(code, "co_positions", None)
+    if positions is None:
+        return lasti
+    for i, (_, _, col, _) in enumerate(positions()):
+        if i == lasti // 2:
+            return col + 1 if col is not None else lasti  # 1-based, as editors count
+    return lasti
 
 
 def _tensor_attrs(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -205,8 +216,12 @@ class _Model:
         )
 
 
-def _where(site: tuple[str, int, int]) -> str:
-    return f"{os.path.basename(site[0])}:{site[1]}"
+def _where(site: tuple[str, int, int], sites: list[tuple[str, int, int]] | None = None) -> str:
+    """``file.py:12``, or ``file.py:12:col`` when another place shares the line."""
+    where = f"{os.path.basename(site[0])}:{site[1]}"
+    if sites and sum(1 for s in sites if s[:2] == site[:2]) > 1:
+        where += f":{site[2]}"
+    return where
 
 
 def audit_reuse(model: nn.Module, *inputs: Any, kwargs: dict[str, Any] | None = None) -> Report:
@@ -248,7 +263,7 @@ def audit_reuse(model: nn.Module, *inputs: Any, kwargs: dict[str, Any] | None = 
 def _trace(model: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str, Any]) -> _Tracer:
     """One forward pass with hooks; parameters, buffers, attributes and RNG restored after."""
     buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
-    attrs = {id(m): _tensor_attrs(m) for m in model.modules()}
+    attrs = {id(m): dict(vars(m)) for m in model.modules()}
     devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     try:
         with torch.random.fork_rng(devices=devices), torch.enable_grad(), _Tracer(model) as tracer:
@@ -258,11 +273,13 @@ def _trace(model: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str, Any]) ->
             for k, b in model.named_buffers():
                 if k in buffers:
                     b.copy_(buffers[k])
-        for m in model.modules():
-            for k in set(_tensor_attrs(m)) - set(attrs.get(id(m), {})):
-                delattr(m, k)
-            for k, v in attrs.get(id(m), {}).items():
-                setattr(m, k, v)
+        for m in model.modules():  # undo state a module kept in plain attributes
+            before = attrs.get(id(m), {})
+            for k, v in _tensor_attrs(m).items():
+                if k not in before:
+                    del m.__dict__[k]
+                elif before[k] is not v:
+                    m.__dict__[k] = before[k]
     return tracer
 
 
@@ -322,9 +339,17 @@ def _judge_calls(info: _Model, tracer: _Tracer, report: Report) -> None:
         if parent is not None:
             covered[parent].append(info.path(key))
     inside = {path for paths in covered.values() for path in paths}
+    free = []
     for key in sorted(reused, key=info.path):
-        if info.path(key) not in inside:
-            _judge_one(info, key, tracer.calls[key], report, covered)
+        if info.path(key) in inside:
+            continue
+        if info.kind(key) == "free":
+            free.append(info.path(key))
+            continue
+        _judge_one(info, key, tracer, report, covered)
+    if free:
+        shown = ", ".join(free[:8]) + (f" and {len(free) - 8} more" if len(free) > 8 else "")
+        report.add("parameter_free", "pass", f"parameter-free modules reused (harmless): {shown}")
     for key, reasons in tracer.leaks.items():
         unique = list(dict.fromkeys(reasons))
         report.add(
@@ -348,9 +373,21 @@ def _reused_parent(calls: list[_Call], reused: set[int]) -> int | None:
     return None
 
 
+def _stepping(info: _Model, tracer: _Tracer, calls: list[_Call]) -> str | None:
+    """The recurrent module stepped in the same enclosing call as this loop, if any: then
+    the loop runs once per time step (an RNN decoder without teacher forcing)."""
+    parents = {id(c.parent) for c in calls if c.parent is not None}
+    for key, others in tracer.calls.items():
+        if isinstance(info.modules[key], (nn.RNNBase, nn.RNNCellBase)):
+            if sum(1 for c in others if id(c.parent) in parents) > 1:
+                return info.path(key)
+    return None
+
+
 def _judge_one(
-    info: _Model, key: int, calls: list[_Call], report: Report, covered: dict[int, list[str]]
+    info: _Model, key: int, tracer: _Tracer, report: Report, covered: dict[int, list[str]]
 ) -> None:
+    calls = tracer.calls[key]
     path, kind, names = info.path(key), info.kind(key), info.names[key]
     sites = list(dict.fromkeys(c.site for c in calls))
     module = info.modules[key]
@@ -358,17 +395,18 @@ def _judge_one(
     if len(names) > 1:
         what += f"; registered as {', '.join(n or type(info.model).__name__ for n in names)}"
     if len(sites) > 1:
-        what += f"; from {len(sites)} places: {', '.join(_where(s) for s in sites)}"
+        what += f"; from {len(sites)} places: {', '.join(_where(s, sites) for s in sites)}"
     else:
         what += f" from one place ({_where(sites[0])})"
     what += f" ({type(module).__name__})"
     loop = len(names) == 1 and len(sites) == 1
     if covered.get(key):  # children reused because this module is: reported with it
         what += f"; with its submodules {', '.join(covered[key])}"
-    if kind == "free":
-        report.add(path, "pass", f"parameter-free module {what}")
-    elif isinstance(module, (nn.RNNBase, nn.RNNCellBase)) and loop:
+    recurrence = _stepping(info, tracer, calls) if loop else None
+    if isinstance(module, (nn.RNNBase, nn.RNNCellBase)) and loop:
         report.add(path, "pass", f"recurrent module stepped through time: {what}")
+    elif recurrence is not None:
+        report.add(path, "pass", f"used once per time step of the recurrent `{recurrence}`: {what}")
     elif info.declared(key):
         report.add(path, "pass", f"shared on purpose (declared in tied_parameters): {what}")
     elif kind == "stats":

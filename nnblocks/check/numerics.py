@@ -12,7 +12,7 @@ module, as ``model.named_modules()`` spells it, and costs little:
   first bad value, the enclosing module whose own code produced it.
 - Backward: each module's inputs that need a gradient are handed to it as fresh views, so a
   hook sees the gradient that flows out through *this* module alone; hooks also see the
-  gradient arriving at each output and each parameter's accumulated gradient. At the end of
+  gradient arriving at each output and at each parameter. At the end of
   the backward pass (an engine callback), one sync finds the first bad event in time: a
   module whose input or parameter gradient went bad while the gradient at its output was
   finite produced it.
@@ -301,8 +301,9 @@ class NumericsWatch:
                 owners.setdefault(id(p), (module, f"{mname}.{pname}" if mname else pname))
         for p in self.model.parameters():
             if p.requires_grad:
-                owner = owners[id(p)]
-                self._handles.append(p.register_post_accumulate_grad_hook(self._param_hook(owner)))
+                # A hook on the leaf sees this backward's gradient before it is added to
+                # .grad, so a NaN left in .grad by an earlier step is not blamed again.
+                self._handles.append(p.register_hook(self._param_hook(owners[id(p)])))
 
     def _queue(self) -> None:
         if not self._queued:
@@ -319,11 +320,11 @@ class NumericsWatch:
         return hook
 
     def _param_hook(self, owner: tuple[nn.Module, str]) -> Any:
-        def hook(p: torch.Tensor) -> None:
-            if self._active and p.grad is not None:
+        def hook(grad: torch.Tensor) -> None:
+            if self._active and grad is not None:
                 self._queue()
-                self._grad_sums.append(_total(p.grad.detach()))
-                self._events.append(("param", owner, len(self._grad_sums) - 1, p.grad, None))
+                self._grad_sums.append(_total(grad.detach()))
+                self._events.append(("param", owner, len(self._grad_sums) - 1, grad, None))
 
         return hook
 

@@ -12,6 +12,7 @@ fixed length and trims each batch to its longest row (``trim={col: pad_id}``). A
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -66,18 +67,26 @@ def pad_sequences(
             f"sequence {row} has {longest} tokens, longer than the padded length {length}. "
             "Raise `length` (or `max_len`) or drop long rows."
         )
-    tokens = torch.full((len(seqs), length), pad_id, dtype=torch.long)  # [B, T]
-    mask = torch.zeros((len(seqs), length), dtype=torch.bool)  # [B, T]
-    for i, (s, n) in enumerate(zip(seqs, lengths)):
-        if n == 0:
-            continue
-        row = torch.as_tensor(s, dtype=torch.long)
-        if side == "right":
-            tokens[i, :n] = row
-            mask[i, :n] = True
-        else:
-            tokens[i, length - n :] = row
-            mask[i, length - n :] = True
+    B = len(seqs)
+    tokens = torch.full((B, length), pad_id, dtype=torch.long)  # [B, T]
+    mask = torch.zeros((B, length), dtype=torch.bool)  # [B, T]
+    total = sum(lengths)
+    if total == 0:
+        return tokens, mask
+    # One scatter for the whole batch: building a tensor per row costs ~30 us each, which
+    # dominates loading a dataset of 100k sentences.
+    if isinstance(seqs[0], torch.Tensor):
+        flat = torch.cat([torch.as_tensor(s, dtype=torch.long).flatten() for s in seqs])
+    else:
+        flat = torch.tensor(list(itertools.chain.from_iterable(seqs)), dtype=torch.long)
+    n = torch.tensor(lengths, dtype=torch.long)  # [B]
+    row = torch.repeat_interleave(torch.arange(B), n)  # [total]
+    starts = torch.cumsum(n, 0) - n  # [B]
+    col = torch.arange(total) - torch.repeat_interleave(starts, n)  # [total]
+    if side == "left":
+        col += (length - n)[row]
+    tokens[row, col] = flat
+    mask[row, col] = True
     return tokens, mask
 
 

@@ -286,7 +286,7 @@ def make_splits(
     groups: Sequence[Any] | None = None,
     columns: Mapping[str, Sequence[Any]] | None = None,
     items: Sequence[Any] | None = None,
-    default: str = "random",
+    default: Any = "random",
     path: str = "split",
 ) -> Splits:
     """Build ``Splits`` from a spec (a name, a dict, or a ready ``Splits``).
@@ -300,7 +300,7 @@ def make_splits(
         groups: group keys (for ``group``).
         columns: named columns (for ``column``; the spec names the column).
         items: the items handed to predicates.
-        default: the split used when ``spec`` is None.
+        default: the split spec used when ``spec`` is None.
         path: where the spec sits, for messages (``dataset.split``).
 
     Raises:

@@ -443,12 +443,14 @@ class RegressionTask(Task):
 
 
 def _cut_at_eos(ids: torch.Tensor, eos_id: int, pad_id: int, *, mark_pad: bool) -> torch.Tensor:
-    """``[B, L]`` ids -> the same with the first EOS and everything after it set to pad.
+    """``[B, L]`` ids -> the same with everything after the first EOS set to pad.
 
-    With ``mark_pad`` a pad *generated* before the EOS becomes -1, so it counts as a wrong
-    token instead of silently matching the target's padding.
+    The EOS itself is kept, so a sequence cut short before its EOS does not match. With
+    ``mark_pad`` a pad *generated* before the EOS becomes -1, so it counts as a wrong token
+    instead of silently matching the target's padding.
     """
-    after = (ids == eos_id).cumsum(1) > 0
+    is_eos = (ids == eos_id).long()
+    after = (is_eos.cumsum(1) - is_eos) > 0  # strictly after the first EOS
     if mark_pad:
         ids = ids.masked_fill((ids == pad_id) & ~after, -1)
     return ids.masked_fill(after, pad_id)
@@ -576,7 +578,8 @@ class Seq2SeqTask(Task):
             loss_sum += float(self.loss(logits.float(), tgt_out)) * real
             tokens += real
             with torch.inference_mode():
-                generated = self.generate(model, src, max_new_tokens=tgt_out.shape[1] + 1, decode=decode)
+                # tgt_out's width covers the longest target and its EOS: enough to judge every row
+                generated = self.generate(model, src, max_new_tokens=tgt_out.shape[1], decode=decode)
             match = exact_match(generated, tgt_out, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id)
             hits += int(match.sum())
             total += len(match)

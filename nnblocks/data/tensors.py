@@ -45,14 +45,18 @@ class TensorData:
         n = tensors[0].shape[0]
         for i, t in enumerate(tensors):
             if not isinstance(t, torch.Tensor):
-                raise DataError(f"TensorData column {i}: expected a tensor, received {type(t).__name__}.")
+                raise DataError(
+                    f"TensorData column {i}: expected a tensor, received {type(t).__name__}."
+                )
             if t.shape[0] != n:
                 raise DataError(
                     f"TensorData columns must have the same length: column 0 has {n} rows, "
                     f"column {i} has {t.shape[0]}."
                 )
         if not 0 <= n_inputs <= len(tensors):
-            raise DataError(f"n_inputs must be between 0 and {len(tensors)}. Received: n_inputs={n_inputs}")
+            raise DataError(
+                f"n_inputs must be between 0 and {len(tensors)}. Received: n_inputs={n_inputs}"
+            )
         self.tensors = tuple(tensors)
         self.n_inputs = n_inputs
         self.trim = dict(trim or {})
@@ -83,7 +87,10 @@ class TensorData:
         """A new TensorData with the rows at ``indices`` (same options)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         return TensorData(
-            *(t[idx] for t in self.tensors), n_inputs=self.n_inputs, trim=self.trim, names=self.names
+            *(t[idx] for t in self.tensors),
+            n_inputs=self.n_inputs,
+            trim=self.trim,
+            names=self.names,
         )
 
     def __repr__(self) -> str:

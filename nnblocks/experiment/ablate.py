@@ -45,11 +45,24 @@ def _yaml_value(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
 
-def _run_one(recipe_path: Path, overrides: Sequence[str], seed: int, folder: Path, threads: int) -> str | None:
+def _run_one(
+    recipe_path: Path, overrides: Sequence[str], seed: int, folder: Path, threads: int
+) -> str | None:
     """Train one run in a child process; returns an error text or None."""
     folder.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "nnblocks.cli", "train", str(recipe_path), "--seed", str(seed),
-           "--out", str(folder), "--no-progress", "--resume"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nnblocks.cli",
+        "train",
+        str(recipe_path),
+        "--seed",
+        str(seed),
+        "--out",
+        str(folder),
+        "--no-progress",
+        "--resume",
+    ]
     for o in overrides:
         cmd += ["--set", o]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), NNBLOCKS_PROGRESS="0")
@@ -68,7 +81,11 @@ def pick_metric(metrics: dict[str, Any], recipe: dict[str, Any]) -> str:
         return monitor
     for prefix in ("test_", "valid_"):
         for key in sorted(metrics):
-            if key.startswith(prefix) and not key.endswith("loss") and isinstance(metrics[key], (int, float)):
+            if (
+                key.startswith(prefix)
+                and not key.endswith("loss")
+                and isinstance(metrics[key], (int, float))
+            ):
                 return key
     return "valid_loss"
 
@@ -157,7 +174,9 @@ def summarize_ablation(
         results.append(runs)
     first = next((r[0] for r in results if r), None)
     if first is None:
-        raise NNBlocksError(f"no run of the ablation in {out} finished; see the log.txt files there")
+        raise NNBlocksError(
+            f"no run of the ablation in {out} finished; see the log.txt files there"
+        )
     metric = metric or pick_metric(first, base)
     warnings = []
     if seeds < MIN_SEEDS:
@@ -191,11 +210,18 @@ def summarize_ablation(
         "test": "Welch's t-test, two-sided, alpha=0.05",
         "warnings": warnings,
         "rows": [
-            {"variant": r.label, "values": r.values, "mean": r.mean, "std": r.std,
-             "params": r.params, "step_time": r.step_time, "peak_memory_mb": r.peak_memory_mb,
-             "best": r.best,
-             "p_value": None if r.comparison is None else r.comparison.p,
-             "verdict": "baseline" if r.comparison is None else r.comparison.verdict}
+            {
+                "variant": r.label,
+                "values": r.values,
+                "mean": r.mean,
+                "std": r.std,
+                "params": r.params,
+                "step_time": r.step_time,
+                "peak_memory_mb": r.peak_memory_mb,
+                "best": r.best,
+                "p_value": None if r.comparison is None else r.comparison.p,
+                "verdict": "baseline" if r.comparison is None else r.comparison.verdict,
+            }
             for r in rows
         ],
         "failed": failed or [],
@@ -207,5 +233,3 @@ def summarize_ablation(
 def _mean(values: list[Any]) -> float | None:
     nums = [float(v) for v in values if isinstance(v, (int, float))]
     return sum(nums) / len(nums) if nums else None
-
-

@@ -45,7 +45,9 @@ def describe_environment(seed: int | None = None, *, deterministic: bool = False
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": {p: _version(p) for p in _PACKAGES if _version(p)},
-        "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.processor() or platform.machine()})",
+        "device": torch.cuda.get_device_name(0)
+        if cuda
+        else f"cpu ({platform.processor() or platform.machine()})",
         "cuda": torch.version.cuda if cuda else None,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),

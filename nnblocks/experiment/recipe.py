@@ -175,7 +175,9 @@ def get_key(recipe: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
-def apply_overrides(recipe: Mapping[str, Any], overrides: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+def apply_overrides(
+    recipe: Mapping[str, Any], overrides: Iterable[tuple[str, Any]]
+) -> dict[str, Any]:
     """A copy of ``recipe`` with each ``(dotted_key, value)`` set.
 
     Keys under ``model.`` and ``data.`` may add options the recipe does not spell out yet (the

@@ -53,7 +53,9 @@ def default_run_dir(recipe: Mapping[str, Any]) -> Path:
     return Path("runs") / f"{recipe.get('name', 'run')}-{stamp}"
 
 
-def build_from_recipe(recipe: Mapping[str, Any], *, device: str | None = None) -> tuple[Any, torch.nn.Module]:
+def build_from_recipe(
+    recipe: Mapping[str, Any], *, device: str | None = None
+) -> tuple[Any, torch.nn.Module]:
     """Build the recipe's data bundle and model (the model gets the task's model_args).
 
     Raises:
@@ -63,8 +65,7 @@ def build_from_recipe(recipe: Mapping[str, Any], *, device: str | None = None) -
     for key in ("data", "model"):
         if key not in recipe:
             raise SpecError(f"the recipe needs a `{key}` section.", path=key)
-    with spec_path("data"):
-        data = build(recipe["data"], "dataset")
+    data = load_data(recipe)
     task = getattr(data, "task", None)
     model_args = dict(getattr(task, "model_args", {}) or {})
     with spec_path("model"):
@@ -76,32 +77,36 @@ def build_from_recipe(recipe: Mapping[str, Any], *, device: str | None = None) -
     return data, model
 
 
-def check_recipe(recipe: Mapping[str, Any]) -> None:
-    """Fail fast, before any data is generated or training starts: build the model on meta.
+_DATA_CACHE: dict[str, Any] = {}
 
-    Data options are checked against the dataset part's signature without building it.
-    """
+
+def _data_key(spec: Any) -> str:
+    return json.dumps(spec, sort_keys=True, default=str)
+
+
+def load_data(recipe: Mapping[str, Any]) -> Any:
+    """Build the recipe's data bundle, reusing one already built in this process."""
+    if "data" not in recipe:
+        raise SpecError("the recipe needs a `data` section.", path="data")
+    key = _data_key(recipe["data"])
+    if key not in _DATA_CACHE:
+        with spec_path("data"):
+            _DATA_CACHE.clear()  # keep one bundle: they can be large
+            _DATA_CACHE[key] = build(recipe["data"], "dataset")
+    return _DATA_CACHE[key]
+
+
+def check_recipe(recipe: Mapping[str, Any]) -> Any:
+    """Fail fast, before training starts: build the data and the model (on the meta device,
+    so no memory is spent). Returns the data bundle for the run to reuse."""
     validate_recipe(recipe)
-    from nnblocks.registry import get_entry
-    from nnblocks.spec import check_arguments, normalize
-
-    name, options = normalize(recipe.get("data"), path="data")
-    entry = get_entry("dataset", name)
-    check_arguments(entry.factory, options, path="data", what=f"dataset `{name}`")
-    model_args = _model_args_without_data(entry.factory, options)
+    if "model" not in recipe:
+        raise SpecError("the recipe needs a `model` section.", path="model")
+    data = load_data(recipe)
+    model_args = dict(getattr(getattr(data, "task", None), "model_args", {}) or {})
     with spec_path("model"), torch.device("meta"):
         build(recipe["model"], "model", **model_args)
-
-
-def _model_args_without_data(factory: Any, options: Mapping[str, Any]) -> dict[str, Any]:
-    # A dataset part may say which model arguments it provides without loading any data.
-    describe = getattr(factory, "model_args", None)
-    if callable(describe):
-        try:
-            return dict(describe(**options))
-        except Exception:  # a guess only; the real build reports real problems
-            return {}
-    return {}
+    return data
 
 
 def _callbacks(recipe: Mapping[str, Any], folder: Path | None, model: torch.nn.Module) -> list[Any]:
@@ -115,7 +120,9 @@ def _callbacks(recipe: Mapping[str, Any], folder: Path | None, model: torch.nn.M
         if train.get("checkpoint", True):
             cbs.append(SaveCheckpoint(folder / "checkpoints", monitor=monitor or "valid_loss"))
     if train.get("early_stopping"):
-        cbs.append(EarlyStopping(monitor=monitor or "valid_loss", patience=int(train["early_stopping"])))
+        cbs.append(
+            EarlyStopping(monitor=monitor or "valid_loss", patience=int(train["early_stopping"]))
+        )
     tf = train.get("teacher_forcing")
     if tf is not None:
         if not hasattr(model, "teacher_forcing"):
@@ -132,8 +139,20 @@ def _callbacks(recipe: Mapping[str, Any], folder: Path | None, model: torch.nn.M
 
 
 def _learner_kwargs(train: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("lr", "batch_size", "valid_batch_size", "opt", "wd", "schedule", "clip_grad",
-            "grad_accumulation", "mixed_precision", "loss", "metrics", "audit")
+    keys = (
+        "lr",
+        "batch_size",
+        "valid_batch_size",
+        "opt",
+        "wd",
+        "schedule",
+        "clip_grad",
+        "grad_accumulation",
+        "mixed_precision",
+        "loss",
+        "metrics",
+        "audit",
+    )
     return {k: train[k] for k in keys if k in train}
 
 
@@ -170,17 +189,26 @@ def run_recipe(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         _write_text(out / "recipe.yaml", dump_recipe(recipe))
-        _write_json(out / "environment.json", describe_environment(seed, deterministic=deterministic))
+        _write_json(
+            out / "environment.json", describe_environment(seed, deterministic=deterministic)
+        )
 
     data, model = build_from_recipe(recipe)
     callbacks = _callbacks(recipe, out, model) + list(extra_callbacks or [])
     learner = Learner(
-        model, data, **_learner_kwargs(train), callbacks=callbacks, progress=progress,
-        path=out, seed=seed,
+        model,
+        data,
+        **_learner_kwargs(train),
+        callbacks=callbacks,
+        progress=progress,
+        path=out,
+        seed=seed,
     )
     last = out / "checkpoints" / "last" if out is not None else None
     start = time.perf_counter()
-    learner.fit(int(train.get("epochs", 1)), resume=last if resume and last and last.exists() else None)
+    learner.fit(
+        int(train.get("epochs", 1)), resume=last if resume and last and last.exists() else None
+    )
     train_seconds = time.perf_counter() - start
 
     metrics = _final_metrics(learner, data, train)
@@ -299,4 +327,3 @@ class _TimeLimit(_train_callback_base()):  # type: ignore[misc]
             from nnblocks.train import CancelFit
 
             raise CancelFit
-

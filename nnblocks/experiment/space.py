@@ -56,8 +56,13 @@ class Dimension:
                     if not (isinstance(bounds, list) and len(bounds) == 2):
                         raise SpecError(f"expected [low, high]. Received: {bounds!r}", path=where)
                     low, high = bounds
-                    if not (isinstance(low, (int, float)) and isinstance(high, (int, float))) or low > high:
-                        raise SpecError(f"expected numbers with low <= high. Received: {bounds!r}", path=where)
+                    if (
+                        not (isinstance(low, (int, float)) and isinstance(high, (int, float)))
+                        or low > high
+                    ):
+                        raise SpecError(
+                            f"expected numbers with low <= high. Received: {bounds!r}", path=where
+                        )
                     self.kind, self.low, self.high = kind, low, high
                     self.step, self.log = decl.get("step"), bool(decl.get("log", False))
                     if self.log and low <= 0:
@@ -71,9 +76,13 @@ class Dimension:
 
     def sample(self, trial: Any) -> Any:
         if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+            return trial.suggest_int(
+                self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
         if self.kind == "float":
-            return trial.suggest_float(self.key, float(self.low), float(self.high), step=self.step, log=self.log)
+            return trial.suggest_float(
+                self.key, float(self.low), float(self.high), step=self.step, log=self.log
+            )
         assert self.choices is not None
         if all(c is None or isinstance(c, (bool, int, float, str)) for c in self.choices):
             return trial.suggest_categorical(self.key, self.choices)
@@ -103,7 +112,10 @@ def parse_space(recipe: Mapping[str, Any]) -> list[Dimension]:
         raise SpecError("expected a mapping with `space`", path="tune")
     unknown = set(tune) - {"space", "metric", "direction", "pruner", "sampler"}
     if unknown:
-        raise SpecError(f"unknown keys {sorted(unknown)}; known: direction, metric, pruner, sampler, space", path="tune")
+        raise SpecError(
+            f"unknown keys {sorted(unknown)}; known: direction, metric, pruner, sampler, space",
+            path="tune",
+        )
     space = tune.get("space")
     if not space:
         raise SpecError(

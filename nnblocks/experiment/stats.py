@@ -39,7 +39,9 @@ def summarize(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(var)
 
 
-def welch(variant: Sequence[float], baseline: Sequence[float], *, alpha: float = 0.05) -> Comparison:
+def welch(
+    variant: Sequence[float], baseline: Sequence[float], *, alpha: float = 0.05
+) -> Comparison:
     """Two-sided Welch's t-test of ``variant`` against ``baseline`` at level ``alpha``."""
     from scipy import stats  # scipy's t distribution: no hand-rolled incomplete beta
 

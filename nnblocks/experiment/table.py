@@ -62,8 +62,16 @@ def _cells(row: Row, metric: str) -> list[str]:
     ]
 
 
-HEADERS = ["variant", "{metric} (mean ± std)", "seeds", "Δ vs baseline", "verdict", "params",
-           "step ms", "peak MB"]
+HEADERS = [
+    "variant",
+    "{metric} (mean ± std)",
+    "seeds",
+    "Δ vs baseline",
+    "verdict",
+    "params",
+    "step ms",
+    "peak MB",
+]
 
 
 def _headers(metric: str) -> list[str]:
@@ -92,13 +100,38 @@ def to_markdown(rows: Sequence[Row], metric: str) -> str:
 def to_csv(rows: Sequence[Row], metric: str) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["variant", f"{metric}_mean", f"{metric}_std", "seeds", "diff", "p_value",
-                     "verdict", "params", "step_time_s", "peak_memory_mb", "best"])
+    writer.writerow(
+        [
+            "variant",
+            f"{metric}_mean",
+            f"{metric}_std",
+            "seeds",
+            "diff",
+            "p_value",
+            "verdict",
+            "params",
+            "step_time_s",
+            "peak_memory_mb",
+            "best",
+        ]
+    )
     for r in rows:
         c = r.comparison
-        writer.writerow([r.label, r.mean, r.std, len(r.values), "" if c is None else c.diff,
-                         "" if c is None else c.p, "baseline" if c is None else c.verdict,
-                         r.params, r.step_time, r.peak_memory_mb, r.best])
+        writer.writerow(
+            [
+                r.label,
+                r.mean,
+                r.std,
+                len(r.values),
+                "" if c is None else c.diff,
+                "" if c is None else c.p,
+                "baseline" if c is None else c.verdict,
+                r.params,
+                r.step_time,
+                r.peak_memory_mb,
+                r.best,
+            ]
+        )
     return buf.getvalue()
 
 

@@ -17,12 +17,18 @@ log = logging.getLogger(__name__)
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="a recipe YAML file")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a recipe key by its dotted path, e.g. model.dim=256 or train.lr=3e-3",
     )
     parser.add_argument("--seed", type=int, help="override the recipe's seed")
     parser.add_argument("--out", help="run folder (default: runs/NAME-TIMESTAMP)")
-    parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the run folder's last checkpoint"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the final metrics as JSON")
 

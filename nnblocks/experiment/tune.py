@@ -47,7 +47,7 @@ def _optuna() -> Any:
 
 def _reporter(trial: Any, metric: str) -> Any:
     """A Learner callback that reports the metric each epoch and stops a pruned trial."""
-    from nnblocks.train import CancelFit, Callback
+    from nnblocks.train import Callback, CancelFit
 
     class OptunaReporter(Callback):
         order = 75  # after metrics are in the epoch's history, before checkpoints
@@ -119,7 +119,9 @@ def tune(
     _check_dimensions(recipe, dims)
     tune_cfg = recipe.get("tune") or {}
     metric = tune_cfg.get("metric") or (recipe.get("train") or {}).get("monitor") or "valid_loss"
-    direction = tune_cfg.get("direction") or ("maximize" if higher_is_better(metric) else "minimize")
+    direction = tune_cfg.get("direction") or (
+        "maximize" if higher_is_better(metric) else "minimize"
+    )
     name = study_name or str(recipe.get("name", Path(recipe_path).stem))
     out = Path(folder) if folder else Path("runs") / f"tune-{name}"
     out.mkdir(parents=True, exist_ok=True)
@@ -139,13 +141,19 @@ def tune(
         trial_recipe = apply_overrides(recipe, values)
         trial_recipe.pop("tune", None)
         reporter = _reporter(trial, metric)
-        result = run_recipe(trial_recipe, out / f"trial-{trial.number:04d}", progress=progress,
-                            extra_callbacks=[reporter])
+        result = run_recipe(
+            trial_recipe,
+            out / f"trial-{trial.number:04d}",
+            progress=progress,
+            extra_callbacks=[reporter],
+        )
         if reporter.pruned:
             raise optuna.TrialPruned()
         value = result.metrics.get(metric)
         if value is None:
-            raise SpecError(f"the run has no `{metric}`; it has {sorted(result.metrics)}", path="tune.metric")
+            raise SpecError(
+                f"the run has no `{metric}`; it has {sorted(result.metrics)}", path="tune.metric"
+            )
         return float(value)
 
     finished = _finished(study, optuna)
@@ -177,7 +185,9 @@ def _finished(study: Any, optuna: Any) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-def _report(study: Any, optuna: Any, recipe: dict[str, Any], dims: Sequence[Dimension], out: Path) -> TuneResult:
+def _report(
+    study: Any, optuna: Any, recipe: dict[str, Any], dims: Sequence[Dimension], out: Path
+) -> TuneResult:
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
     if not complete:

@@ -11,19 +11,34 @@ from nnblocks.experiment.tune import tune
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="a recipe YAML file with a `tune:` section")
-    parser.add_argument("--trials", type=int, default=20, help="finished trials the study should hold")
-    parser.add_argument("--storage", help="Optuna storage URL (default sqlite in the output folder)")
+    parser.add_argument(
+        "--trials", type=int, default=20, help="finished trials the study should hold"
+    )
+    parser.add_argument(
+        "--storage", help="Optuna storage URL (default sqlite in the output folder)"
+    )
     parser.add_argument("--study", help="study name (default: the recipe's name)")
     parser.add_argument("--out", help="output folder (default runs/tune-NAME)")
-    parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    parser.add_argument(
+        "--timeout", type=float, help="stop starting trials after this many seconds"
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
 
 def run(args: argparse.Namespace) -> int:
-    result = tune(args.recipe, args.trials, storage=args.storage, study_name=args.study,
-                  folder=args.out, overrides=args.overrides, timeout=args.timeout)
+    result = tune(
+        args.recipe,
+        args.trials,
+        storage=args.storage,
+        study_name=args.study,
+        folder=args.out,
+        overrides=args.overrides,
+        timeout=args.timeout,
+    )
     console = Console()
     console.print(f"best value {result.best_value:.4f} with {result.best_params}")
     console.print(f"{result.n_complete} complete, {result.n_pruned} pruned trials")
-    console.print(f"best recipe: {result.best_recipe} (run it with `nnblocks train {result.best_recipe}`)")
+    console.print(
+        f"best recipe: {result.best_recipe} (run it with `nnblocks train {result.best_recipe}`)"
+    )
     return 0

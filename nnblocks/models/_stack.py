@@ -38,9 +38,9 @@ __all__ = [
     "supports_cache",
 ]
 
-# Model options that may change per layer, and the `block` argument each one fills.
+# Model options that may change per layer (besides `block`, the block part itself), and
+# the `block` argument each one fills.
 LAYER_OPTIONS = {
-    "block": None,  # the block part itself
     "self_attention": "attention",
     "cross_attention": "cross_attention",
     "feedforward": "feedforward",
@@ -86,7 +86,7 @@ def final_norm_spec(final_norm: Any, norm: Any, norm_placement: Any) -> Any:
     """
     if norm_placement not in ("pre", "post"):
         raise SpecError(
-            "Received an invalid value for `norm_placement`: expected \"pre\" or \"post\". "
+            'Received an invalid value for `norm_placement`: expected "pre" or "post". '
             f"Received: norm_placement={norm_placement!r}",
             path=current_path() or None,
         )
@@ -168,7 +168,9 @@ def parse_overrides(
     Raises:
         SpecError: a malformed key, an unknown stack or layer, an unknown option.
     """
-    result: dict[str, list[dict[str, Any]]] = {s: [{} for _ in range(n)] for s, (n, _) in stacks.items()}
+    result: dict[str, list[dict[str, Any]]] = {
+        s: [{} for _ in range(n)] for s, (n, _) in stacks.items()
+    }
     if overrides is None:
         return result
     if not isinstance(overrides, Mapping):
@@ -181,7 +183,12 @@ def parse_overrides(
     for key, options in overrides.items():
         at = join_path(path, key)
         if not isinstance(key, str):
-            key = str(key)
+            # A saved spec is JSON, whose keys are strings; YAML reads `0:` as an int.
+            raise SpecError(
+                'a layer override key is a string such as "0", "0-3" or "*" (quote numbers '
+                f"in YAML). Received: {key!r} ({type(key).__name__})",
+                path=at,
+            )
         stack, _, selector = key.rpartition(".")
         if not stack:
             if len(names) > 1:
@@ -192,9 +199,7 @@ def parse_overrides(
                 )
             stack = names[0]
         if stack not in stacks:
-            raise SpecError(
-                f"unknown stack `{stack}`. This model has: {', '.join(names)}", path=at
-            )
+            raise SpecError(f"unknown stack `{stack}`. This model has: {', '.join(names)}", path=at)
         n_layers, allowed = stacks[stack]
         if not isinstance(options, Mapping):
             raise SpecError(
@@ -244,8 +249,9 @@ def supports_cache(layer: nn.Module) -> bool:
     A cross-attention without a cache is fine: the block then recomputes it each step.
     """
     modules = [layer]
-    if isinstance(getattr(layer, "self_attention", None), nn.Module):
-        modules.append(layer.self_attention)
+    attention = getattr(layer, "self_attention", None)
+    if isinstance(attention, nn.Module):
+        modules.append(attention)
     return all("cache" in inspect.signature(m.forward).parameters for m in modules)
 
 
@@ -287,9 +293,13 @@ class TransformerStack(nn.Module):
             new_caches = []
             for layer, cache in zip(self.layers, caches):
                 x, cache = layer(
-                    x, mask=mask, causal=causal, context=context, context_mask=context_mask,
+                    x,
+                    mask=mask,
+                    causal=causal,
+                    context=context,
+                    context_mask=context_mask,
                     cache=cache,
-                )  # fmt: skip
+                )
                 new_caches.append(cache)
         if self.final_norm is not None:
             x = self.final_norm(x)
@@ -313,7 +323,8 @@ def build_stack(
         name: the stack's slot name (``encoder`` or ``decoder``).
         n_layers: number of blocks.
         dim, heads: offered to every block.
-        options: the model-level layer options (keys of ``LAYER_OPTIONS``). A float
+        options: the model-level layer options (``block`` and the keys of
+            ``LAYER_OPTIONS``). A float
             ``drop_path`` is the rate of the last layer, and layer ``i`` gets
             ``drop_path * (i + 1) / n_layers`` (the linear rule of Huang et al. 2016).
         per_layer: overrides for each layer (from ``parse_overrides``); an override's
@@ -329,10 +340,12 @@ def build_stack(
             merged["drop_path"] = drop_path * (i + 1) / n_layers
         merged.update(per_layer[i])
         block_spec = merged.pop("block")
-        kwargs = {LAYER_OPTIONS[k]: v for k, v in merged.items()}
+        kwargs: dict[str, Any] = {LAYER_OPTIONS[k]: v for k, v in merged.items()}
         if position is not None:
             kwargs["position"] = position
-        layers.append(build(block_spec, "block", at=f"{name}.layers.{i}", dim=dim, heads=heads, **kwargs))
+        layers.append(
+            build(block_spec, "block", at=f"{name}.layers.{i}", dim=dim, heads=heads, **kwargs)
+        )
     norm = None
     if final_norm is not None:
         norm = build(final_norm, "norm", at=f"{name}.final_norm", dim=dim)

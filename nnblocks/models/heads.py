@@ -18,22 +18,22 @@ other kinds in ``nnblocks/parts/`` once that package takes it over.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-import torch.nn.functional as F
 from nnblocks.errors import RegistryError, ShapeError, SpecError
 from nnblocks.registry import add_kind, build, register
 from nnblocks.spec import current_path
 
 __all__ = ["LinearHead", "MLPHead"]
 
-try:
+# Already declared when nnblocks.parts (or a plugin) takes the kind over.
+with contextlib.suppress(RegistryError):
     add_kind("head", "maps features to outputs: part(x [..., D]) -> [..., out_features]")
-except RegistryError:  # already declared (by nnblocks.parts once it takes the kind over)
-    pass
 
 
 def _positive(name: str, value: Any, part: str) -> int:
@@ -157,7 +157,7 @@ class MLPHead(_Head):
         self.proj = nn.Linear(hidden, out_features, bias=bias)
 
     @property
-    def weight(self) -> nn.Parameter:
+    def weight(self) -> torch.Tensor:
         """The last projection's weight ``[out_features, hidden]`` (what a tie replaces)."""
         return self.proj.weight
 

@@ -261,9 +261,14 @@ class RNNSeq2Seq(nn.Module):
                 f"[tgt_vocab_size, dim] = [{vocab}, {self.dim}]. Received: {got}",
                 path=f"{path}.tgt_embedding",
             )
-        name = next(n for n, p in self.tgt_embedding.named_parameters() if p is weight)
+        name = f"tgt_embedding.{next(n for n, p in self.tgt_embedding.named_parameters() if p is weight)}"
         self.head.weight = weight
-        self.tied_parameters.append((f"tgt_embedding.{name}", "head.weight"))
+        # One group per Parameter, listing every name it has (the audit wants whole groups).
+        for i, group in enumerate(self.tied_parameters):
+            if name in group:
+                self.tied_parameters[i] = (*group, "head.weight")
+                return
+        self.tied_parameters.append((name, "head.weight"))
 
     # ---- encoder and decoder --------------------------------------------------------------
 

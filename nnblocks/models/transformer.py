@@ -45,7 +45,8 @@ for those layers::
       "6,8,10-11": {norm_placement: post}
       "*": {dropout: 0.0}                                   # every layer
 
-Entries apply in the order written; when two set the same option for a layer the later one
+Keys are strings (quote plain numbers in YAML, which reads ``0:`` as an integer, while a
+saved spec is JSON). Entries apply in the order written; when two set the same option for a layer the later one
 wins. A seq2seq model has two stacks, so its keys name one: ``"encoder.0-1"``,
 ``"decoder.*"``; the single-stack models take the prefix too (``"decoder.0-3"`` for an
 lm). A key that selects no existing layer, or an option a layer does not have, fails at

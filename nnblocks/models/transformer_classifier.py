@@ -29,8 +29,14 @@ from nnblocks.spec import current_path, join_path
 __all__ = ["TransformerClassifier"]
 
 _LAYER_OPTIONS = {
-    "block", "self_attention", "feedforward", "norm", "norm_placement", "dropout", "drop_path",
-}  # fmt: skip
+    "block",
+    "self_attention",
+    "feedforward",
+    "norm",
+    "norm_placement",
+    "dropout",
+    "drop_path",
+}
 _POOLS = ("mean", "first", "max", "none")
 
 
@@ -119,10 +125,14 @@ class TransformerClassifier(nn.Module):
             )
         self.pad_id = pad_id
         options = {
-            "block": block, "self_attention": self_attention, "feedforward": feedforward,
-            "norm": norm, "norm_placement": norm_placement, "dropout": rate("dropout", dropout),
+            "block": block,
+            "self_attention": self_attention,
+            "feedforward": feedforward,
+            "norm": norm,
+            "norm_placement": norm_placement,
+            "dropout": rate("dropout", dropout),
             "drop_path": rate("drop_path", drop_path),
-        }  # fmt: skip
+        }
         per_layer = parse_overrides(
             layer_overrides,
             {"encoder": (layers, _LAYER_OPTIONS)},
@@ -131,16 +141,25 @@ class TransformerClassifier(nn.Module):
         relative = is_relative_position(position, path=join_path(current_path(), "position"))
 
         self.embedding = build(
-            embedding, "embedding", at="embedding", dim=dim, vocab_size=vocab_size,
+            embedding,
+            "embedding",
+            at="embedding",
+            dim=dim,
+            vocab_size=vocab_size,
             padding_idx=pad_id,
-        )  # fmt: skip
+        )
         self.position = build_position(position, at="position", dim=dim, max_len=max_len)
         self.dropout = build_dropout(options["dropout"])
         self.encoder = build_stack(
-            "encoder", layers, dim=dim, heads=heads, options=options, per_layer=per_layer,
+            "encoder",
+            layers,
+            dim=dim,
+            heads=heads,
+            options=options,
+            per_layer=per_layer,
             position=position if relative else None,
             final_norm=final_norm_spec(final_norm, norm, norm_placement),
-        )  # fmt: skip
+        )
         self.head = build(head, "head", at="head", dim=dim, out_features=num_classes, bias=True)
         self.tied_parameters: list[tuple[str, ...]] = []
 

@@ -30,8 +30,14 @@ from nnblocks.spec import current_path, join_path
 __all__ = ["TransformerSeq2Seq"]
 
 _ENCODER_OPTIONS = {
-    "block", "self_attention", "feedforward", "norm", "norm_placement", "dropout", "drop_path",
-}  # fmt: skip
+    "block",
+    "self_attention",
+    "feedforward",
+    "norm",
+    "norm_placement",
+    "dropout",
+    "drop_path",
+}
 _DECODER_OPTIONS = _ENCODER_OPTIONS | {"cross_attention"}
 
 
@@ -148,10 +154,14 @@ class TransformerSeq2Seq(nn.Module):
         positive_int("decoder_layers", decoder_layers, minimum=0)
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         options = {
-            "block": block, "self_attention": self_attention, "feedforward": feedforward,
-            "norm": norm, "norm_placement": norm_placement, "dropout": rate("dropout", dropout),
+            "block": block,
+            "self_attention": self_attention,
+            "feedforward": feedforward,
+            "norm": norm,
+            "norm_placement": norm_placement,
+            "dropout": rate("dropout", dropout),
             "drop_path": rate("drop_path", drop_path),
-        }  # fmt: skip
+        }
         per_layer = parse_overrides(
             layer_overrides,
             {
@@ -160,34 +170,55 @@ class TransformerSeq2Seq(nn.Module):
             },
             path=join_path(current_path(), "layer_overrides"),
         )
-        relative = position if is_relative_position(
-            position, path=join_path(current_path(), "position")
-        ) else None  # fmt: skip
+        relative = (
+            position
+            if is_relative_position(position, path=join_path(current_path(), "position"))
+            else None
+        )
         last_norm = final_norm_spec(final_norm, norm, norm_placement)
 
         self.src_embedding = build(
-            embedding, "embedding", at="src_embedding", dim=dim, vocab_size=src_vocab,
+            embedding,
+            "embedding",
+            at="src_embedding",
+            dim=dim,
+            vocab_size=src_vocab,
             padding_idx=pad_id,
-        )  # fmt: skip
+        )
         if share_embeddings:
             self.tgt_embedding = self.src_embedding
         else:
             self.tgt_embedding = build(
-                embedding, "embedding", at="tgt_embedding", dim=dim, vocab_size=tgt_vocab,
+                embedding,
+                "embedding",
+                at="tgt_embedding",
+                dim=dim,
+                vocab_size=tgt_vocab,
                 padding_idx=pad_id,
-            )  # fmt: skip
+            )
         self.src_position = build_position(position, at="src_position", dim=dim, max_len=max_len)
         self.tgt_position = build_position(position, at="tgt_position", dim=dim, max_len=max_len)
         self.dropout = build_dropout(options["dropout"])
         self.encoder = build_stack(
-            "encoder", encoder_layers, dim=dim, heads=heads, options=options,
-            per_layer=per_layer["encoder"], position=relative, final_norm=last_norm,
-        )  # fmt: skip
+            "encoder",
+            encoder_layers,
+            dim=dim,
+            heads=heads,
+            options=options,
+            per_layer=per_layer["encoder"],
+            position=relative,
+            final_norm=last_norm,
+        )
         self.decoder = build_stack(
-            "decoder", decoder_layers, dim=dim, heads=heads,
+            "decoder",
+            decoder_layers,
+            dim=dim,
+            heads=heads,
             options={**options, "cross_attention": cross_attention},
-            per_layer=per_layer["decoder"], position=relative, final_norm=last_norm,
-        )  # fmt: skip
+            per_layer=per_layer["decoder"],
+            position=relative,
+            final_norm=last_norm,
+        )
         self.head = build(head, "head", at="head", dim=dim, out_features=tgt_vocab, bias=False)
 
         shared = list(self.src_embedding.parameters()) if share_embeddings else []
@@ -214,9 +245,13 @@ class TransformerSeq2Seq(nn.Module):
         # With caches, `tgt` is the whole prefix and only positions from `offset` are run.
         x = embed(tgt[:, offset:], self.tgt_embedding, self.tgt_position, self.dropout, offset)
         return self.decoder(
-            x, mask=key_mask(tgt, self.pad_id), causal=True, context=memory,
-            context_mask=src_mask, caches=caches,
-        )  # fmt: skip
+            x,
+            mask=key_mask(tgt, self.pad_id),
+            causal=True,
+            context=memory,
+            context_mask=src_mask,
+            caches=caches,
+        )
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         check_tokens(tgt_in, model="transformer_seq2seq", arg="tgt_in")
@@ -244,8 +279,10 @@ class TransformerSeq2Seq(nn.Module):
             )
         memory, src_mask = self.encode(src)
         state: dict[str, Any] = {
-            "memory": memory, "caches": [{} for _ in self.decoder.layers], "length": 0,
-        }  # fmt: skip
+            "memory": memory,
+            "caches": [{} for _ in self.decoder.layers],
+            "length": 0,
+        }
         if src_mask is not None:
             state["memory_mask"] = src_mask
         return state

@@ -143,6 +143,7 @@ class SinusoidalPosition(nn.Module):
     """
 
     relative = False
+    table: torch.Tensor
 
     def __init__(self, dim: int, max_len: int = 2048, base: float = 10000.0):
         super().__init__()
@@ -285,7 +286,11 @@ class RotaryPosition(nn.Module):
         self, q: torch.Tensor, k_new: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, None]:
         """Rotate queries and only the newest keys (the cached ones are rotated already)."""
-        return self._rotate(q, q_pos), self._rotate(k_new, k_pos[k_pos.shape[0] - k_new.shape[2] :]), None
+        return (
+            self._rotate(q, q_pos),
+            self._rotate(k_new, k_pos[k_pos.shape[0] - k_new.shape[2] :]),
+            None,
+        )
 
 
 @functools.lru_cache(maxsize=64)
@@ -297,6 +302,7 @@ def alibi_slopes(heads: int) -> tuple[float, ...]:
     smaller power of two ``m``, followed by every other slope of ``2m`` (the authors'
     reference implementation).
     """
+
     def powers(n: int) -> list[float]:
         start = 2.0 ** (-8.0 / n)
         return [start ** (i + 1) for i in range(n)]
@@ -353,7 +359,9 @@ class ALiBiPosition(nn.Module):
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         return x
 
-    def bias(self, heads: int, q_pos: torch.Tensor, k_pos: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def bias(
+        self, heads: int, q_pos: torch.Tensor, k_pos: torch.Tensor, dtype: torch.dtype
+    ) -> torch.Tensor:
         """``[1, H, Tq, Tk]``: ``-slope_h * |q_pos - k_pos|``."""
         if self.heads is not None and heads != self.heads:
             raise ShapeError(

@@ -57,13 +57,17 @@ class LRFindResult:
         return f"LRFindResult(steepest={fmt(self.steepest)}, valley={fmt(self.valley)}, points={len(self.lrs)})"
 
 
-def suggest_steepest(lrs: list[float], losses: list[float], skip_end: int = 5) -> float | None:
-    """The learning rate where the loss falls fastest against log(lr)."""
-    n = len(losses) - skip_end
-    if n < 3:
+def suggest_steepest(lrs: list[float], losses: list[float], skip_start: int = 10, skip_end: int = 5) -> float | None:
+    """The learning rate where the loss falls fastest against log(lr).
+
+    The first points are skipped (the moving average is still warming up there) and so are
+    the last (the loss is diverging).
+    """
+    lo, hi = min(skip_start, len(losses) // 4), len(losses) - skip_end
+    if hi - lo < 3:
         return None
-    grads = np.gradient(np.asarray(losses[:n]), np.log(np.asarray(lrs[:n])))
-    return float(lrs[int(np.argmin(grads))])
+    grads = np.gradient(np.asarray(losses[lo:hi]), np.log(np.asarray(lrs[lo:hi])))
+    return float(lrs[lo + int(np.argmin(grads))])
 
 
 def suggest_valley(lrs: list[float], losses: list[float]) -> float | None:
@@ -190,7 +194,7 @@ def _sweep(
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            value = float(loss)
+            value = float(loss.detach())
             if not math.isfinite(value):
                 return lrs, raw, smooth
             avg = beta * avg + (1 - beta) * value

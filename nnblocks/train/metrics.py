@@ -52,7 +52,7 @@ def infer_task(output: torch.Tensor, target: torch.Tensor, *, where: str) -> tup
     """
     o, t = output.shape, target.shape
     integer = not target.is_floating_point()
-    if output.dim() == target.dim() + 1 and o[:-1] == t and integer:
+    if output.dim() == target.dim() + 1 and o[:-1] == t and integer and o[-1] > 1:
         return "multiclass", int(o[-1])
     if o == t or (output.dim() == 2 and o[1] == 1 and o[:1] == t):
         if output.dim() >= 2 and o[-1] > 1:

@@ -256,9 +256,11 @@ def test_shared_and_tied_embeddings_are_one_parameter_and_declared():
     model = make(tgt_vocab_size=SRC_V, share_embeddings=True, tie_embeddings=True)
     assert model.src_embedding.weight is model.tgt_embedding.weight is model.head.weight
     assert model.tied_parameters == [
-        ("src_embedding.weight", "tgt_embedding.weight"),
-        ("tgt_embedding.weight", "head.weight"),
+        ("src_embedding.weight", "tgt_embedding.weight", "head.weight")
     ]
+    tied = make(tie_embeddings=True)
+    assert tied.tied_parameters == [("tgt_embedding.weight", "head.weight")]
+    assert tied.head.weight is tied.tgt_embedding.weight
     state = model.state_dict()
     for group in model.tied_parameters:
         assert all(name in state for name in group)
@@ -375,12 +377,18 @@ def test_generate_greedy_and_beam_work_on_the_protocol():
     assert beam_3.shape[0] == 6 and torch.equal(beam_3[:, 0], torch.full((6,), BOS))
 
 
-def test_reuse_audit_accepts_declared_ties():
+@pytest.mark.parametrize(
+    "options, training",
+    [
+        ({"tgt_vocab_size": SRC_V, "share_embeddings": True, "tie_embeddings": True}, False),
+        ({"input_feeding": True, "bidirectional": True, "teacher_forcing": 0.5}, True),
+    ],
+    ids=["ties", "loops"],
+)
+def test_reuse_audit_passes(options, training):
     check = pytest.importorskip("nnblocks.check")
-    if not hasattr(check, "audit_reuse"):
-        pytest.skip("nnblocks.check.audit_reuse not written yet")
-    model = make(tgt_vocab_size=SRC_V, share_embeddings=True, tie_embeddings=True).eval()
-    report = check.audit_reuse(model, tokens(2, 4, SRC_V), tokens(2, 3, SRC_V))
+    model = make(**options).train(training)
+    report = check.audit_reuse(model, tokens(2, 4, SRC_V), tokens(2, 3, model.head.out_features))
     assert report.ok, str(report)
 
 

@@ -13,9 +13,14 @@ V, C = 17, 3
 
 def clf(**options):
     spec = {
-        "name": "transformer_classifier", "vocab_size": V, "num_classes": C, "dim": 16,
-        "heads": 2, "layers": 2, "dropout": 0.0,
-    }  # fmt: skip
+        "name": "transformer_classifier",
+        "vocab_size": V,
+        "num_classes": C,
+        "dim": 16,
+        "heads": 2,
+        "layers": 2,
+        "dropout": 0.0,
+    }
     return nnblocks.build({**spec, **options})
 
 

@@ -155,10 +155,18 @@ def test_a_user_block_without_cache_falls_back_to_recomputing():
     ("options", "where"),
     [
         ({"dim": 30, "heads": 4}, "decoder.layers.0.self_attention"),
-        ({"self_attention": {"name": "gqa", "kv_heads": 3}, "heads": 4}, "decoder.layers.0.self_attention"),
-        ({"layer_overrides": {"1": {"self_attention": {"name": "gqa", "kv_heads": 3}}}, "heads": 4},
-         "decoder.layers.1.self_attention"),
-    ],  # fmt: skip
+        (
+            {"self_attention": {"name": "gqa", "kv_heads": 3}, "heads": 4},
+            "decoder.layers.0.self_attention",
+        ),
+        (
+            {
+                "layer_overrides": {"1": {"self_attention": {"name": "gqa", "kv_heads": 3}}},
+                "heads": 4,
+            },
+            "decoder.layers.1.self_attention",
+        ),
+    ],
     ids=["dim-heads", "kv-heads", "kv-heads-layer-1"],
 )
 def test_shapes_that_cannot_meet_fail_at_build_time_with_the_slot(options, where):
@@ -180,3 +188,22 @@ def test_an_unknown_option_is_rejected_with_the_accepted_ones():
     with pytest.raises(SpecError) as info:
         lm(self_atention="mha")
     assert "self_atention" in str(info.value) and "self_attention" in str(info.value)
+
+
+def test_a_new_attention_runs_beside_the_old_one_by_spec():
+    model = lm(
+        layer_overrides={
+            "1": {"self_attention": {"name": "parallel", "branches": ["mha", "linear"]}}
+        }
+    )
+    assert nnblocks.kind_of(model.get_submodule("decoder.layers.1.self_attention.branches.1")) == (
+        "attention"
+    )
+    assert nnblocks.spec_of(model.decoder.layers[1].self_attention.branches[1])["name"] == "linear"
+    assert model(torch.randint(3, V, (2, 6))).shape == (2, 6, V)
+
+
+def test_the_reuse_audit_accepts_the_declared_tie():
+    check = pytest.importorskip("nnblocks.check")
+    report = check.audit_reuse(lm(), torch.randint(3, V, (2, 5)))
+    assert report.ok, str(report)

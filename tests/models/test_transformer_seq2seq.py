@@ -13,9 +13,14 @@ V = 21
 
 def s2s(**options):
     spec = {
-        "name": "transformer_seq2seq", "vocab_size": V, "dim": 16, "heads": 2,
-        "encoder_layers": 2, "decoder_layers": 2, "dropout": 0.0,
-    }  # fmt: skip
+        "name": "transformer_seq2seq",
+        "vocab_size": V,
+        "dim": 16,
+        "heads": 2,
+        "encoder_layers": 2,
+        "decoder_layers": 2,
+        "dropout": 0.0,
+    }
     return nnblocks.build({**spec, **options})
 
 
@@ -69,7 +74,9 @@ def test_shared_and_tied_embeddings_are_declared():
     model = s2s(share_embeddings=True)
     assert model.src_embedding is model.tgt_embedding
     assert model.head.weight is model.src_embedding.weight
-    assert model.tied_parameters == [("src_embedding.weight", "tgt_embedding.weight", "head.weight")]
+    assert model.tied_parameters == [
+        ("src_embedding.weight", "tgt_embedding.weight", "head.weight")
+    ]
     separate = s2s(tie_embeddings=False)
     assert separate.tied_parameters == []
     assert separate.src_embedding.weight is not separate.tgt_embedding.weight
@@ -110,6 +117,7 @@ def test_layer_overrides_name_their_stack():
         ({"encoder.0": {"cross_attention": "mha"}}, "no option `cross_attention`"),
         ({"decoder.2": {"norm": "rms"}}, "do not exist"),
         ({"decoder.0": "rms"}, "dict of layer options"),
+        ({0: {"norm": "rms"}}, "quote numbers"),
     ],
 )
 def test_bad_overrides_fail_at_build_time(overrides, message):
@@ -162,3 +170,10 @@ def test_the_state_follows_beam_reordering():
     a, _ = model.step(prefix[[1, 0]], swapped)
     b, _ = model.step(prefix, state)
     torch.testing.assert_close(a, b[[1, 0]], atol=1e-5, rtol=1e-5)
+
+
+def test_the_reuse_audit_accepts_the_shared_embedding():
+    check = pytest.importorskip("nnblocks.check")
+    model = s2s(share_embeddings=True)
+    report = check.audit_reuse(model, torch.randint(3, V, (2, 5)), torch.randint(3, V, (2, 4)))
+    assert report.ok, str(report)

@@ -119,7 +119,11 @@ def test_mask_ranks_agree(name):
     part = make(name)
     x, ctx, mask = torch.randn(2, 5, D), torch.randn(2, 8, D), padding_mask()
     out = part(x, context=ctx, mask=mask)
-    for same in (mask[:, None, :], mask[:, None, None, :], mask[:, None, None, :].expand(2, H, 1, 8)):
+    for same in (
+        mask[:, None, :],
+        mask[:, None, None, :],
+        mask[:, None, None, :].expand(2, H, 1, 8),
+    ):
         torch.testing.assert_close(part(x, context=ctx, mask=same), out, atol=1e-6, rtol=1e-6)
     if name not in PER_KEY_MASKS_ONLY:
         per_query = mask[:, None, :].expand(2, 5, 8)

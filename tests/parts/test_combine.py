@@ -182,7 +182,9 @@ def test_relative_position_is_handed_to_every_branch():
     for branch in part.branches:
         assert nnblocks.spec_of(branch)["position"] == "rotary"
     x = torch.randn(2, 5, D)
-    torch.testing.assert_close(step_by_step(part.eval(), x), part(x, causal=True), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        step_by_step(part.eval(), x), part(x, causal=True), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_dtype_is_kept():
@@ -191,7 +193,9 @@ def test_dtype_is_kept():
 
 
 def test_spec_round_trip():
-    part = make({"name": "parallel", "branches": ["mha", {"name": "local", "window": 2}], "merge": "gate"})
+    part = make(
+        {"name": "parallel", "branches": ["mha", {"name": "local", "window": 2}], "merge": "gate"}
+    )
     again = nnblocks.build(nnblocks.spec_of(part), "attention")
     shapes = {n: p.shape for n, p in part.named_parameters()}
     assert shapes == {n: p.shape for n, p in again.named_parameters()}
@@ -225,3 +229,12 @@ def test_contract_kit_passes(name):
     check = pytest.importorskip("nnblocks.check")
     report = check.check_part("attention", name)
     assert report.ok, str(report)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from nnblocks.parts.attention import combine
+
+    result = doctest.testmod(combine, extraglobs={"nnblocks": nnblocks, "torch": torch})
+    assert result.attempted > 0 and result.failed == 0

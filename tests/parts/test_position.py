@@ -126,10 +126,16 @@ def test_rotary_keeps_norms_dtype_and_rotates_at_base_frequency():
     # pair (x[0], x[2]) turns by angle p * 1, pair (x[1], x[3]) by p * 10000^(-1/2).
     p, rate = 2, 10000**-0.5
     c, s = math.cos(p * rate), math.sin(p * rate)
-    assert out[0, 0, 2, 1].item() == pytest.approx(x[0, 0, 2, 1].item() * c - x[0, 0, 2, 3].item() * s)
-    assert build("rotary", dim=4).to(torch.bfloat16).adjust(
-        x.bfloat16(), x.bfloat16(), torch.arange(3), torch.arange(3)
-    )[0].dtype == torch.bfloat16
+    assert out[0, 0, 2, 1].item() == pytest.approx(
+        x[0, 0, 2, 1].item() * c - x[0, 0, 2, 3].item() * s
+    )
+    assert (
+        build("rotary", dim=4)
+        .to(torch.bfloat16)
+        .adjust(x.bfloat16(), x.bfloat16(), torch.arange(3), torch.arange(3))[0]
+        .dtype
+        == torch.bfloat16
+    )
 
 
 def test_rotary_adjust_cached_rotates_only_the_new_keys():

@@ -314,5 +314,7 @@ def expect_close(a: torch.Tensor, b: torch.Tensor, tol: float, what: str) -> flo
         fail(f"{what}: shapes differ, {list(a.shape)} vs {list(b.shape)}")
     diff = max_diff(a, b)
     if not diff <= tol * scale_of(b):  # `not <=` also catches NaN
+        if not bool(torch.isfinite(a).all() and torch.isfinite(b).all()):
+            fail(f"{what}: non-finite values in the output")
         fail(f"{what}: largest difference {diff:.3g} (tolerance {tol:.1g})", max_diff=diff)
     return diff

@@ -125,7 +125,7 @@ def supervised_bundle(
         n,
         labels=labels if task == "classification" else None,
         groups=groups,
-        default="stratified" if task == "classification" else "random",
+        default={"name": "stratified" if task == "classification" else "random", "valid": 0.2},
         path=f"{where}.split",
     )
     task_obj: Task

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from nnblocks.data.batching import pad_sequences
 from nnblocks.data.bundle import DataBundle
 from nnblocks.data.sources._tokens import make_tokenizer
@@ -105,12 +107,17 @@ def from_pairs(
     made: dict[str, TensorData] = {}
     for name, (src, tgt) in encoded.items():
         s, _ = pad_sequences(src, pad_id=src_tok.pad_id, length=src_len)  # [N, S]
-        t_in, _ = pad_sequences([[tgt_tok.bos_id, *t] for t in tgt], pad_id=pad, length=tgt_len)  # [N, T]
-        t_out, _ = pad_sequences([[*t, tgt_tok.eos_id] for t in tgt], pad_id=pad, length=tgt_len)  # [N, T]
+        body, _ = pad_sequences(tgt, pad_id=pad, length=tgt_len - 1)  # [N, T-1]
+        column = torch.full((len(tgt), 1), pad, dtype=torch.long)
+        t_in = torch.cat([column.fill_(tgt_tok.bos_id), body], dim=1)  # [N, T]: BOS + target
+        t_out = torch.cat([body, torch.full_like(column, pad)], dim=1)  # [N, T]: target + EOS
+        lengths = torch.tensor([len(t) for t in tgt], dtype=torch.long)
+        t_out[torch.arange(len(tgt)), lengths] = tgt_tok.eos_id
         made[name] = TensorData(
             s, t_in, t_out, n_inputs=2, trim={0: src_tok.pad_id, 1: pad, 2: pad}, names=["src", "tgt_in", "tgt_out"]
         )
-    task = Seq2SeqTask(src_tok, tgt_tok, max_len=max(src_len, tgt_len), label_smoothing=label_smoothing)
+    # +1: a decoder may be stepped once past the longest target (to see it emit EOS)
+    task = Seq2SeqTask(src_tok, tgt_tok, max_len=max(src_len, tgt_len) + 1, label_smoothing=label_smoothing)
     return DataBundle(
         train=made.pop("train"),
         valid=made.pop("valid", None),

@@ -148,7 +148,7 @@ def from_dataframe(
         len(df),
         labels=labels,
         columns={c: df[c].tolist() for c in df.columns},
-        default="stratified" if task == "classification" else "random",
+        default={"name": "stratified" if task == "classification" else "random", "valid": 0.2},
         path=f"{where}.split",
     )
     table = Table(body.reset_index(drop=True), cats, conts)
@@ -241,7 +241,7 @@ def _targets(df: Any, targets: list[str], task: str, label_delim: str | None, wh
             mixed = _mixed_types(values[c])
             detail = f" (e.g. {mixed[0]!r} and {mixed[1]!r})" if mixed else ""
             raise DataError(f"{where}: {task} target column `{c}` must be numeric{detail}.")
-    return torch.as_tensor(values.to_numpy(dtype="float32")), targets
+    return torch.tensor(values.to_numpy(dtype="float32")), targets
 
 
 def _table_renderer(conts: list[str], cats: list[str], categories: dict[str, list[Any]]) -> Any:

@@ -186,7 +186,7 @@ def from_texts(
     """
     if len(texts) != len(labels):
         raise DataError(f"{where}: {len(texts)} texts but {len(labels)} labels.")
-    splits = make_splits(split, len(texts), labels=list(labels), default="stratified", path=f"{where}.split")
+    splits = make_splits(split, len(texts), labels=list(labels), default={"name": "stratified", "valid": 0.2}, path=f"{where}.split")
     y, classes = encode_labels(list(labels), splits, where=where, classes=classes)
     tok = make_tokenizer(tokenizer, (texts[i] for i in splits.train.tolist()), path=f"{where}.tokenizer")
     rows = [tok.encode(t)[:max_len] if max_len else tok.encode(t) for t in texts]

@@ -184,8 +184,8 @@ class Categorify(Transform):
         table = _check_table(table, self.name)
         df = table.df.copy()
         for col, cats in self.categories.items():
-            # pd.Categorical gives -1 for values outside `cats`: +1 moves them to bucket 0
-            codes = pd.Categorical(df[col], categories=cats).codes.astype("int64") + 1
+            # get_indexer gives -1 for values outside `cats` (and missing): +1 moves them to bucket 0
+            codes = pd.Index(cats, dtype=object).get_indexer(df[col].astype(object)).astype("int64") + 1
             df[col] = codes
         return table.replace(df=df)
 

@@ -23,7 +23,9 @@ from nnblocks.spec import current_path
 __all__ = ["KeyValueAttention", "build_relative_position"]
 
 
-def build_relative_position(part: str, position: Any, head_dim: int, heads: int) -> nn.Module | None:
+def build_relative_position(
+    part: str, position: Any, head_dim: int, heads: int
+) -> nn.Module | None:
     """Build an attention part's ``position=`` option: a relative position part, or None.
 
     Raises:
@@ -57,6 +59,7 @@ class KeyValueAttention(nn.Module):
 
     part_name = "attention"
     keep_keys: int | None = None  # how many keys a cache keeps (None: all)
+    position: Any  # a relative position part (any module with `adjust`), or None
 
     def _setup(
         self,

@@ -21,7 +21,14 @@ __all__ = ["normalize_mask", "causal_mask", "band_mask", "causal_is_trivial", "s
 
 
 def normalize_mask(
-    part: str, mask: torch.Tensor | None, *, batch: int, heads: int, tq: int, tk: int, device: torch.device
+    part: str,
+    mask: torch.Tensor | None,
+    *,
+    batch: int,
+    heads: int,
+    tq: int,
+    tk: int,
+    device: torch.device,
 ) -> torch.Tensor | None:
     """Check a user mask and return it as ``[B|1, H|1, Tq|1, Tk]`` bool (a view, no copy).
 

@@ -340,7 +340,7 @@ def parallel(
         branches, slot="branches", dim=dim, heads=heads, position=position, part="parallel"
     )
     cls = _with_capabilities(Parallel, *_capabilities(inner))
-    return cls(dim, inner, merge)  # type: ignore[call-arg]
+    return cls(dim, inner, merge)  # type: ignore[call-arg,return-value]
 
 
 @register("attention", "sequential")
@@ -358,7 +358,11 @@ def sequential(
     ``a_1 + ... + a_n`` - not ``x`` plus it, because the enclosing block adds its own
     residual connection. With ``residual=False`` it is plain composition,
     ``a_n(...a_2(a_1(x)))``. ``context``, ``mask`` and ``causal`` go to every part; the
-    keys of a self-attention part are its own input ``h_i``.
+    keys of a self-attention part are its own input ``h_i``. As in any stack of attention
+    layers, a mask holds for each part, not for the composition: with a 3-D mask that hides
+    key ``k`` from query ``i`` but not from query ``j``, information from ``k`` can reach
+    ``i`` through ``j``'s output of an earlier part. Padding (2-D) masks and ``causal``
+    compose without such leaks.
 
     Args:
         dim: model width D.
@@ -390,4 +394,4 @@ def sequential(
         parts, slot="parts", dim=dim, heads=heads, position=position, part="sequential"
     )
     cls = _with_capabilities(Sequential, *_capabilities(inner))
-    return cls(dim, inner, bool(residual))  # type: ignore[call-arg]
+    return cls(dim, inner, bool(residual))  # type: ignore[call-arg,return-value]

@@ -39,7 +39,7 @@ def _global_sums(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     s = k.transpose(-2, -1) @ v  # [B, H, Dk, Dv]
     z = k.sum(dim=2)  # [B, H, Dk]
-    if s0 is not None:
+    if s0 is not None and z0 is not None:
         s, z = s + s0, z + z0
     return s, z
 
@@ -84,7 +84,7 @@ def _causal_chunks(
     s_before = F.pad(s_through[:, :, :-1], (0, 0, 0, 0, 1, 0))  # sums of earlier chunks
     z_before = F.pad(z_through[:, :, :-1], (0, 0, 1, 0))
     s_last, z_last = s_through[:, :, -1], z_through[:, :, -1]
-    if s0 is not None:
+    if s0 is not None and z0 is not None:
         s_before, z_before = s_before + s0[:, :, None], z_before + z0[:, :, None]
         s_last, z_last = s_last + s0, z_last + z0
     scores = (qc @ kc.transpose(-2, -1)).tril()  # [B, H, N, C, C], within the chunk

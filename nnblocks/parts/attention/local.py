@@ -113,15 +113,15 @@ class LocalAttention(GroupedQueryAttention):
             and tq == tk > 2 * window
             and bias is None
             and not need_weights
-            and (allowed is None or allowed.shape[2] == 1)
+            and (allowed is None or (allowed.shape[2] == 1 and allowed.shape[3] == tk))
         )
         if blocked:
-            out, valid = self._attend_blocked(q, k, v, allowed, causal)
-            return out, None, valid
+            out, rows = self._attend_blocked(q, k, v, allowed, causal)
+            return out, None, rows
         # The largest query-key distance decides whether the window cuts anything at all.
         reach_back = q_start + tq - 1 - k_start
         reach_ahead = 0 if causal else k_start + tk - 1 - q_start
-        band = None
+        band: torch.Tensor | None = None
         if max(reach_back, reach_ahead) >= window:
             band = band_mask(tq, tk, q_start, k_start, window, causal, q.device)  # [Tq, Tk]
         allowed, is_causal, valid = prepare_mask(

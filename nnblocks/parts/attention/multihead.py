@@ -46,7 +46,10 @@ _CALL_DOC = """
 
 
 def _document(cls: type) -> type:
-    cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n" + _CALL_DOC
+    """Put the shared call documentation before the class's own Example."""
+    doc = cls.__doc__ or ""
+    head, example, tail = doc.partition("    Example:")
+    cls.__doc__ = head.rstrip() + "\n" + _CALL_DOC + "\n" + example + tail
     return cls
 
 

@@ -35,7 +35,7 @@ def _fmt(value: Any) -> str:
 
 def format_row(row: dict[str, Any], keys: list[str]) -> str:
     """One epoch's row as aligned text."""
-    return "  ".join(f"{_fmt(row.get(k, '')):>12}" for k in keys)
+    return "  ".join(f"{_fmt(row.get(k, '')):>10}" for k in keys)
 
 
 class Progress(Callback):
@@ -120,6 +120,7 @@ class Progress(Callback):
                 f"epoch {learn.epoch + 1}/{learn.n_epochs}  batch {learn.iter + 1}/{learn.n_iter}  "
                 f"loss {loss:.4f}",
                 highlight=False,
+                soft_wrap=True,
             )
 
     def before_validate(self, learn: Learner) -> None:
@@ -135,14 +136,14 @@ class Progress(Callback):
         row["time"] = f"{time.perf_counter() - self._t_epoch:.1f}s"
         if self._keys is None:
             self._keys = [k for k in row if k != "lr"]
-            self._print("  ".join(f"{k:>12}" for k in self._keys))
+            self._print("  ".join(f"{k:>10}" for k in self._keys))
         self._print(format_row(row, self._keys))
 
     def _print(self, text: str) -> None:
         if self._bar is not None:
-            self._bar.console.print(text, highlight=False)
+            self._bar.console.print(text, highlight=False, soft_wrap=True)
         else:
-            self.console.print(text, highlight=False)
+            self.console.print(text, highlight=False, soft_wrap=True)
 
     def after_fit(self, learn: Learner) -> None:
         if self._bar is not None:
