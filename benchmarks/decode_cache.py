@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -73,6 +74,7 @@ def main() -> None:
     uncached_s, uncached = best_time(lambda: run(False), args.repeats)
     same = bool(torch.equal(cached, uncached))
     ratio = uncached_s / cached_s
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
     rows = [
         ("model", f"transformer_lm, 4 layers, d 256, {params:,} parameters (recipes/lm_tiny.yaml)"),
@@ -84,6 +86,7 @@ def main() -> None:
         ("without cache", f"{uncached_s:.3f} s ({1000 * uncached_s / args.tokens:.2f} ms/token)"),
         ("speedup", f"{ratio:.1f}x (goal >= 5x)"),
         ("same tokens", str(same)),
+        ("machine load", f"{load:.1f} (1-minute load average)" if load is not None else "n/a"),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
@@ -102,6 +105,8 @@ def main() -> None:
         "speedup": ratio,
         "goal": 5.0,
         "same_tokens": same,
+        "load_average_1min": load,
+        "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),

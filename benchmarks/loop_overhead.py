@@ -91,7 +91,12 @@ def plain_index(data: tuple[torch.Tensor, ...], epochs: int) -> float:
             opt.zero_grad()
             loss.backward()
             opt.step()
-        _valid_accuracy(model, lambda: ((xv[i : i + 2 * BATCH], yv[i : i + 2 * BATCH]) for i in range(0, N_VALID, 2 * BATCH)))
+        _valid_accuracy(
+            model,
+            lambda: (
+                (xv[i : i + 2 * BATCH], yv[i : i + 2 * BATCH]) for i in range(0, N_VALID, 2 * BATCH)
+            ),
+        )
     return time.perf_counter() - start
 
 
@@ -117,8 +122,9 @@ def _learner(data: tuple[torch.Tensor, ...], epochs: int, **options: object) -> 
 
 
 def learner_adam(data: tuple[torch.Tensor, ...], epochs: int) -> float:
-    """nnblocks Learner with Adam (its defaults otherwise: fused kernel, one-cycle, NaN guard)."""
-    return _learner(data, epochs, opt="adam")
+    """nnblocks Learner with Adam and no weight decay, as the plain loops (its defaults
+    otherwise: fused kernel, one-cycle schedule, NaN guard)."""
+    return _learner(data, epochs, opt="adam", wd=0.0)
 
 
 def learner_default(data: tuple[torch.Tensor, ...], epochs: int) -> float:
@@ -128,7 +134,9 @@ def learner_default(data: tuple[torch.Tensor, ...], epochs: int) -> float:
 
 def learner_unfused(data: tuple[torch.Tensor, ...], epochs: int) -> float:
     """nnblocks Learner with the same Adam kernel as the plain loops (no fused/foreach)."""
-    return _learner(data, epochs, opt=lambda groups, lr: torch.optim.Adam(groups, lr=lr, foreach=False))
+    return _learner(
+        data, epochs, opt=lambda groups, lr: torch.optim.Adam(groups, lr=lr, foreach=False)
+    )
 
 
 def lightning(data: tuple[torch.Tensor, ...], epochs: int) -> float:
@@ -159,8 +167,13 @@ def lightning(data: tuple[torch.Tensor, ...], epochs: int) -> float:
             return torch.optim.Adam(self.parameters(), lr=LR)
 
     trainer = L.Trainer(
-        max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
-        enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
     )
     train = DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True)
     valid = DataLoader(TensorDataset(xv, yv), batch_size=2 * BATCH)
@@ -181,7 +194,9 @@ def fastai(data: tuple[torch.Tensor, ...], epochs: int) -> float:
         DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True),
         DataLoader(TensorDataset(xv, yv), batch_size=2 * BATCH),
     )
-    learn = FastLearner(dls, make_model(), loss_func=F.cross_entropy, opt_func=Adam, metrics=accuracy)
+    learn = FastLearner(
+        dls, make_model(), loss_func=F.cross_entropy, opt_func=Adam, metrics=accuracy
+    )
     start = time.perf_counter()
     learn.fit(epochs, LR)
     return time.perf_counter() - start
@@ -227,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<38}{t:>10.3f}{t / base:>8.2f}")
     for name, why in skipped.items():
         print(f"{name:<38}{'':>10}{'':>8}   {why}")
-    Path(args.json).write_text(json.dumps({"rows": rows, "skipped": skipped, "epochs": args.epochs}, indent=1))
+    Path(args.json).write_text(
+        json.dumps({"rows": rows, "skipped": skipped, "epochs": args.epochs}, indent=1)
+    )
     return 0
 
 

@@ -159,7 +159,7 @@ def swap(
     """
     if copy_weights not in _COPY_CHOICES or not isinstance(copy_weights, (bool, str)):
         raise SpecError(
-            "Received an invalid value for `copy_weights`: expected \"auto\", True or False. "
+            'Received an invalid value for `copy_weights`: expected "auto", True or False. '
             f"Received: copy_weights={copy_weights!r}",
             path=slot_pattern,
         )
@@ -171,7 +171,9 @@ def swap(
             "a dict spec or a class, so each slot gets its own part.",
             path=slot_pattern,
         )
-    planned = [_plan(old, paths, spec, kind=kind, copy_weights=copy_weights) for paths, old in targets]
+    planned = [
+        _plan(old, paths, spec, kind=kind, copy_weights=copy_weights) for paths, old in targets
+    ]
     done = []
     for (paths, old), (new, copied, fresh) in zip(targets, planned):
         for path in paths:
@@ -214,9 +216,12 @@ def _match(model: nn.Module, pattern: str) -> list[tuple[list[str], nn.Module]]:
 def _no_match(model: nn.Module, pattern: str, paths: list[str]) -> str:
     parts = [s.path for s in slots(model)] or paths
     close = close_matches(pattern, parts, n=5)
-    if not close:  # a glob rarely looks like a path: compare its literal head instead
-        head = pattern.split("*")[0].split("?")[0].split("[")[0]
-        close = [p for p in parts if head and p.startswith(head)][:5] or parts[:8]
+    head = pattern.split("*")[0].split("?")[0].split("[")[0]
+    while not close and head:  # a glob rarely looks like a path: try its literal head
+        close = [p for p in parts if p.startswith(head)][:5]
+        head = head[: head.rfind(".") + 1] if not head.endswith(".") else head[:-1]
+        head = head if "." in head else ""
+    close = close or parts[:8]
     return (
         f"slot pattern `{pattern}` matches no module of {type(model).__name__}. Expected a "
         f"module path as named_modules() spells it, or a glob. Close slots: {', '.join(close)}"
@@ -244,7 +249,7 @@ def _plan(
     if slot_kind is None:
         raise SpecError(
             f"the slot holds a {type(old).__name__} that was not built from a spec, so its "
-            "kind is unknown. Pass kind= (e.g. kind=\"attention\") to swap it.",
+            'kind is unknown. Pass kind= (e.g. kind="attention") to swap it.',
             path=where,
         )
     defaults: dict[str, Any] = {}
@@ -266,7 +271,9 @@ def _plan(
     _match_placement(old, new)
     if copy_weights == "auto" and isinstance(spec, nn.Module):
         copy_weights = False  # a ready module keeps the weights it came with
-    copied, fresh = _copy_weights(old, new, strict=copy_weights is True, enabled=bool(copy_weights), where=where)
+    copied, fresh = _copy_weights(
+        old, new, strict=copy_weights is True, enabled=bool(copy_weights), where=where
+    )
     return new, copied, fresh
 
 
@@ -295,7 +302,7 @@ def _copy_weights(
         )
         raise SpecError(
             "copy_weights=True needs every weight of the new part in the old one with the "
-            f"same name and shape. Not matched: {shown}. Pass copy_weights=\"auto\" to copy "
+            f'same name and shape. Not matched: {shown}. Pass copy_weights="auto" to copy '
             "what matches and keep the rest as built.",
             path=where,
         )
@@ -371,7 +378,11 @@ def apply_surgery(model: nn.Module, records: Any, *, path: str = "") -> nn.Modul
         )
     for i, entry in enumerate(records):
         at = f"{where}[{i}]"
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("pattern"), str) or "spec" not in entry:
+        if (
+            not isinstance(entry, Mapping)
+            or not isinstance(entry.get("pattern"), str)
+            or "spec" not in entry
+        ):
             raise SpecError(
                 f'a surgery record is {{"pattern": "<slot glob>", "spec": <part spec>}}. '
                 f"Received: {entry!r:.120}",

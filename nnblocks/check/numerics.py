@@ -3,29 +3,33 @@
 PyTorch's anomaly mode names the failing autograd op and costs about 3x; this names the
 module, as ``model.named_modules()`` spells it, and costs little:
 
-- Forward: hooks record a checkpoint when each module is entered (its inputs) and left (its
-  outputs). Each checkpoint costs one reduction, ``t.sum()``, kept on the device; when the
-  outermost call returns, one ``isfinite`` over all the sums and one host sync find the first
-  bad checkpoint. A sum is non-finite exactly when some element is NaN or Inf (or the sum
-  overflows, which needs values near the float's limit). The first bad checkpoint names the
-  culprit: a module's output when its inputs were finite, or, when a module's *input* is the
-  first bad value, the enclosing module whose own code produced it.
+- Forward: when a module returns, each floating output costs one reduction, ``t.sum()``,
+  kept on the device (no sync). A sum is non-finite exactly when some element is NaN or Inf
+  (or when it overflows, a false alarm that the exact check below rules out). When the
+  outermost call returns, one ``isfinite`` over all the sums and one host sync find the
+  first module, in the order modules finished, whose output is bad. Only then are inputs
+  looked at, exactly: if that module's inputs were finite it produced the NaN; if not, the
+  nearest enclosing module with finite inputs produced it in its own code (between its
+  submodules); if even the model's input is bad, the message says so.
 - Backward: each module's inputs that need a gradient are handed to it as fresh views, so a
-  hook sees the gradient that flows out through *this* module alone; hooks also see the
-  gradient arriving at each output and at each parameter. At the end of
-  the backward pass (an engine callback), one sync finds the first bad event in time: a
-  module whose input or parameter gradient went bad while the gradient at its output was
-  finite produced it.
+  hook sees the gradient that flows out through *this* module alone (a hook on the shared
+  tensor would see the sum over all its uses). Those gradients and the parameters'
+  gradients are reduced as they appear; gradients arriving at module outputs are only kept.
+  At the end of the backward pass (an engine callback) one sync finds the first bad
+  gradient in time; if the gradient arriving at that module's output was finite, the
+  module's backward produced the NaN, otherwise the kit walks back to the first bad arrival
+  and blames the enclosing module whose backward was running.
 
-Cost when nothing goes wrong: one small reduction per module output, a view and a hook per
-input that needs a gradient, and two host syncs per step. The tensors a step passes between
-modules are kept alive until the step's check (for the statistics in the message), which
-matters only in inference without autograd.
+Cost when nothing goes wrong: a reduction per module output, per module input gradient and
+per parameter gradient; a view and a hook per input that needs a gradient; two host syncs
+per step. The tensors a step passes between modules (and, during backward, the gradients)
+are kept until the step's check, for the exact checks and the statistics in the message.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -123,8 +127,6 @@ class NumericsWatch:
         if self._active:
             return self
         for module in self.model.modules():
-            if id(module) not in self._paths:
-                continue
             self._handles.append(module.register_forward_pre_hook(self._enter, with_kwargs=True))
             self._handles.append(
                 module.register_forward_hook(self._leave, with_kwargs=True, always_call=True)
@@ -160,32 +162,21 @@ class NumericsWatch:
         self._stack: list[_Call] = []
         self._calls: list[_Call] = []
         self._sums: list[torch.Tensor] = []
-        self._points: list[tuple[str, _Call, int]] = []  # ("in" | "out", call, index in _sums)
-        self._memo: dict[tuple[int, int], tuple[torch.Tensor, int]] = {}
-
-    def _flag(self, t: torch.Tensor) -> int:
-        key = (id(t), t._version)
-        hit = self._memo.get(key)
-        if hit is not None and hit[0] is t:
-            return hit[1]
-        self._sums.append(_total(t.detach()))
-        index = len(self._sums) - 1
-        self._memo[key] = (t, index)  # holding t keeps its id from being reused this step
-        return index
+        self._outputs: list[tuple[_Call, torch.Tensor, int]] = []  # (call, tensor, index in _sums)
+        self._memo: dict[tuple[int, int], int] = {}
 
     def _enter(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not self._active:
             return None
         self._depth += 1
         call = _Call(module, self._stack[-1] if self._stack else None)
-        inputs = list(_floats(args)) + list(_floats(kwargs))
-        call.inputs = inputs
+        call.inputs = [*_floats(args), *_floats(kwargs)] if (args or kwargs) else []
         self._calls.append(call)
-        for t in inputs:
-            self._points.append(("in", call, self._flag(t)))
         self._stack.append(call)
-        if self.backward and torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
-            return self._hook_inputs(call, args, kwargs)
+        if self.backward and torch.is_grad_enabled():
+            for t in call.inputs:
+                if t.requires_grad:
+                    return self._hook_inputs(call, args, kwargs)
         return None
 
     def _hook_inputs(
@@ -198,47 +189,52 @@ class NumericsWatch:
         def swap(v: Any) -> Any:
             if not (isinstance(v, torch.Tensor) and v.requires_grad and v.is_floating_point()):
                 return v
-            if id(v) not in views:  # q is k is v stays true for attention fast paths
+            if id(v) not in views:  # `q is k is v` stays true for attention fast paths
                 view = v.view_as(v)
-                view.register_hook(self._grad_hook("in", call, len(views)))
+                view.register_hook(self._input_grad_hook(call, len(views)))
                 views[id(v)] = view
             return views[id(v)]
 
-        new_args = tuple(swap(a) for a in args)
-        new_kwargs = {k: swap(v) for k, v in kwargs.items()}
-        return new_args, new_kwargs
+        return tuple(swap(a) for a in args), {k: swap(v) for k, v in kwargs.items()}
 
     def _leave(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
         if not self._active or not self._stack:
             return
         call = self._stack.pop()
         self._depth -= 1
-        if sys.exc_info()[1] is not None:  # the forward raised: note the culprit on its error
+        error = sys.exc_info()[1]
+        if error is not None:  # the forward raised: add the culprit to its error, if any
             if self._depth == 0:
-                self._note_on_error(sys.exc_info()[1])
+                self._note_on_error(error)
             return
-        for i, t in enumerate(_floats(output)):
-            self._points.append(("out", call, self._flag(t)))
-            if self.backward and t.requires_grad:
-                t.register_hook(self._grad_hook("out", call, i))
+        watch_grads = self.backward and torch.is_grad_enabled()
+        for t in _floats(output):
+            key = (id(t), t._version)
+            index = self._memo.get(key)
+            if index is None:  # a tensor already checked (a child's output passed on) is not
+                self._sums.append(_total(t.detach()))
+                index = self._memo[key] = len(self._sums) - 1
+            self._outputs.append((call, t, index))  # holding t keeps its id unique this step
+            if watch_grads and t.requires_grad:
+                t.register_hook(self._output_grad_hook(call))
         if self._depth == 0:
             self._check_forward()
 
-    def _first_bad_forward(self) -> tuple[str, _Call] | None:
+    def _first_bad_output(self) -> _Call | None:
         if not self._sums:
             return None
         finite = torch.isfinite(torch.stack(self._sums)).tolist()  # the one host sync
-        for kind, call, index in self._points:
-            if not finite[index]:
-                return kind, call
+        for call, t, index in self._outputs:
+            if not finite[index] and not _finite(t):  # exact: rules out an overflowed sum
+                return call
         return None
 
     def _check_forward(self) -> None:
         calls = self._calls
         try:
-            bad = self._first_bad_forward()
+            bad = self._first_bad_output()
             if bad is not None:
-                raise self._forward_error(*bad)
+                raise self._forward_error(bad)
         finally:
             self._reset_forward()
             for call in calls:
@@ -247,33 +243,39 @@ class NumericsWatch:
     def _note_on_error(self, exc: BaseException) -> None:
         calls = self._calls
         try:
-            bad = self._first_bad_forward()
+            bad = self._first_bad_output()
             if bad is not None and hasattr(exc, "add_note"):
-                exc.add_note(f"nnblocks.watch_numerics: {self._forward_error(*bad)}")
+                exc.add_note(f"nnblocks.watch_numerics: {self._forward_error(bad)}")
         finally:
             self._reset_forward()
             for call in calls:
                 call.inputs = None
 
-    def _forward_error(self, kind: str, call: _Call) -> NumericsError:
-        if kind == "in":
+    def _forward_error(self, call: _Call) -> NumericsError:
+        """The culprit for the first bad output, ``call``'s: see the module docstring."""
+        first = call
+        while call.inputs is not None and not all(_finite(t) for t in call.inputs):
             if call.parent is None:
-                culprit = call.module
-                where = f"the input of `{self.path(culprit)}` is already non-finite"
-                inputs = call.inputs or []
-            else:
-                culprit = call.parent.module
-                where = (
-                    f"`{self.path(culprit)}` ({type(culprit).__name__}) produced it in its own "
-                    f"code: the input it passed to `{self.path(call.module)}` is non-finite"
+                lines = [
+                    f"NaN/Inf in the forward pass: the input of `{self.path(call.module)}` is "
+                    "already non-finite (the batch, or code before the model, holds NaN/Inf)."
+                ]
+                lines += [f"  input {i}: {tensor_stats(t)}" for i, t in enumerate(call.inputs)]
+                return NumericsError(
+                    "\n".join(lines), module_path=self.path(call.module), phase="forward"
                 )
-                inputs = call.parent.inputs or []
-        else:
-            culprit = call.module
+            call = call.parent
+        culprit = call.module
+        if call is first:
             where = f"the output of `{self.path(culprit)}` ({type(culprit).__name__}) is non-finite"
-            inputs = call.inputs or []
+        else:
+            where = (
+                f"`{self.path(culprit)}` ({type(culprit).__name__}) produced it in its own code "
+                f"(the first bad output is that of `{self.path(first.module)}`, whose input "
+                "was already non-finite)"
+            )
         lines = [f"NaN/Inf in the forward pass: {where}, its inputs being finite."]
-        lines += [f"  input {i}: {tensor_stats(t)}" for i, t in enumerate(inputs)]
+        lines += [f"  input {i}: {tensor_stats(t)}" for i, t in enumerate(call.inputs or [])]
         lines += self._bad_parameters(culprit)
         return NumericsError("\n".join(lines), module_path=self.path(culprit), phase="forward")
 
@@ -281,7 +283,7 @@ class NumericsWatch:
         bad = [
             f"  parameter `{n}`: {tensor_stats(p)}"
             for n, p in module.named_parameters(recurse=False)
-            if not bool(torch.isfinite(p).all())
+            if not _finite(p)
         ]
         if bad:
             bad.insert(0, "  its own parameters are non-finite (a bad optimizer step before?):")
@@ -290,7 +292,8 @@ class NumericsWatch:
     # ---- backward ----
 
     def _reset_backward(self) -> None:
-        self._events: list[tuple[str, Any, int, torch.Tensor, Any]] = []
+        # (kind, who, index in _grad_sums, (shape, dtype), input position)
+        self._events: list[tuple[str, Any, int, tuple[Any, ...], int]] = []
         self._grad_sums: list[torch.Tensor] = []
         self._queued = False
 
@@ -305,26 +308,33 @@ class NumericsWatch:
                 # .grad, so a NaN left in .grad by an earlier step is not blamed again.
                 self._handles.append(p.register_hook(self._param_hook(owners[id(p)])))
 
-    def _queue(self) -> None:
+    def _record(self, kind: str, who: Any, grad: torch.Tensor, position: int) -> None:
         if not self._queued:
             self._queued = True
             torch.autograd.Variable._execution_engine.queue_callback(self._check_backward)
+        # Only the reduction and the shape are kept: holding the gradient itself would stop
+        # autograd from freeing it early or stealing it into .grad (a copy per parameter).
+        self._grad_sums.append(_total(grad.detach()))
+        self._events.append((kind, who, len(self._grad_sums) - 1, (tuple(grad.shape), grad.dtype), position))
 
-    def _grad_hook(self, kind: str, call: _Call, position: int) -> Any:
+    def _output_grad_hook(self, call: _Call) -> Any:
         def hook(grad: torch.Tensor) -> None:
             if self._active and grad is not None:
-                self._queue()
-                self._grad_sums.append(_total(grad.detach()))
-                self._events.append((kind, call, len(self._grad_sums) - 1, grad, position))
+                self._record("out", call, grad, 0)
+
+        return hook
+
+    def _input_grad_hook(self, call: _Call, position: int) -> Any:
+        def hook(grad: torch.Tensor) -> None:
+            if self._active and grad is not None:
+                self._record("in", call, grad, position)
 
         return hook
 
     def _param_hook(self, owner: tuple[nn.Module, str]) -> Any:
         def hook(grad: torch.Tensor) -> None:
             if self._active and grad is not None:
-                self._queue()
-                self._grad_sums.append(_total(grad.detach()))
-                self._events.append(("param", owner, len(self._grad_sums) - 1, grad, None))
+                self._record("param", owner, grad, 0)
 
         return hook
 
@@ -333,61 +343,73 @@ class NumericsWatch:
         self._reset_backward()
         if not sums:
             return
-        finite = torch.isfinite(torch.stack(sums)).tolist()  # the one host sync
-        incoming: dict[int, torch.Tensor] = {}
-        for kind, who, index, grad, position in events:
+        values = torch.stack(sums).tolist()  # the one host sync
+        entered: set[int] = set()
+        exited: set[int] = set()
+        for kind, who, index, meta, position in events:
+            value = values[index]
             if kind == "out":
-                if not finite[index]:
-                    raise self._backward_from_above(who, grad)
-                who.entered = True
-                incoming.setdefault(id(who), grad)
-            elif kind == "in":
-                if not finite[index]:
-                    raise self._backward_error(
-                        who.module, f"the gradient w.r.t. its input {position}", grad, incoming.get(id(who))
-                    )
-                who.exited = True
-            elif not finite[index]:
-                module, name = who
-                raise self._backward_error(module, f"the gradient of parameter `{name}`", grad, None)
+                if not math.isfinite(value):
+                    raise self._from_above(who, meta, value, entered, exited)
+                entered.add(id(who))
+                continue
+            if kind == "in":
+                exited.add(id(who))
+            if not math.isfinite(value):
+                module, what = (
+                    (who.module, f"the gradient w.r.t. its input {position}")
+                    if kind == "in"
+                    else (who[0], f"the gradient of parameter `{who[1]}`")
+                )
+                raise self._backward_error(module, what, meta, value)
 
     def _backward_error(
-        self, module: nn.Module, what: str, grad: torch.Tensor, arriving: torch.Tensor | None
+        self, module: nn.Module, what: str, meta: tuple[Any, ...], value: float
     ) -> NumericsError:
         lines = [
             f"NaN/Inf in the backward pass at `{self.path(module)}` ({type(module).__name__}): "
             f"{what} became non-finite while the gradient arriving at its output was finite.",
-            f"  bad gradient: {tensor_stats(grad)}",
+            f"  bad gradient: {_describe(meta, value)}",
         ]
-        if arriving is not None:
-            lines.append(f"  gradient arriving at its output: {tensor_stats(arriving)}")
         lines += self._bad_parameters(module)
         return NumericsError("\n".join(lines), module_path=self.path(module), phase="backward")
 
-    def _backward_from_above(self, call: _Call, grad: torch.Tensor) -> NumericsError:
-        """The gradient at ``call``'s output is bad: the nearest enclosing module whose
-        backward is running (its own code, between its submodules) produced it."""
+    def _from_above(
+        self, call: _Call, meta: tuple[Any, ...], value: float, entered: set[int], exited: set[int]
+    ) -> NumericsError:
+        """A gradient arrived non-finite at ``call``'s output: the enclosing module whose
+        backward was running (its own code, between its submodules) produced it, or, with
+        none running, the loss did."""
         parent = call.parent
-        while parent is not None and not (parent.entered and not parent.exited):
+        while parent is not None and not (id(parent) in entered and id(parent) not in exited):
             parent = parent.parent
-        if parent is None:
-            module = call.module
-            while call.parent is not None:
-                call = call.parent
-                module = call.module
-            lines = [
-                f"NaN/Inf in the backward pass: the gradient arriving at the output of "
-                f"`{self.path(module)}` is already non-finite (it comes from the loss or code "
-                "outside the model).",
-                f"  gradient: {tensor_stats(grad)}",
-            ]
-            return NumericsError("\n".join(lines), module_path=self.path(module), phase="backward")
-        return self._backward_error(
-            parent.module,
-            f"the gradient it passes to `{self.path(call.module)}` (its own code)",
-            grad,
-            None,
-        )
+        if parent is not None:
+            return self._backward_error(
+                parent.module,
+                f"the gradient it passes back to `{self.path(call.module)}` (its own code)",
+                meta,
+                value,
+            )
+        root = call
+        while root.parent is not None:
+            root = root.parent
+        lines = [
+            "NaN/Inf in the backward pass: the gradient arriving at the output of "
+            f"`{self.path(root.module)}` is already non-finite (it comes from the loss or code "
+            "outside the model).",
+            f"  gradient: {_describe(meta, value)}",
+        ]
+        return NumericsError("\n".join(lines), module_path=self.path(root.module), phase="backward")
+
+
+def _describe(meta: tuple[Any, ...], value: float) -> str:
+    shape, dtype = meta
+    found = "NaN" if math.isnan(value) else "Inf (no NaN)"
+    return f"{list(shape)} {str(dtype).removeprefix('torch.')}, holds {found}"
+
+
+def _finite(t: torch.Tensor) -> bool:
+    return bool(torch.isfinite(t).all())
 
 
 def watch_numerics(model: nn.Module, *, backward: bool = True) -> NumericsWatch:

@@ -165,4 +165,3 @@ def compare(
     if problem:
         return Comparison(False, worst, problem_where, problem)
     return Comparison(True, worst, worst_where)
-

@@ -164,7 +164,7 @@ def hybridize(
             naming the output, the index and the largest difference.
 
     Example:
-        >>> model = nnblocks.build({"name": "mlp", "in_features": 8, "out_features": 2})
+        >>> model = nnblocks.build({"name": "mlp", "in_features": 8, "out_features": 2}, "model")
         >>> result = hybridize(model, torch.randn(64, 8))          # doctest: +SKIP
         >>> result.mode, result.speedup                             # doctest: +SKIP
         ('eager', 0.93)
@@ -217,9 +217,9 @@ def hybridize(
     chosen = choose(eager_s, compiled_s, min_speedup)
     ratio = eager_s / compiled_s if compiled_s > 0 else float("inf")
     reason = (
-        f"compiled is x{ratio:.2f} as fast as eager"
+        f"compiled is x{ratio:.2f} the speed of eager"
         if chosen == "compile"
-        else f"compiled is x{ratio:.2f} as fast as eager, below min_speedup={min_speedup}"
+        else f"compiled is x{ratio:.2f} the speed of eager, below min_speedup={min_speedup}"
     )
     result = HybridResult(
         chosen, compiled if chosen == "compile" else model, eager_s=eager_s,

@@ -103,7 +103,8 @@ def export_onnx(
         check_inputs: the inputs to check (each a tensor or a tuple). Default: the example,
             and the example with one more row in the batch and one position less in each
             dynamic sequence axis (one more if it is shorter than 3), so the dynamic axes
-            are exercised.
+            are exercised; for a token model (``model.pad_id``) that variant also ends its
+            first row with padding, so a mask left out of the export is caught.
         rtol, atol: tolerances of the check (defaults per dtype, see ``hybridize``).
 
     Returns:
@@ -150,7 +151,7 @@ def export_onnx(
     if ort is not None:
         cases = [args] if check_inputs is None else [as_args(c) for c in check_inputs]
         if check_inputs is None:
-            variant = _variant(args, names, axes)
+            variant = _variant(args, names, axes, getattr(model, "pad_id", None))
             if variant is not None:
                 cases.append(variant)
         max_diff, shapes = _check(ort, data, model, cases, names, rtol=rtol, atol=atol, path=path)
@@ -312,13 +313,16 @@ def _reason(exc: BaseException) -> str:
 
 
 def _variant(
-    args: tuple[Any, ...], names: list[str], axes: DynamicAxes
+    args: tuple[Any, ...], names: list[str], axes: DynamicAxes, pad_id: Any = None
 ) -> tuple[Any, ...] | None:
-    """The example with other sizes on its dynamic axes (None when nothing is dynamic).
+    """The example with other sizes on its dynamic axes, and padding (None: no change).
 
     Batch axes (axis 0) grow by one row; other axes shrink by one position, or grow by one
     when shorter than 3. A dimension name shared by inputs gets one new size for all.
-    Growth repeats the last slice, so token ids stay valid ids.
+    Growth repeats the last slice, so token ids stay valid ids. For a token model
+    (``model.pad_id``, docs/interfaces.md) the last position of the first row of every
+    ``[B, T]`` id input becomes padding: a model that skips its mask when nothing is
+    padded must not be exported with that shortcut frozen in.
     """
     sizes: dict[str, int] = {}
     for name, arg in zip(names, args):
@@ -326,9 +330,8 @@ def _variant(
             if dim not in sizes:
                 size = arg.shape[axis]
                 sizes[dim] = size + 1 if axis == 0 or size < 3 else size - 1
-    if not sizes:
-        return None
-    out = []
+    pad = isinstance(pad_id, int) and not isinstance(pad_id, bool)
+    out, changed = [], bool(sizes)
     for name, arg in zip(names, args):
         for axis, dim in axes.get(name, {}).items():
             size, want = arg.shape[axis], sizes[dim]
@@ -337,8 +340,20 @@ def _variant(
             elif want > size:
                 last = arg.narrow(axis, size - 1, 1)
                 arg = torch.cat([arg, *[last] * (want - size)], dim=axis)
+        if pad and _is_token_ids(arg) and arg.shape[1] >= 2 and bool(arg[0, -1] != pad_id):
+            arg = arg.clone()
+            arg[0, -1] = pad_id
+            changed = True
         out.append(arg)
-    return tuple(out)
+    return tuple(out) if changed else None
+
+
+def _is_token_ids(arg: Any) -> bool:
+    return (
+        isinstance(arg, torch.Tensor)
+        and arg.dim() == 2
+        and not (arg.is_floating_point() or arg.is_complex() or arg.dtype == torch.bool)
+    )
 
 
 def _to_numpy(name: str, t: torch.Tensor) -> Any:
@@ -395,12 +410,12 @@ def _check(
             raise EquivalenceError(
                 f"{where} disagrees with eager at input shapes {shape}: {result.problem}. "
                 f"Largest difference {result.max_diff:.3g}, in {result.where}. Nothing was "
-                "written. A branch on a size or value that tracing froze gives this; try "
-                "exporter='dynamo', or pass looser rtol/atol if this is rounding.",
+                "written. A branch on a size or value that tracing froze gives this (for a "
+                "token model: export with padding in the example, so the masked path is "
+                "traced); try exporter='dynamo', or pass looser rtol/atol if this is rounding.",
                 max_diff=result.max_diff,
                 where=result.where,
             )
         worst = max(worst, result.max_diff)
         shapes.append(shape)
     return worst, tuple(shapes)
-

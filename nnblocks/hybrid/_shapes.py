@@ -38,9 +38,7 @@ def input_names(model: nn.Module, args: Sequence[Any]) -> list[str]:
         params = list(inspect.signature(model.forward).parameters.values())
     except (TypeError, ValueError):
         params = []
-    positional = [
-        p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return [positional[i] if i < len(positional) else f"input_{i}" for i in range(len(args))]
 
 

@@ -261,7 +261,8 @@ class RNNSeq2Seq(nn.Module):
                 f"[tgt_vocab_size, dim] = [{vocab}, {self.dim}]. Received: {got}",
                 path=f"{path}.tgt_embedding",
             )
-        name = f"tgt_embedding.{next(n for n, p in self.tgt_embedding.named_parameters() if p is weight)}"
+        name = next(n for n, p in self.tgt_embedding.named_parameters() if p is weight)
+        name = f"tgt_embedding.{name}"
         self.head.weight = weight
         # One group per Parameter, listing every name it has (the audit wants whole groups).
         for i, group in enumerate(self.tied_parameters):

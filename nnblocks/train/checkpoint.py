@@ -193,7 +193,11 @@ def _fsync_dir(folder: Path) -> None:
     fsync_dir(folder)
 
 
-def write_checkpoint_folder(path: str | os.PathLike[str], tensors: dict[str, dict[str, torch.Tensor]], files: dict[str, bytes]) -> Path:
+def write_checkpoint_folder(
+    path: str | os.PathLike[str],
+    tensors: dict[str, dict[str, torch.Tensor]],
+    files: dict[str, bytes],
+) -> Path:
     """Write a folder of safetensors and other files, with a manifest, atomically.
 
     Args:
@@ -215,11 +219,15 @@ def write_checkpoint_folder(path: str | os.PathLike[str], tensors: dict[str, dic
     path = Path(path)
     parent = path.parent
     if path.exists() and not path.is_dir():
-        raise CheckpointError(f"cannot save a checkpoint to `{path}`: it is a file; expected a folder.")
+        raise CheckpointError(
+            f"cannot save a checkpoint to `{path}`: it is a file; expected a folder."
+        )
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CheckpointError(f"could not create the folder `{parent}` for checkpoint `{path.name}`: {exc.strerror or exc}.") from exc
+        raise CheckpointError(
+            f"could not create the folder `{parent}` for checkpoint `{path.name}`: {exc.strerror or exc}."
+        ) from exc
     _recover(path)
     tmp = parent / f".{path.name}{_TMP}{secrets.token_hex(6)}"
     try:
@@ -347,7 +355,9 @@ def save_training_state(learn: Learner, path: str | os.PathLike[str]) -> Path | 
         from nnblocks.io.spec_file import SPEC_NAME
 
         files[SPEC_NAME] = spec
-    return write_checkpoint_folder(path, {MODEL_FILE: model_tensors, STATE_FILE: state_tensors}, files)
+    return write_checkpoint_folder(
+        path, {MODEL_FILE: model_tensors, STATE_FILE: state_tensors}, files
+    )
 
 
 def _spec_bytes(model: nn.Module, path: Path) -> bytes | None:
@@ -388,11 +398,16 @@ def read_training_document(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     folder = _verified(path, (TRAINING_FILE,))
     where = f"`{folder / TRAINING_FILE}`"
-    doc = parse_json(read_small_file(folder / TRAINING_FILE, _MAX_JSON_BYTES, what="the training state"), where=where)
+    doc = parse_json(
+        read_small_file(folder / TRAINING_FILE, _MAX_JSON_BYTES, what="the training state"),
+        where=where,
+    )
     if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
         raise CheckpointError(f"{where}: expected a training state (format `{_FORMAT}`).")
     if doc.get("version") != _VERSION:
-        raise CheckpointError(f"{where}: version {doc.get('version')!r:.40} is not supported; expected {_VERSION}.")
+        raise CheckpointError(
+            f"{where}: version {doc.get('version')!r:.40} is not supported; expected {_VERSION}."
+        )
     return _unplain(doc)
 
 
@@ -403,7 +418,9 @@ def _load_weights(model: nn.Module, folder: Path, device: torch.device | str) ->
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"`{folder / MODEL_FILE}` does not fit the model {type(model).__name__}: {exc}") from exc
+        raise CheckpointError(
+            f"`{folder / MODEL_FILE}` does not fit the model {type(model).__name__}: {exc}"
+        ) from exc
 
 
 def load_model_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
@@ -422,7 +439,9 @@ def load_model_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Mod
     return model
 
 
-def _load_optimizer(opt: torch.optim.Optimizer, doc: dict[str, Any], tensors: dict[str, torch.Tensor], where: Path) -> None:
+def _load_optimizer(
+    opt: torch.optim.Optimizer, doc: dict[str, Any], tensors: dict[str, torch.Tensor], where: Path
+) -> None:
     current = opt.state_dict()
     saved_groups = doc["param_groups"]
     if len(saved_groups) != len(current["param_groups"]) or any(
@@ -478,13 +497,19 @@ def load_training_state(learn: Learner, path: str | os.PathLike[str]) -> None:
     if doc["world_size"] != learn.dist.world_size:
         log.warning(
             "resuming a run saved with %d processes on %d: the sample order is kept, the RNG "
-            "streams of processes beyond the saved ones are not", doc["world_size"], learn.dist.world_size
+            "streams of processes beyond the saved ones are not",
+            doc["world_size"],
+            learn.dist.world_size,
         )
     if doc["n_iter"] != learn.n_iter or doc["n_epochs"] != learn.n_epochs:
         log.warning(
             "resuming %s saved for %d epochs of %d batches into a fit of %d epochs of %d batches: "
             "the schedule will differ from the original run",
-            folder, doc["n_epochs"], doc["n_iter"], learn.n_epochs, learn.n_iter,
+            folder,
+            doc["n_epochs"],
+            doc["n_iter"],
+            learn.n_epochs,
+            learn.n_iter,
         )
     learn.start_epoch = learn.epoch = int(doc["epoch"])
     learn.start_iter = int(doc["iter"])
@@ -494,14 +519,22 @@ def load_training_state(learn: Learner, path: str | os.PathLike[str]) -> None:
     learn.history = list(doc["history"])
     learn.loss_log = [tensors["loss.log"].cpu()] if "loss.log" in tensors else []
     epoch_losses = tensors.get("loss.epoch")
-    learn._losses = list(epoch_losses.unbind()) if epoch_losses is not None and learn.start_iter > 0 else []
+    learn._losses = (
+        list(epoch_losses.unbind()) if epoch_losses is not None and learn.start_iter > 0 else []
+    )
     rngs = doc["rng"]
     learn._pending_resume = {
         "callbacks": doc["callbacks"],
         "rng": rngs[learn.dist.rank] if learn.dist.rank < len(rngs) else rngs[0],
         "scaler": doc["scaler"],
     }
-    log.info("resuming from %s at epoch %d, batch %d (step %d)", folder, learn.start_epoch, learn.start_iter, learn.train_step)
+    log.info(
+        "resuming from %s at epoch %d, batch %d (step %d)",
+        folder,
+        learn.start_epoch,
+        learn.start_iter,
+        learn.train_step,
+    )
 
 
 def apply_pending_resume(learn: Learner) -> None:

@@ -55,7 +55,9 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError as exc:
-        raise TrainingError(f"environment variable {name} must be an integer. Received: {value!r}") from exc
+        raise TrainingError(
+            f"environment variable {name} must be an integer. Received: {value!r}"
+        ) from exc
 
 
 def dist_info() -> DistInfo:
@@ -65,7 +67,9 @@ def dist_info() -> DistInfo:
     return DistInfo(_env_int("RANK", 0), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0))
 
 
-def setup(device: torch.device | str | None = None, *, timeout_s: float = 1800) -> tuple[DistInfo, torch.device]:
+def setup(
+    device: torch.device | str | None = None, *, timeout_s: float = 1800
+) -> tuple[DistInfo, torch.device]:
     """Join the process group when launched by torchrun, and pick this process's device.
 
     Args:
@@ -84,7 +88,9 @@ def setup(device: torch.device | str | None = None, *, timeout_s: float = 1800) 
         device = f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
+        device = torch.device(
+            "cuda", info.local_rank if info.enabled else torch.cuda.current_device()
+        )
     if info.enabled and not dist.is_initialized():
         if not dist.is_available():
             raise TrainingError(

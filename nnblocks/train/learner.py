@@ -72,7 +72,11 @@ def _split_data(data: Any) -> tuple[dict[str, Any], Any]:
                 f"`test`. Received keys: {sorted(data)}"
             )
         return {k: data.get(k) for k in ("train", "valid", "test")}, None
-    if isinstance(data, (tuple, list)) and 1 <= len(data) <= 3 and not isinstance(data[0], torch.Tensor):
+    if (
+        isinstance(data, (tuple, list))
+        and 1 <= len(data) <= 3
+        and not isinstance(data[0], torch.Tensor)
+    ):
         padded = list(data) + [None] * (3 - len(data))
         return dict(zip(("train", "valid", "test"), padded)), None
     if hasattr(data, "tensors") or hasattr(data, "__getitem__"):
@@ -96,7 +100,9 @@ def _resolve_loss(loss: Any, task: Any) -> Callable[..., torch.Tensor]:
             raise TrainingError(f"Received an unknown loss `{loss}`. Known: {', '.join(LOSSES)}")
         return LOSSES[loss]
     if not callable(loss):
-        raise TrainingError(f"Received an invalid loss: expected a callable. Received: {loss!r:.80}")
+        raise TrainingError(
+            f"Received an invalid loss: expected a callable. Received: {loss!r:.80}"
+        )
     return loss
 
 
@@ -182,9 +188,13 @@ class Learner(Loop):
         num_workers: int | None = None,
     ):
         if not isinstance(model, nn.Module):
-            raise TrainingError(f"Received an invalid model: expected an nn.Module. Received: {type(model).__name__}")
+            raise TrainingError(
+                f"Received an invalid model: expected an nn.Module. Received: {type(model).__name__}"
+            )
         if audit not in ("warn", "error", "off"):
-            raise TrainingError(f"audit must be 'warn', 'error' or 'off'. Received: audit={audit!r}")
+            raise TrainingError(
+                f"audit must be 'warn', 'error' or 'off'. Received: audit={audit!r}"
+            )
         self.splits, self.task = _split_data(data)
         if self.splits["train"] is None:
             raise DataError("the data has no training split (`train` is None).")
@@ -196,7 +206,9 @@ class Learner(Loop):
         self.dist, self.device = distributed.setup(device)
         self.model = model.to(self.device)
         self.train_model = distributed.wrap_ddp(self.model, self.device)
-        self.n_inputs = n_inputs if n_inputs is not None else getattr(self.splits["train"], "n_inputs", 1)
+        self.n_inputs = (
+            n_inputs if n_inputs is not None else getattr(self.splits["train"], "n_inputs", 1)
+        )
         self.opt_spec, self.lr, self.wd, self.param_groups = opt, lr, wd, param_groups
         self.batch_size = batch_size
         self.valid_batch_size = valid_batch_size or 2 * batch_size
@@ -206,7 +218,7 @@ class Learner(Loop):
         self.audit = audit
         self.debug = debug
         self.num_workers = num_workers
-        self.opt: torch.optim.Optimizer | None = None  # type: ignore[assignment]
+        self.opt = None  # type: ignore[assignment]  # built on the first fit
         self.autocast: Any = contextlib.nullcontext()
         self.scaler: Any = None
         self.step_fn: Callable[[], Any] = self._plain_step
@@ -215,19 +227,29 @@ class Learner(Loop):
         self._losses: list[torch.Tensor] = []
         self._frozen_bn: list[nn.Module] = []
         self._fits = 0
+        self._pending_resume = None
         self.epoch = self.iter = self.train_step = self.n_iter = 0
         self.n_epochs = self.total_steps = 0
         self.start_epoch = self.start_iter = 0
         self.training = False
         self.loaders: dict[str, Any] = {}
         self.error: BaseException | None = None
-        self.cbs = CallbackTable(self._default_callbacks(progress, nan_guard, clip_grad, mixed_precision, grad_accumulation))
+        self.cbs = CallbackTable(
+            self._default_callbacks(
+                progress, nan_guard, clip_grad, mixed_precision, grad_accumulation
+            )
+        )
         self.cbs.add(*callbacks)
 
     # -- setup ---------------------------------------------------------------------------
 
     def _default_callbacks(
-        self, progress: bool, nan_guard: bool, clip_grad: float | None, mixed_precision: str | None, grad_accumulation: int
+        self,
+        progress: bool,
+        nan_guard: bool,
+        clip_grad: float | None,
+        mixed_precision: str | None,
+        grad_accumulation: int,
     ) -> list[Callback]:
         from nnblocks.train.callbacks.grad_accumulation import GradientAccumulation
         from nnblocks.train.callbacks.grad_clip import GradientClip
@@ -278,13 +300,16 @@ class Learner(Loop):
             rank=self.dist.rank,
             world_size=self.dist.world_size,
             device=self.device,
-            collate_fn=getattr(self.splits.get("train"), "collate", None) or getattr(self.task, "collate", None),
+            collate_fn=getattr(self.splits.get("train"), "collate", None)
+            or getattr(self.task, "collate", None),
             num_workers=self.num_workers,
         )
 
     def _ensure_optimizer(self) -> torch.optim.Optimizer:
         if self.opt is None:
-            self.opt = make_optimizer(self.model, self.opt_spec, lr=self.lr, wd=self.wd, param_groups=self.param_groups)
+            self.opt = make_optimizer(
+                self.model, self.opt_spec, lr=self.lr, wd=self.wd, param_groups=self.param_groups
+            )
         return self.opt
 
     def _draw_seed(self) -> int:
@@ -318,7 +343,9 @@ class Learner(Loop):
         self.epoch = self.iter = self.train_step = 0
         self.start_epoch = self.start_iter = 0
         self.history, self.loss_log, self._losses = [], [], []
-        self._fit_callbacks = self._schedule_callbacks(schedule if schedule is not None else self.schedule)
+        self._fit_callbacks = self._schedule_callbacks(
+            schedule if schedule is not None else self.schedule
+        )
         self.cbs.add(*self._fit_callbacks)
 
     def _schedule_callbacks(self, schedule: Any) -> list[Callback]:
@@ -426,7 +453,14 @@ class Learner(Loop):
         full = None
         if hasattr(train, "tensors") and len(train.tensors) > self.n_inputs:
             full = train.tensors[self.n_inputs]
-        check_first_batch(self.model, self.loss_func, first, self.n_inputs, full_targets=full, autocast=self.autocast_for_check())
+        check_first_batch(
+            self.model,
+            self.loss_func,
+            first,
+            self.n_inputs,
+            full_targets=full,
+            autocast=self.autocast_for_check(),
+        )
         audit_first_batch(self.model, first[: self.n_inputs], self.audit)
 
     def autocast_for_check(self) -> Any:
@@ -482,7 +516,9 @@ class Learner(Loop):
         from nnblocks.train.freeze import freeze
 
         names = freeze(self.model, *patterns, train_bn=train_bn)
-        self._frozen_bn = [m for m in self.model.modules() if getattr(m, "_nnblocks_frozen_bn", False)]
+        self._frozen_bn = [
+            m for m in self.model.modules() if getattr(m, "_nnblocks_frozen_bn", False)
+        ]
         return names
 
     def unfreeze(self, *patterns: str) -> list[str]:
@@ -490,7 +526,9 @@ class Learner(Loop):
         from nnblocks.train.freeze import unfreeze
 
         names = unfreeze(self.model, *patterns)
-        self._frozen_bn = [m for m in self.model.modules() if getattr(m, "_nnblocks_frozen_bn", False)]
+        self._frozen_bn = [
+            m for m in self.model.modules() if getattr(m, "_nnblocks_frozen_bn", False)
+        ]
         return names
 
     # -- using the model -----------------------------------------------------------------
@@ -500,7 +538,9 @@ class Learner(Loop):
             data = "test" if self.splits.get("test") is not None else "valid"
         if isinstance(data, str):
             if data not in ("train", "valid", "test"):
-                raise DataError(f"Received an unknown split `{data}`: expected train, valid or test.")
+                raise DataError(
+                    f"Received an unknown split `{data}`: expected train, valid or test."
+                )
             if self.splits.get(data) is None:
                 raise DataError(f"the data has no `{data}` split.")
             data = self.splits[data]
@@ -518,7 +558,9 @@ class Learner(Loop):
         )
         return loader
 
-    def predict(self, data: Any = None, *, with_targets: bool = False, batch_size: int | None = None) -> Any:
+    def predict(
+        self, data: Any = None, *, with_targets: bool = False, batch_size: int | None = None
+    ) -> Any:
         """Model outputs over ``data`` in order, in eval and inference mode.
 
         Args:

@@ -59,7 +59,9 @@ class _Shards:
 
     def __init__(self, batch_size: int, rank: int, world_size: int, where: str):
         if batch_size < 1:
-            raise DataError(f"{where}: batch_size must be a positive integer. Received: {batch_size}")
+            raise DataError(
+                f"{where}: batch_size must be a positive integer. Received: {batch_size}"
+            )
         if world_size > 1 and batch_size % world_size:
             raise DataError(
                 f"{where}: the global batch size must be divisible by the number of processes "
@@ -300,8 +302,8 @@ class IterableLoader:
         self.epoch = epoch
         self.start = start
         sampler = getattr(self.iterable, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        if sampler is not None and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)  # a DistributedSampler reshuffles per epoch
 
     def __len__(self) -> int:
         try:

@@ -42,18 +42,51 @@ _WRAPPED: dict[str, tuple[str, str, str, type[Exception]]] = {
 class Loop:
     """The loop methods of ``Learner`` (see ``nnblocks.train.learner``)."""
 
-    # Set by the Learner; declared here for readers and type checkers.
-    cbs: Any
-    model: torch.nn.Module
-    train_model: torch.nn.Module
+    # The loop's state, set up by the Learner; callbacks read and change it.
+    cbs: Any  # CallbackTable
+    model: torch.nn.Module  # the model itself
+    train_model: torch.nn.Module  # the model, inside DDP when distributed
     opt: torch.optim.Optimizer
     loss_func: Callable[..., torch.Tensor]
+    metrics: Any  # MetricSet (validation)
+    train_metrics: Any  # MetricSet (training, empty unless asked)
+    loaders: dict[str, Any]  # "train", "valid", "test"
+    autocast: Any  # the context forward and loss run in
+    step_fn: Callable[[], Any]  # the optimizer step (replaced by fp16 mixed precision)
+    scaler: Any  # GradScaler for fp16, else None
     n_inputs: int
+    n_epochs: int
+    n_iter: int  # batches in the current phase
+    total_steps: int
+    epoch: int
+    iter: int  # index of the current batch in its phase
+    train_step: int  # training batches done in this fit
+    start_epoch: int
+    start_iter: int
+    training: bool
+    stop_training: bool
+    batch: tuple[Any, ...]
+    pred: Any
+    loss: torch.Tensor
+    loss_grad: torch.Tensor
+    grad_norm: torch.Tensor  # set by GradientClip
+    train_loss: float
+    valid_loss: float
+    valid_metrics: dict[str, float]
+    history: list[dict[str, Any]]
+    loss_log: list[torch.Tensor]  # per-step training losses of finished epochs (CPU)
+    _losses: list[torch.Tensor]  # this epoch's per-step losses, still on their device
+    _frozen_bn: list[torch.nn.Module]
+    _next_pos: tuple[int, int]
+    _pending_resume: dict[str, Any] | None
 
     def _fire(self, event: str) -> None:
         hooks = self.cbs.hooks[event]
         if hooks:
             self.cbs.call(hooks, event, self)
+
+    def _call(self, event: str) -> None:
+        self.cbs.call(self.cbs.hooks[event], event, self)
 
     def _with_events(self, fn: Callable[[], None], step: str) -> None:
         before, after, cancelled, exc = _WRAPPED[step]
@@ -72,7 +105,7 @@ class Loop:
             self._fire("before_fit")
             # A resumed run gets its callback and RNG states back only now, after the
             # callbacks have set themselves up in before_fit.
-            apply_pending_resume(self)
+            apply_pending_resume(self)  # type: ignore[arg-type]
             self._do_fit()
         except CancelFit:
             self._fire("after_cancel_fit")
@@ -116,58 +149,74 @@ class Loop:
         loader = self.loaders["train"]
         if self.train_metrics:
             self.train_metrics.reset()
-        fire = self._fire
+        hooks, call = self.cbs.hooks, self._call
         for i, batch in enumerate(loader, self.start_iter):
             self.iter = i
             self.batch = batch
             try:
-                fire("before_batch")
-                self._train_batch()
+                if hooks["before_batch"]:
+                    call("before_batch")
+                self._train_batch(hooks)
             except CancelBatch:
-                fire("after_cancel_batch")
+                call("after_cancel_batch")
             self.train_step += 1
             self._next_pos = (self.epoch, i + 1)
-            fire("after_batch")
+            if hooks["after_batch"]:
+                call("after_batch")
         self.train_loss = self._epoch_loss()
 
-    def _train_batch(self) -> None:
-        fire = self._fire
+    def _train_batch(self, hooks: dict[str, tuple[Any, ...]]) -> None:
+        # Events without callbacks are skipped by a lookup, not a call: this path runs once
+        # per step and must cost no more than a hand-written loop.
+        call = self._call
         n = self.n_inputs
-        fire("before_forward")
+        if hooks["before_forward"]:
+            call("before_forward")
         with self.autocast:
             self.pred = self.train_model(*self.batch[:n])
-            fire("after_forward")
-            fire("before_loss")
+            if hooks["after_forward"]:
+                call("after_forward")
+            if hooks["before_loss"]:
+                call("before_loss")
             self.loss = self.loss_func(self.pred, *self.batch[n:])
-        fire("after_loss")
+        if hooks["after_loss"]:
+            call("after_loss")
         self._losses.append(self.loss.detach())
         if self.train_metrics:
             with torch.no_grad():
                 self.train_metrics.update(self.pred, self.batch[n:])
         self.loss_grad = self.loss
-        fire("before_backward")
+        if hooks["before_backward"]:
+            call("before_backward")
         self.loss_grad.backward()
-        fire("after_backward")
+        if hooks["after_backward"]:
+            call("after_backward")
         try:
-            fire("before_step")
+            if hooks["before_step"]:
+                call("before_step")
             self.step_fn()
-            fire("after_step")
+            if hooks["after_step"]:
+                call("after_step")
             self.opt.zero_grad(set_to_none=True)
         except CancelStep:
-            fire("after_cancel_step")
+            call("after_cancel_step")
 
     def _epoch_loss(self) -> float:
         if not self._losses:
             return float("nan")
         losses = torch.stack([x.float() for x in self._losses])
         self.loss_log.append(losses.cpu())
-        total = all_reduce_sum(torch.stack([losses.sum(), torch.tensor(float(losses.numel()), device=losses.device)]))
+        total = all_reduce_sum(
+            torch.stack([losses.sum(), torch.tensor(float(losses.numel()), device=losses.device)])
+        )
         return float(total[0] / total[1])
 
     # -- validation ----------------------------------------------------------------------
 
     def _do_validate(self) -> None:
-        self.valid_loss, self.valid_metrics = self._evaluate_loader(self.loaders["valid"], fire=True)
+        self.valid_loss, self.valid_metrics = self._evaluate_loader(
+            self.loaders["valid"], fire=True
+        )
 
     def _evaluate_loader(self, loader: Any, *, fire: bool) -> tuple[float, dict[str, float]]:
         """Loss (sample-weighted mean) and metrics over ``loader``, reduced over processes."""
@@ -219,7 +268,10 @@ class Loop:
     # -- the epoch's record --------------------------------------------------------------
 
     def _record_epoch(self) -> None:
-        row: dict[str, Any] = {"epoch": self.epoch, "train_loss": getattr(self, "train_loss", float("nan"))}
+        row: dict[str, Any] = {
+            "epoch": self.epoch,
+            "train_loss": getattr(self, "train_loss", float("nan")),
+        }
         if self.train_metrics:
             row.update({f"train_{k}": v for k, v in self.train_metrics.compute().items()})
         if self.loaders.get("valid") is not None:

@@ -19,7 +19,7 @@ import dataclasses
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -57,7 +57,9 @@ class LRFindResult:
         return f"LRFindResult(steepest={fmt(self.steepest)}, valley={fmt(self.valley)}, points={len(self.lrs)})"
 
 
-def suggest_steepest(lrs: list[float], losses: list[float], skip_start: int = 10, skip_end: int = 5) -> float | None:
+def suggest_steepest(
+    lrs: list[float], losses: list[float], skip_start: int = 10, skip_end: int = 5
+) -> float | None:
     """The learning rate where the loss falls fastest against log(lr).
 
     The first points are skipped (the moving average is still warming up there) and so are
@@ -145,7 +147,9 @@ def lr_find(
         raise TrainingError(
             f"lr_find got {len(smooth)} finite loss(es) before the loss diverged; lower start_lr."
         )
-    result = LRFindResult(lrs, smooth, raw, suggest_steepest(lrs, smooth), suggest_valley(lrs, smooth))
+    result = LRFindResult(
+        lrs, smooth, raw, suggest_steepest(lrs, smooth), suggest_valley(lrs, smooth)
+    )
     target = None
     if plot is True and learn.path is not None:
         target = learn.path / "lr_find.png"
@@ -157,7 +161,13 @@ def lr_find(
 
 
 def _sweep(
-    learn: Learner, opt: torch.optim.Optimizer, start_lr: float, end_lr: float, num_it: int, beta: float, diverge: float
+    learn: Learner,
+    opt: torch.optim.Optimizer,
+    start_lr: float,
+    end_lr: float,
+    num_it: int,
+    beta: float,
+    diverge: float,
 ) -> tuple[list[float], list[float], list[float]]:
     loader = make_loader(
         learn.splits["train"],

@@ -101,7 +101,9 @@ class _Named:
         try:
             self.metric = _import(path)(**options).to(output.device)
         except (TypeError, ValueError) as exc:
-            raise TrainingError(f"metric `{self.name}` could not be built with {options}: {exc}") from exc
+            raise TrainingError(
+                f"metric `{self.name}` could not be built with {options}: {exc}"
+            ) from exc
 
     def update(self, output: torch.Tensor, targets: tuple[Any, ...]) -> None:
         target = targets[0]
@@ -158,7 +160,7 @@ class _Function:
             self.total = torch.zeros((), dtype=torch.float64, device=output.device)
             self.count = torch.zeros((), dtype=torch.float64, device=output.device)
         self.total += value.detach().double().mean() * n
-        self.count += n  # type: ignore[operator]
+        self.count += n  # type: ignore[operator,assignment]
 
     def compute(self) -> float:
         if self.total is None or self.count is None:
@@ -192,7 +194,7 @@ def make_metric(spec: Any, label: str | None = None) -> Any:
     if hasattr(spec, "update") and hasattr(spec, "compute") and hasattr(spec, "reset"):
         return _Given(spec, label or type(spec).__name__.lower())
     if callable(spec):
-        return _Function(spec, label or getattr(spec, "__name__", "metric"))
+        return _Function(spec, label or str(getattr(spec, "__name__", "metric")))
     raise TrainingError(
         "Received an invalid metric: expected a name, a dict spec, a torchmetrics Metric or a "
         f"function. Received: {type(spec).__name__} {spec!r:.60}"

@@ -36,7 +36,9 @@ OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict[str, Any]]] = {
 GroupSpec = Sequence[str | Sequence[str]] | Callable[[nn.Module], Iterable[Any]] | None
 
 
-def split_groups(model: nn.Module, groups: GroupSpec = None) -> list[list[tuple[str, nn.Parameter]]]:
+def split_groups(
+    model: nn.Module, groups: GroupSpec = None
+) -> list[list[tuple[str, nn.Parameter]]]:
     """Split the model's parameters into groups of ``(name, parameter)``.
 
     Args:
@@ -181,12 +183,21 @@ def make_optimizer(
     rates = spread_lr(lr, len(groups))
     torch_groups = []
     for i, (group, rate) in enumerate(zip(groups, rates)):
-        decay = [p for n, p in group if decay_1d or not _no_decay(n, p)]
-        plain = [p for n, p in group if not (decay_1d or not _no_decay(n, p))]
+        # Without weight decay there is nothing to split: one torch group per group keeps
+        # the fused kernel to one launch per step.
+        keep_all = decay_1d or wd == 0
+        decay = [p for n, p in group if keep_all or not _no_decay(n, p)]
+        plain = [p for n, p in group if not (keep_all or not _no_decay(n, p))]
         for params, weight_decay in ((decay, wd), (plain, 0.0)):
             if params:
                 torch_groups.append(
-                    {"params": params, "lr": rate, "base_lr": rate, "group": i, "weight_decay": weight_decay}
+                    {
+                        "params": params,
+                        "lr": rate,
+                        "base_lr": rate,
+                        "group": i,
+                        "weight_decay": weight_decay,
+                    }
                 )
     if isinstance(opt, str):
         key = opt.lower()
@@ -199,7 +210,7 @@ def make_optimizer(
         return _with_fast_kernel(cls, torch_groups, {**defaults, **options, "lr": rates[-1]})
     if isinstance(opt, type) and issubclass(opt, torch.optim.Optimizer):
         return _with_fast_kernel(opt, torch_groups, {**options, "lr": rates[-1]})
-    made = opt(torch_groups, lr=rates[-1], **options)
+    made = opt(torch_groups, lr=rates[-1], **options)  # type: ignore[operator,call-arg]
     if not isinstance(made, torch.optim.Optimizer):
         raise TrainingError(
             f"opt function {opt!r} must return a torch.optim.Optimizer. Received: {type(made).__name__}"
@@ -215,11 +226,11 @@ def _with_fast_kernel(
     accepted = inspect.signature(cls.__init__).parameters
     if "fused" in accepted and "fused" not in kwargs and "foreach" not in kwargs:
         try:
-            return cls(groups, fused=True, **kwargs)
+            return cls(groups, fused=True, **kwargs)  # type: ignore[call-arg]
         except (RuntimeError, ValueError, TypeError) as exc:
             log.debug("fused %s unavailable (%s); using foreach", cls.__name__, exc)
     if "foreach" in accepted and "foreach" not in kwargs and "fused" not in kwargs:
-        return cls(groups, foreach=True, **kwargs)
+        return cls(groups, foreach=True, **kwargs)  # type: ignore[call-arg]
     return cls(groups, **kwargs)
 
 

@@ -55,7 +55,13 @@ def plot_loss_curves(learn: Learner, path: str | os.PathLike[str]) -> Path:
     per_epoch = losses.numel() / max(1, len(learn.history))
     valid = [(i, r["valid_loss"]) for i, r in enumerate(learn.history) if "valid_loss" in r]
     if valid:
-        ax.plot([(i + 1) * per_epoch for i, _ in valid], [v for _, v in valid], "o-", color="tab:orange", label="valid (epoch)")
+        ax.plot(
+            [(i + 1) * per_epoch for i, _ in valid],
+            [v for _, v in valid],
+            "o-",
+            color="tab:orange",
+            label="valid (epoch)",
+        )
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title("loss curves")
@@ -71,7 +77,10 @@ def plot_lr_find(result: LRFindResult, path: str | os.PathLike[str]) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("loss (smoothed)")
-    for lr, name, color in ((result.steepest, "steepest", "tab:red"), (result.valley, "valley", "tab:green")):
+    for lr, name, color in (
+        (result.steepest, "steepest", "tab:red"),
+        (result.valley, "valley", "tab:green"),
+    ):
         if lr is not None:
             ax.axvline(lr, color=color, linestyle="--", label=f"{name}: {lr:.2e}")
     ax.set_title("lr_find")

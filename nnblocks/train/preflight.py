@@ -104,7 +104,11 @@ def check_first_batch(
     was_training = model.training
     model.eval()  # no dropout, no BatchNorm statistics update: the check changes nothing
     try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad(), autocast or contextlib.nullcontext():
+        with (
+            torch.random.fork_rng(devices=[]),
+            torch.no_grad(),
+            autocast or contextlib.nullcontext(),
+        ):
             try:
                 out = model(*inputs)
             except Exception as exc:

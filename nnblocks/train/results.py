@@ -53,17 +53,26 @@ def show_results(learn: Learner, n: int = 8, split: str | None = None) -> list[d
     from rich.table import Table
 
     if split is None:
-        split = next((s for s in ("valid", "test", "train") if learn.splits.get(s) is not None), "train")
+        split = next(
+            (s for s in ("valid", "test", "train") if learn.splits.get(s) is not None), "train"
+        )
     data = learn.splits.get(split)
     if data is None:
         raise DataError(f"show_results: the data has no `{split}` split.")
     task = learn.task
-    batch = tuple(t.to(learn.device) if isinstance(t, torch.Tensor) else t for t in _first(data, n, getattr(task, "collate", None)))
+    batch = tuple(
+        t.to(learn.device) if isinstance(t, torch.Tensor) else t
+        for t in _first(data, n, getattr(task, "collate", None))
+    )
     k = learn.n_inputs
     learn.model.eval()
     with torch.inference_mode():
         preds = learn.model(*batch[:k])
-        if task is not None and getattr(task, "name", "") == "seq2seq" and hasattr(task, "generate"):
+        if (
+            task is not None
+            and getattr(task, "name", "") == "seq2seq"
+            and hasattr(task, "generate")
+        ):
             preds = task.generate(learn.model, batch[0], max_new_tokens=batch[-1].shape[1] + 1)
     rows = []
     for i in range(batch[0].shape[0]):
@@ -72,12 +81,21 @@ def show_results(learn: Learner, n: int = 8, split: str | None = None) -> list[d
         if task is not None and hasattr(task, "decode_example"):
             rows.append(task.decode_example(sample, pred, n_inputs=k))
         else:
-            shown = pred.argmax(-1) if pred is not None and pred.is_floating_point() and pred.dim() >= 1 and pred.numel() > 1 else pred
-            rows.append({
-                "input": ", ".join(_short(t) for t in sample[:k]),
-                "target": ", ".join(_short(t) for t in sample[k:]),
-                "prediction": _short(shown),
-            })
+            shown = (
+                pred.argmax(-1)
+                if pred is not None
+                and pred.is_floating_point()
+                and pred.dim() >= 1
+                and pred.numel() > 1
+                else pred
+            )
+            rows.append(
+                {
+                    "input": ", ".join(_short(t) for t in sample[:k]),
+                    "target": ", ".join(_short(t) for t in sample[k:]),
+                    "prediction": _short(shown),
+                }
+            )
     table = Table(title=f"results on {split}")
     for column in ("input", "target", "prediction"):
         table.add_column(column, overflow="fold")

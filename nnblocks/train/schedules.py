@@ -86,7 +86,9 @@ class Exponential(Schedule):
 
     def __init__(self, start: float = 1.0, end: float = 1e-2):
         if start <= 0 or end <= 0:
-            raise TrainingError(f"Exponential schedule needs start, end > 0. Received: {start}, {end}")
+            raise TrainingError(
+                f"Exponential schedule needs start, end > 0. Received: {start}, {end}"
+            )
         self.start, self.end = start, end
 
     def __call__(self, pct: float) -> float:

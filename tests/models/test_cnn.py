@@ -1,9 +1,11 @@
 """Model `cnn`: ResNet-style stages, norm and activation slots, specs and bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 import nnblocks
@@ -199,3 +201,34 @@ def test_learns_sklearn_digits():
     with torch.no_grad():
         accuracy = (model(x[test]).argmax(-1) == y[test]).float().mean()
     assert accuracy > 0.9
+
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "cnn_digits.yaml"
+
+
+def test_recipe_model_builds_with_the_datasets_model_args():
+    recipe = yaml.safe_load(RECIPE.read_text())
+    assert recipe["data"]["name"] == "digits"
+    model = nnblocks.build(recipe["model"], "model", at="model", num_classes=10, in_channels=1)
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+@pytest.mark.slow
+def test_recipe_runs_a_batch_of_its_dataset():
+    recipe = yaml.safe_load(RECIPE.read_text())
+    bundle = nnblocks.build(recipe["data"], "dataset")
+    model = nnblocks.build(recipe["model"], "model", **bundle.task.model_args)
+    x, y = bundle.train[torch.arange(16)]
+    assert torch.isfinite(bundle.task.loss(model(x), y))
+
+
+def test_save_and_load_keep_weights_and_running_statistics(tmp_path):
+    pytest.importorskip("nnblocks.io")
+    model = make()
+    model(torch.randn(8, 1, 8, 8) * 2 + 1)  # move the running statistics off their start
+    model.eval()
+    nnblocks.save(model, tmp_path / "cnn")
+    loaded = nnblocks.load(tmp_path / "cnn")
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))

@@ -1,9 +1,11 @@
 """Model `mlp`: numeric and categorical inputs, slots, specs and bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 import nnblocks
@@ -174,3 +176,34 @@ def test_learns_sklearn_wine():
     with torch.no_grad():
         accuracy = (model(x[test]).argmax(-1) == y[test]).float().mean()
     assert accuracy > 0.9
+
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "mlp_tabular.yaml"
+
+
+def test_recipe_model_builds_with_the_datasets_model_args():
+    recipe = yaml.safe_load(RECIPE.read_text())
+    assert recipe["data"]["name"] == "wine"
+    model = nnblocks.build(recipe["model"], "model", at="model", num_classes=3, in_features=13)
+    assert model(torch.randn(4, 13)).shape == (4, 3)
+
+
+@pytest.mark.slow
+def test_recipe_runs_a_batch_of_its_dataset():
+    recipe = yaml.safe_load(RECIPE.read_text())
+    bundle = nnblocks.build(recipe["data"], "dataset")
+    model = nnblocks.build(recipe["model"], "model", **bundle.task.model_args)
+    x, y = bundle.train[torch.arange(16)]
+    assert torch.isfinite(bundle.task.loss(model(x), y))
+
+
+def test_save_and_load_rebuild_the_model_kind(tmp_path):
+    pytest.importorskip("nnblocks.io")
+    model = make(categories=[5, 3])
+    model(torch.randn(8, 5), torch.randint(0, 3, (8, 2)))  # move the running statistics
+    model.eval()
+    nnblocks.save(model, tmp_path / "mlp")
+    loaded = nnblocks.load(tmp_path / "mlp")  # `mlp` is ambiguous by name; the kind is saved
+    x_num, x_cat = torch.randn(4, 5), torch.randint(0, 3, (4, 2))
+    with torch.no_grad():
+        assert torch.equal(loaded(x_num, x_cat), model(x_num, x_cat))

@@ -1,9 +1,11 @@
 """Model `rnn_seq2seq`: slots, teacher forcing, the decoding protocol, ties and bad input."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 import nnblocks
@@ -412,3 +414,42 @@ def test_learns_to_copy_a_short_sequence():
         prefix, _ = greedy_by_step(model, src, steps=5)
     target = torch.cat([src.clamp(max=TGT_V - 1), torch.full((64, 1), EOS)], 1)
     assert (prefix[:, 1:] == target).all(1).float().mean() > 0.9
+
+
+# ---- the recipe --------------------------------------------------------------------------
+
+RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "rnn_numbers.yaml"
+
+
+def test_recipe_model_builds_with_the_datasets_model_args():
+    recipe = yaml.safe_load(RECIPE.read_text())
+    assert recipe["data"] == {"name": "numbers", "lang": "de"}
+    args = {"src_vocab_size": 34, "tgt_vocab_size": 31, "pad_id": 0, "bos_id": 1, "eos_id": 2}
+    model = nnblocks.build(recipe["model"], "model", at="model", max_len=12, **args)
+    assert (model.pad_id, model.bos_id, model.eos_id) == (0, 1, 2)
+    assert model(tokens(2, 5, 34), tokens(2, 4, 31)).shape == (2, 4, 31)
+
+
+@pytest.mark.slow
+def test_recipe_runs_a_batch_of_its_dataset():
+    recipe = yaml.safe_load(RECIPE.read_text())
+    bundle = nnblocks.build(recipe["data"], "dataset")
+    model = nnblocks.build(recipe["model"], "model", **bundle.task.model_args)
+    batch = bundle.train[torch.arange(16)]
+    loss = bundle.task.loss(model(*batch[:2]), *batch[2:])
+    assert torch.isfinite(loss)
+
+
+def test_save_and_load_keep_weights_and_ties(tmp_path):
+    pytest.importorskip("nnblocks.io")
+    model = make(
+        tgt_vocab_size=SRC_V, share_embeddings=True, tie_embeddings=True, bidirectional=True
+    )
+    model.eval()
+    nnblocks.save(model, tmp_path / "rnn")
+    loaded = nnblocks.load(tmp_path / "rnn")
+    src, tgt_in = tokens(2, 5, SRC_V), tokens(2, 4, SRC_V)
+    with torch.no_grad():
+        assert torch.equal(loaded(src, tgt_in), model(src, tgt_in))
+    assert loaded.head.weight is loaded.src_embedding.weight
+    assert loaded.tied_parameters == model.tied_parameters

@@ -24,7 +24,9 @@ class TinyNet(nn.Module):
         return self.fc2(self.drop(torch.relu(self.fc1(x))))  # [B, classes]
 
 
-def blobs(n: int = 96, d_in: int = 4, classes: int = 3, seed: int = 0, ids: bool = False) -> TensorData:
+def blobs(
+    n: int = 96, d_in: int = 4, classes: int = 3, seed: int = 0, ids: bool = False
+) -> TensorData:
     """Separable classes; with ``ids`` a third column holds each sample's index."""
     centers = 4.0 * torch.eye(classes, d_in)  # well apart: the Bayes error is ~0.2%
     g = torch.Generator().manual_seed(seed)

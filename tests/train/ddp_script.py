@@ -26,7 +26,12 @@ class KillRank1(Callback):
 
     def after_batch(self, learn) -> None:  # type: ignore[no-untyped-def]
         attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-        if learn.training and learn.dist.rank == 1 and attempt == 0 and learn.train_step == self.step:
+        if (
+            learn.training
+            and learn.dist.rank == 1
+            and attempt == 0
+            and learn.train_step == self.step
+        ):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -64,7 +69,9 @@ def main() -> None:
     learn.fit(3, resume="auto")
     if learn.dist.rank == 0:
         write_tensors(out / "final.safetensors", learn.model.state_dict())
-        (out / "valid.txt").write_text(f"{learn.history[-1]['valid_loss']!r} {learn.history[-1]['acc']!r}")
+        (out / "valid.txt").write_text(
+            f"{learn.history[-1]['valid_loss']!r} {learn.history[-1]['acc']!r}"
+        )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,10 @@ def test_gradient_accumulation_matches_a_larger_batch() -> None:
     small.fit(2)
     for p, q in zip(big.model.parameters(), small.model.parameters()):
         assert torch.allclose(p, q, atol=1e-5), (p - q).abs().max()
-    assert small.opt.state[next(iter(small.model.parameters()))]["step"] == big.opt.state[next(iter(big.model.parameters()))]["step"]
+    assert (
+        small.opt.state[next(iter(small.model.parameters()))]["step"]
+        == big.opt.state[next(iter(big.model.parameters()))]["step"]
+    )
 
 
 def test_gradient_clip_bounds_the_norm() -> None:
@@ -54,7 +57,13 @@ def test_gradient_clip_bounds_the_norm() -> None:
 
         def before_step(self, learn):  # type: ignore[no-untyped-def]
             grads = [p.grad for p in learn.model.parameters() if p.grad is not None]
-            self.norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+            self.norms.append(
+                float(
+                    torch.linalg.vector_norm(
+                        torch.stack([torch.linalg.vector_norm(g) for g in grads])
+                    )
+                )
+            )
 
     norm = Norm()
     _learn((blobs(64), None), norm, clip_grad=0.05).fit(1)
@@ -89,9 +98,18 @@ def test_fp16_needs_cuda() -> None:
 
 @cuda
 def test_fp16_with_grad_scaler_on_cuda(tmp_path: Path) -> None:
-    learn = _learn((blobs(64), blobs(16, seed=1)), SaveCheckpoint(tmp_path), mixed_precision="fp16", clip_grad=1.0, device="cuda")
+    learn = _learn(
+        (blobs(64), blobs(16, seed=1)),
+        SaveCheckpoint(tmp_path),
+        mixed_precision="fp16",
+        clip_grad=1.0,
+        device="cuda",
+    )
     learn.fit(2)
-    assert learn.scaler is not None and learn.history[-1]["train_loss"] < learn.history[0]["train_loss"]
+    assert (
+        learn.scaler is not None
+        and learn.history[-1]["train_loss"] < learn.history[0]["train_loss"]
+    )
     from nnblocks.train.checkpoint import read_training_document
 
     assert read_training_document(tmp_path / "last")["scaler"]["scale"] > 0
@@ -99,7 +117,12 @@ def test_fp16_with_grad_scaler_on_cuda(tmp_path: Path) -> None:
 
 @cuda
 def test_bf16_and_resume_on_cuda(tmp_path: Path) -> None:
-    learn = _learn((blobs(64), None), SaveCheckpoint(tmp_path, every_n_steps=2, save_best=False), mixed_precision="bf16", device="cuda")
+    learn = _learn(
+        (blobs(64), None),
+        SaveCheckpoint(tmp_path, every_n_steps=2, save_best=False),
+        mixed_precision="bf16",
+        device="cuda",
+    )
     learn.fit(1)
     again = _learn((blobs(64), None), mixed_precision="bf16", device="cuda")
     again.fit(1, resume=tmp_path / "last")
@@ -150,7 +173,9 @@ def test_tensorboard_logger(tmp_path: Path) -> None:
 
 def test_frozen_batchnorm_kept_in_eval_with_train_bn_false() -> None:
     model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
-    learn = Learner(model, (blobs(32), None), "cross_entropy", batch_size=16, progress=False, audit="off")
+    learn = Learner(
+        model, (blobs(32), None), "cross_entropy", batch_size=16, progress=False, audit="off"
+    )
     learn.freeze("0", "1", train_bn=False)
     stats = model[1].running_mean.clone()
     learn.fit(1)
@@ -200,7 +225,10 @@ def test_index_loader_shards_global_batches() -> None:
 
     td = TensorData(torch.arange(50), n_inputs=1)
     whole = [b[0].tolist() for b in TensorLoader(td, 10, shuffle=True, seed=1)]
-    parts = [[b[0].tolist() for b in TensorLoader(td, 10, shuffle=True, seed=1, rank=r, world_size=2)] for r in range(2)]
+    parts = [
+        [b[0].tolist() for b in TensorLoader(td, 10, shuffle=True, seed=1, rank=r, world_size=2)]
+        for r in range(2)
+    ]
     assert all(p0 + p1 == w for p0, p1, w in zip(parts[0], parts[1], whole))
     with pytest.raises(Exception, match="divisible"):
         TensorLoader(td, 9, shuffle=True, world_size=2)

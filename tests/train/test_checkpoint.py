@@ -42,9 +42,21 @@ class Crash(Callback):
 def _learner(callbacks=(), seed_model: int = 0, **kw):  # type: ignore[no-untyped-def]
     torch.manual_seed(seed_model)
     model = TinyNet()
-    options = dict(loss=ce_ignoring_ids, batch_size=8, grad_accumulation=3, progress=False, audit="off", lr=3e-2)
+    options = dict(
+        loss=ce_ignoring_ids,
+        batch_size=8,
+        grad_accumulation=3,
+        progress=False,
+        audit="off",
+        lr=3e-2,
+    )
     options.update(kw)
-    return Learner(model, (blobs(96, ids=True), blobs(24, seed=1, ids=True)), callbacks=list(callbacks), **options)
+    return Learner(
+        model,
+        (blobs(96, ids=True), blobs(24, seed=1, ids=True)),
+        callbacks=list(callbacks),
+        **options,
+    )
 
 
 def _opt_tensors(learn: Learner) -> dict[str, torch.Tensor]:
@@ -104,7 +116,12 @@ def test_resume_at_epoch_boundary_and_auto(tmp_path: Path) -> None:
     with pytest.raises(TrainingError):
         b.fit(2)
     second = Recorder()
-    c = _learner([second, SaveCheckpoint("ckpt", save_best=False)], grad_accumulation=1, path=tmp_path / "run", seed_model=5)
+    c = _learner(
+        [second, SaveCheckpoint("ckpt", save_best=False)],
+        grad_accumulation=1,
+        path=tmp_path / "run",
+        seed_model=5,
+    )
     c.fit(2, resume="auto")  # finds run/ckpt/last (saved after epoch 0)
     assert first.losses[:12] + second.losses == ref.losses
 
@@ -124,7 +141,12 @@ def _save_one(tmp_path: Path) -> tuple[Learner, Path]:
 
 def test_checkpoint_layout_and_weights_for_inference_leave_rng_alone(tmp_path: Path) -> None:
     learn, path = _save_one(tmp_path)
-    assert {p.name for p in path.iterdir()} >= {MODEL_FILE, STATE_FILE, TRAINING_FILE, "manifest.json"}
+    assert {p.name for p in path.iterdir()} >= {
+        MODEL_FILE,
+        STATE_FILE,
+        TRAINING_FILE,
+        "manifest.json",
+    }
     doc = json.loads((path / TRAINING_FILE).read_text())
     assert {"rng", "optimizer", "seed", "epoch", "iter", "history"} <= set(doc)
     random.random(), np.random.rand(), torch.rand(1)  # move every RNG somewhere arbitrary
@@ -150,7 +172,9 @@ def test_corruption_is_detected_naming_the_file(tmp_path: Path, damage: str, nam
     with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
         learn.fit(1, resume=path)
     with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
-        read_training_document(path) if name == TRAINING_FILE else load_model_weights(TinyNet(), path)
+        read_training_document(path) if name == TRAINING_FILE else load_model_weights(
+            TinyNet(), path
+        )
 
 
 def test_missing_checkpoint_names_the_folder(tmp_path: Path) -> None:
@@ -168,7 +192,10 @@ def test_save_into_read_only_folder_keeps_old_checkpoint(tmp_path: Path) -> None
     old = _snapshot(path)
     learn.fit(1)  # new weights to save
     chattr = shutil.which("chattr")
-    locked = chattr is not None and subprocess.run([chattr, "+i", str(tmp_path)], capture_output=True).returncode == 0
+    locked = (
+        chattr is not None
+        and subprocess.run([chattr, "+i", str(tmp_path)], capture_output=True).returncode == 0
+    )
     try:
         if not locked:  # root ignores permission bits: simulate the refusal at the write path
             import nnblocks.train.checkpoint as ck

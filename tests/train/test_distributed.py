@@ -55,7 +55,9 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path) -> N
     _close(one, read_tensors(out / "final.safetensors"))
     single_valid = (tmp_path / "single" / "valid.txt").read_text().split()
     ddp_valid = (out / "valid.txt").read_text().split()
-    assert float(ddp_valid[0]) == pytest.approx(float(single_valid[0]), rel=1e-4)  # reduced over ranks
+    assert float(ddp_valid[0]) == pytest.approx(
+        float(single_valid[0]), rel=1e-4
+    )  # reduced over ranks
     assert float(ddp_valid[1]) == pytest.approx(float(single_valid[1]))
 
 
@@ -63,7 +65,17 @@ def test_killed_rank_restarts_from_the_last_checkpoint(tmp_path: Path) -> None:
     one = _single(tmp_path)
     out = tmp_path / "restart"
     out.mkdir()
-    _run([*_torchrun(), "--standalone", "--nproc_per_node=2", "--max-restarts=1", str(SCRIPT), str(out), "13"])
+    _run(
+        [
+            *_torchrun(),
+            "--standalone",
+            "--nproc_per_node=2",
+            "--max-restarts=1",
+            str(SCRIPT),
+            str(out),
+            "13",
+        ]
+    )
     # The second attempt resumed mid-epoch from the checkpoint of step 12 (saved every 3).
     assert [(out / f"start1-rank{r}").read_text() for r in (0, 1)] == ["12", "12"]
     _close(one, read_tensors(out / "final.safetensors"))

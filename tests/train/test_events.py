@@ -8,12 +8,12 @@ import torch
 from nnblocks.errors import TrainingError
 from nnblocks.train import (
     EVENTS,
+    Callback,
+    CallbackTable,
     CancelBatch,
     CancelEpoch,
     CancelFit,
     CancelStep,
-    Callback,
-    CallbackTable,
     Learner,
 )
 
@@ -56,8 +56,16 @@ def test_order_of_events_in_one_epoch(data) -> None:  # type: ignore[no-untyped-
     train = [e for e in log.seen if e not in ("before_fit", "after_fit")]
     assert log.seen[0] == "before_fit" and log.seen[-1] == "after_fit"
     expected_batch = [
-        "before_batch", "before_forward", "after_forward", "before_loss", "after_loss",
-        "before_backward", "after_backward", "before_step", "after_step", "after_batch",
+        "before_batch",
+        "before_forward",
+        "after_forward",
+        "before_loss",
+        "after_loss",
+        "before_backward",
+        "after_backward",
+        "before_step",
+        "after_step",
+        "after_batch",
     ]
     assert train[:2] == ["before_epoch", "before_train"]
     assert train[2:12] == expected_batch

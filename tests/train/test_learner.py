@@ -43,7 +43,11 @@ def test_train_and_eval_modes_and_inference_mode(data) -> None:  # type: ignore[
             self.train, self.valid = set(), set()
 
         def after_forward(self, learn):  # type: ignore[no-untyped-def]
-            state = (learn.model.training, torch.is_inference_mode_enabled(), torch.is_grad_enabled())
+            state = (
+                learn.model.training,
+                torch.is_inference_mode_enabled(),
+                torch.is_grad_enabled(),
+            )
             (self.train if learn.training else self.valid).add(state)
 
     modes = Modes()
@@ -62,7 +66,15 @@ def test_training_shuffled_each_epoch_validation_never(data) -> None:  # type: i
 
     order = Order()
     train, valid = blobs(64, ids=True), blobs(40, seed=1, ids=True)
-    Learner(TinyNet(), (train, valid), loss=lambda o, y, i: F.cross_entropy(o, y), batch_size=16, progress=False, audit="off", callbacks=[order]).fit(2)
+    Learner(
+        TinyNet(),
+        (train, valid),
+        loss=lambda o, y, i: F.cross_entropy(o, y),
+        batch_size=16,
+        progress=False,
+        audit="off",
+        callbacks=[order],
+    ).fit(2)
     e0, e1 = torch.cat(order.train[:4]), torch.cat(order.train[4:])
     assert sorted(e0.tolist()) == list(range(64)) and sorted(e1.tolist()) == list(range(64))
     assert not torch.equal(e0, torch.arange(64)) and not torch.equal(e0, e1)
@@ -88,12 +100,16 @@ def test_data_forms(form: str) -> None:
     elif form == "dict":
         data = {"train": train, "valid": valid}
     elif form == "bundle":
-        task = types.SimpleNamespace(loss=nn.CrossEntropyLoss(), metrics=[lambda o, y: (o.argmax(1) == y).float().mean()])
+        task = types.SimpleNamespace(
+            loss=nn.CrossEntropyLoss(), metrics=[lambda o, y: (o.argmax(1) == y).float().mean()]
+        )
         data = types.SimpleNamespace(train=train, valid=valid, test=None, task=task)
     else:
         data = (TensorDataset(*train.tensors), TensorDataset(*valid.tensors))
     loss = None if form == "bundle" else "cross_entropy"
-    learn = Learner(TinyNet(), data, loss, batch_size=16, progress=False, audit="off", lr=3e-2, num_workers=0)
+    learn = Learner(
+        TinyNet(), data, loss, batch_size=16, progress=False, audit="off", lr=3e-2, num_workers=0
+    )
     learn.fit(2)
     assert len(learn.history) == 2 and learn.history[-1]["valid_loss"] < 1.0
     if form == "bundle":
@@ -154,7 +170,14 @@ def test_n_inputs_from_tensor_data() -> None:
             return self.a(x1) + self.b(x2)
 
     x1, x2, y = torch.randn(32, 3), torch.randn(32, 3), torch.randint(0, 2, (32,))
-    learn = Learner(Two(), (TensorData(x1, x2, y, n_inputs=2), None), "cross_entropy", batch_size=8, progress=False, audit="off")
+    learn = Learner(
+        Two(),
+        (TensorData(x1, x2, y, n_inputs=2), None),
+        "cross_entropy",
+        batch_size=8,
+        progress=False,
+        audit="off",
+    )
     learn.fit(1)
     assert learn.n_inputs == 2 and learn.train_step == 4
 
@@ -178,7 +201,16 @@ def test_sequence_output_with_named_loss_and_accuracy() -> None:
             return self.out(self.emb(tokens))  # [B, T, V]
 
     x = torch.randint(1, 10, (64, 5))
-    learn = Learner(Tagger(), (TensorData(x, x), TensorData(x[:16], x[:16])), "cross_entropy", metrics=["accuracy"], batch_size=16, lr=5e-2, progress=False, audit="off")
+    learn = Learner(
+        Tagger(),
+        (TensorData(x, x), TensorData(x[:16], x[:16])),
+        "cross_entropy",
+        metrics=["accuracy"],
+        batch_size=16,
+        lr=5e-2,
+        progress=False,
+        audit="off",
+    )
     learn.fit(3)
     assert learn.history[-1]["accuracy"] > 0.5
 
@@ -192,7 +224,9 @@ def test_show_results_without_task(data, capsys) -> None:  # type: ignore[no-unt
 
 def test_progress_plain_lines_in_ci(data, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("CI", "true")
-    learn = _learn(data, progress=True, metrics={"acc": lambda o, y: (o.argmax(1) == y).float().mean()})
+    learn = _learn(
+        data, progress=True, metrics={"acc": lambda o, y: (o.argmax(1) == y).float().mean()}
+    )
     learn.fit(2)
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.strip()]

@@ -12,10 +12,19 @@ from nnblocks.train.metrics import infer_task
 
 
 def test_infer_task_from_shapes() -> None:
-    assert infer_task(torch.randn(4, 5), torch.zeros(4, dtype=torch.long), where="m") == ("multiclass", 5)
-    assert infer_task(torch.randn(4, 7, 5), torch.zeros(4, 7, dtype=torch.long), where="m") == ("multiclass", 5)
+    assert infer_task(torch.randn(4, 5), torch.zeros(4, dtype=torch.long), where="m") == (
+        "multiclass",
+        5,
+    )
+    assert infer_task(torch.randn(4, 7, 5), torch.zeros(4, 7, dtype=torch.long), where="m") == (
+        "multiclass",
+        5,
+    )
     assert infer_task(torch.randn(4), torch.zeros(4), where="m") == ("binary", None)
-    assert infer_task(torch.randn(4, 1), torch.zeros(4, dtype=torch.long), where="m") == ("binary", None)
+    assert infer_task(torch.randn(4, 1), torch.zeros(4, dtype=torch.long), where="m") == (
+        "binary",
+        None,
+    )
     assert infer_task(torch.randn(4, 3), torch.zeros(4, 3), where="m") == ("multilabel", 3)
     with pytest.raises(DataError, match="metric `acc`.*\\[4, 3\\]"):
         infer_task(torch.randn(4, 3), torch.zeros(5), where="acc")

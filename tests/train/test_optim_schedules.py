@@ -9,7 +9,14 @@ import torch
 from torch import nn
 
 from nnblocks.errors import TrainingError
-from nnblocks.train import OneCycle, OneCycleMomentum, make_optimizer, make_schedule, split_groups, spread_lr
+from nnblocks.train import (
+    OneCycle,
+    OneCycleMomentum,
+    make_optimizer,
+    make_schedule,
+    split_groups,
+    spread_lr,
+)
 from nnblocks.train.schedules import Cosine, Exponential, Linear
 
 
@@ -28,10 +35,18 @@ def test_adamw_uses_a_fast_kernel_and_skips_decay_on_1d() -> None:
 def test_groups_by_pattern_with_discriminative_rates() -> None:
     model = _model()
     groups = split_groups(model, ["0.*", "1.*"])
-    assert [[n for n, _ in g] for g in groups] == [["0.weight", "0.bias"], ["1.weight", "1.bias"], ["2.weight", "2.bias"]]
+    assert [[n for n, _ in g] for g in groups] == [
+        ["0.weight", "0.bias"],
+        ["1.weight", "1.bias"],
+        ["2.weight", "2.bias"],
+    ]
     opt = make_optimizer(model, "sgd", lr=slice(1e-4, 1e-2), param_groups=["0.*", "1.*"])
     by_group = {g["group"]: g["lr"] for g in opt.param_groups}
-    assert by_group[0] == pytest.approx(1e-4) and by_group[1] == pytest.approx(1e-3) and by_group[2] == pytest.approx(1e-2)
+    assert (
+        by_group[0] == pytest.approx(1e-4)
+        and by_group[1] == pytest.approx(1e-3)
+        and by_group[2] == pytest.approx(1e-2)
+    )
     with pytest.raises(TrainingError, match="matches no parameter"):
         split_groups(model, ["encoder.*"])
 
@@ -64,7 +79,11 @@ def test_one_cycle_shape() -> None:
     assert all(a <= b for a, b in zip(values[:peak], values[1 : peak + 1]))
     assert all(a >= b for a, b in zip(values[peak:], values[peak + 1 :]))
     m = OneCycleMomentum(0.25, 0.95, 0.85)
-    assert m(0.0) == pytest.approx(0.95) and m(0.25) == pytest.approx(0.85) and m(1.0) == pytest.approx(0.95)
+    assert (
+        m(0.0) == pytest.approx(0.95)
+        and m(0.25) == pytest.approx(0.85)
+        and m(1.0) == pytest.approx(0.95)
+    )
 
 
 def test_other_schedules_and_make_schedule() -> None:

@@ -34,7 +34,9 @@ def test_too_few_classes_names_both_sides() -> None:
 
 def test_wrong_input_width_names_the_first_layer() -> None:
     x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
-    with pytest.raises(DataError, match=r"first layer `fc1` \(Linear\) expects 4 input features; the data has 6"):
+    with pytest.raises(
+        DataError, match=r"first layer `fc1` \(Linear\) expects 4 input features; the data has 6"
+    ):
         _fit(TinyNet(d_in=4), TensorData(x, y))
 
 
@@ -46,7 +48,11 @@ def test_float_targets_for_class_ids() -> None:
 
 def test_loss_must_be_scalar() -> None:
     with pytest.raises(TrainingError, match="scalar"):
-        _fit(TinyNet(), blobs(32), loss=lambda o, y: nn.functional.cross_entropy(o, y, reduction="none"))
+        _fit(
+            TinyNet(),
+            blobs(32),
+            loss=lambda o, y: nn.functional.cross_entropy(o, y, reduction="none"),
+        )
 
 
 def test_check_leaves_rng_and_batchnorm_statistics_alone() -> None:

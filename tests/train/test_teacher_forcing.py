@@ -42,15 +42,27 @@ def test_formulas_of_the_paper() -> None:
     assert teacher_forcing_value("linear", 10, 100, 1.0, 0.0, 0.02) == pytest.approx(0.8)
     assert teacher_forcing_value("exponential", 3, 100, 1.0, 0.0, 0.9) == pytest.approx(0.729)
     k = 20.0
-    assert teacher_forcing_value("inverse_sigmoid", 40, 100, 1.0, 0.0, k) == pytest.approx(k / (k + torch.e**2))
+    assert teacher_forcing_value("inverse_sigmoid", 40, 100, 1.0, 0.0, k) == pytest.approx(
+        k / (k + torch.e**2)
+    )
     # the default k puts the inverse sigmoid's midpoint halfway through training
-    assert teacher_forcing_value("inverse_sigmoid", 500, 1000, 1.0, 0.0, None) == pytest.approx(0.5, abs=0.01)
+    assert teacher_forcing_value("inverse_sigmoid", 500, 1000, 1.0, 0.0, None) == pytest.approx(
+        0.5, abs=0.01
+    )
     assert teacher_forcing_value("constant", 99, 100, 0.7, 0.0, None) == 0.7
 
 
 def test_callback_sets_the_model_attribute_during_training_only() -> None:
     model = Seq2SeqStub()
-    learn = Learner(model, (blobs(64), blobs(16, seed=1)), "cross_entropy", batch_size=16, progress=False, audit="off", callbacks=[TeacherForcing("linear", 1.0, 0.0)])
+    learn = Learner(
+        model,
+        (blobs(64), blobs(16, seed=1)),
+        "cross_entropy",
+        batch_size=16,
+        progress=False,
+        audit="off",
+        callbacks=[TeacherForcing("linear", 1.0, 0.0)],
+    )
     learn.fit(2)
     train = [v for training, v in model.seen if training]
     valid = [v for training, v in model.seen if not training]
@@ -77,7 +89,14 @@ def test_dynamic_mode_lowers_on_improvement_and_raises_on_stall() -> None:
 
 
 def test_model_without_the_attribute_is_refused() -> None:
-    learn = Learner(nn.Linear(4, 3), (blobs(32), None), "cross_entropy", progress=False, audit="off", callbacks=[TeacherForcing()])
+    learn = Learner(
+        nn.Linear(4, 3),
+        (blobs(32), None),
+        "cross_entropy",
+        progress=False,
+        audit="off",
+        callbacks=[TeacherForcing()],
+    )
     with pytest.raises(TrainingError, match="no attribute `teacher_forcing`"):
         learn.fit(1)
     with pytest.raises(TrainingError, match="mode"):

@@ -66,7 +66,9 @@ class SaveCheckpoint(Callback):
         return self.root(learn) / "best"
 
     def before_fit(self, learn: Learner) -> None:
-        monitor = self.monitor or ("valid_loss" if learn.loaders.get("valid") is not None else "train_loss")
+        monitor = self.monitor or (
+            "valid_loss" if learn.loaders.get("valid") is not None else "train_loss"
+        )
         self.tracker = Monitor(monitor, self.mode)
         if self._best_state:
             self.tracker.load_state_dict(self._best_state)
@@ -82,7 +84,12 @@ class SaveCheckpoint(Callback):
             learn.save_checkpoint(self.last_path(learn))
         if improved:
             learn.save_checkpoint(self.best_path(learn))
-            log.info("new best %s = %.5g: saved %s", self.tracker.monitor, self.tracker.best, self.best_path(learn))
+            log.info(
+                "new best %s = %.5g: saved %s",
+                self.tracker.monitor,
+                self.tracker.best,
+                self.best_path(learn),
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return self.tracker.state_dict() if self.tracker is not None else dict(self._best_state)

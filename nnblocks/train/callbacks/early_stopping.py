@@ -19,7 +19,11 @@ class Monitor:
 
     def __init__(self, monitor: str = "valid_loss", mode: str = "auto", min_delta: float = 0.0):
         if mode == "auto":
-            mode = "min" if "loss" in monitor or monitor in ("mse", "mae", "rmse", "perplexity") else "max"
+            mode = (
+                "min"
+                if "loss" in monitor or monitor in ("mse", "mae", "rmse", "perplexity")
+                else "max"
+            )
         if mode not in ("min", "max"):
             raise TrainingError(f"mode must be 'min', 'max' or 'auto'. Received: mode={mode!r}")
         self.monitor, self.mode, self.min_delta = monitor, mode, min_delta
@@ -39,7 +43,9 @@ class Monitor:
         if math.isnan(value):
             return False
         better = self.best is None or (
-            value < self.best - self.min_delta if self.mode == "min" else value > self.best + self.min_delta
+            value < self.best - self.min_delta
+            if self.mode == "min"
+            else value > self.best + self.min_delta
         )
         if better:
             self.best = value
@@ -64,7 +70,13 @@ class EarlyStopping(Callback):
 
     order = 70
 
-    def __init__(self, monitor: str = "valid_loss", mode: str = "auto", patience: int = 3, min_delta: float = 0.0):
+    def __init__(
+        self,
+        monitor: str = "valid_loss",
+        mode: str = "auto",
+        patience: int = 3,
+        min_delta: float = 0.0,
+    ):
         self.tracker = Monitor(monitor, mode, min_delta)
         self.patience = patience
         self.wait = 0

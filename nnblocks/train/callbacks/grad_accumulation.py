@@ -30,7 +30,9 @@ class GradientAccumulation(Callback):
 
     def __init__(self, n: int):
         if not isinstance(n, int) or n < 1:
-            raise TrainingError(f"GradientAccumulation needs a positive integer n. Received: n={n!r}")
+            raise TrainingError(
+                f"GradientAccumulation needs a positive integer n. Received: n={n!r}"
+            )
         self.n = n
 
     def _window(self, learn: Learner) -> int:

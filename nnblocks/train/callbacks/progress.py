@@ -29,7 +29,11 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "nan"
-        return f"{value:.3e}" if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4) else f"{value:.4f}"
+        return (
+            f"{value:.3e}"
+            if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4)
+            else f"{value:.4f}"
+        )
     return str(value)
 
 
@@ -95,6 +99,7 @@ class Progress(Callback):
         self._next = self._t_epoch + (self.refresh if not self.plain else self.plain_every)
 
     def before_train(self, learn: Learner) -> None:
+        self._train_total = learn.n_iter
         if self._bar is not None:
             self._bar.reset(
                 self._task,
@@ -125,7 +130,7 @@ class Progress(Callback):
 
     def before_validate(self, learn: Learner) -> None:
         if self._bar is not None:
-            self._bar.update(self._task, status="validating")
+            self._bar.update(self._task, completed=self._train_total, status="validating")
             self._bar.refresh()
 
     def after_epoch(self, learn: Learner) -> None:

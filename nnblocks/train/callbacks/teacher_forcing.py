@@ -48,7 +48,9 @@ def _inverse_sigmoid_k(total: float) -> float:
     return max(1.0, (lo + hi) / 2)
 
 
-def teacher_forcing_value(mode: str, i: float, total: float, start: float, end: float, k: float | None) -> float:
+def teacher_forcing_value(
+    mode: str, i: float, total: float, start: float, end: float, k: float | None
+) -> float:
     """The scheduled teacher-forcing ratio at step ``i`` of ``total`` (see the module docs)."""
     if mode == "constant":
         return start
@@ -61,7 +63,9 @@ def teacher_forcing_value(mode: str, i: float, total: float, start: float, end: 
     if mode == "inverse_sigmoid":
         kk = k if k is not None else _inverse_sigmoid_k(total)
         return end + (start - end) * kk / (kk + math.exp(min(i / kk, 700.0)))
-    raise TrainingError(f"unknown teacher forcing mode {mode!r}; expected one of {', '.join(_MODES)}")
+    raise TrainingError(
+        f"unknown teacher forcing mode {mode!r}; expected one of {', '.join(_MODES)}"
+    )
 
 
 class TeacherForcing(Callback):
@@ -108,11 +112,15 @@ class TeacherForcing(Callback):
         high: float = 1.0,
     ):
         if mode not in _MODES:
-            raise TrainingError(f"TeacherForcing mode must be one of {', '.join(_MODES)}. Received: {mode!r}")
+            raise TrainingError(
+                f"TeacherForcing mode must be one of {', '.join(_MODES)}. Received: {mode!r}"
+            )
         if per not in ("batch", "epoch"):
             raise TrainingError(f"TeacherForcing per must be 'batch' or 'epoch'. Received: {per!r}")
         if not (0.0 <= end <= 1.0 and 0.0 <= start <= 1.0):
-            raise TrainingError(f"teacher forcing ratios must be in [0, 1]. Received: start={start}, end={end}")
+            raise TrainingError(
+                f"teacher forcing ratios must be in [0, 1]. Received: start={start}, end={end}"
+            )
         self.mode, self.start, self.end, self.k = mode, start, end, k
         self.per, self.attr, self.valid_value = per, attr, valid_value
         self.tracker = Monitor(monitor, mode_monitor)
@@ -155,7 +163,10 @@ class TeacherForcing(Callback):
 
     def after_validate(self, learn: Learner) -> None:
         if self.mode == "dynamic":
-            value = learn.valid_metrics.get(self.tracker.monitor, learn.valid_loss if self.tracker.monitor == "valid_loss" else None)
+            value = learn.valid_metrics.get(
+                self.tracker.monitor,
+                learn.valid_loss if self.tracker.monitor == "valid_loss" else None,
+            )
             if value is None:
                 raise TrainingError(
                     f"TeacherForcing(dynamic) monitors `{self.tracker.monitor}`, which validation "

@@ -43,12 +43,18 @@ class TensorBoardLogger(Callback):
             raise TrainingError(
                 "TensorBoardLogger needs the `tensorboard` package: pip install 'nnblocks[logging]'."
             ) from exc
-        folder = self.log_dir if self.log_dir.is_absolute() or learn.path is None else learn.path / self.log_dir
+        folder = (
+            self.log_dir
+            if self.log_dir.is_absolute() or learn.path is None
+            else learn.path / self.log_dir
+        )
         self.writer = SummaryWriter(log_dir=str(folder))
 
     def after_batch(self, learn: Learner) -> None:
         if self.writer is not None and learn.training and learn.train_step % self.every == 0:
-            self.writer.add_scalar("train/loss_step", learn.recent_loss(self.every), learn.train_step)
+            self.writer.add_scalar(
+                "train/loss_step", learn.recent_loss(self.every), learn.train_step
+            )
             self.writer.add_scalar("train/lr", learn.opt.param_groups[-1]["lr"], learn.train_step)
 
     def after_epoch(self, learn: Learner) -> None:
