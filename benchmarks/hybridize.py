@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             _fmt(r["eager_ms"]), _fmt(r["compiled_ms"]), _fmt(r["ratio"], "x{:.2f}"),
             _fmt(r["compile_s"], "{:.1f}"), _fmt(r["max_diff"], "{:.1e}"), r["chosen"],
         )  # fmt: skip
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         meta = {

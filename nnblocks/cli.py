@@ -31,6 +31,10 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s module is imported (a broken one breaks no other)."""
     parser = argparse.ArgumentParser(prog="nnblocks", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+        help="import a Python file or module that registers parts (repeatable)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -57,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        from nnblocks.plugins import export_to_env, import_plugins, plugins_from_env
+
+        plugins_from_env()
+        import_plugins(args.plugin)
+        export_to_env(args.plugin)  # child processes (ablation runs) import them too
         return int(args._run(args) or 0)
     except NNBlocksError as exc:
         print(f"error: {exc}", file=sys.stderr)

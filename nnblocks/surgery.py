@@ -318,14 +318,14 @@ def _retie(model: nn.Module) -> None:
     if not isinstance(groups, (list, tuple)):
         return
     params = dict(model.named_parameters(remove_duplicate=False))
-    kept = []
+    kept: list[tuple[str, ...]] = []
     for group in groups:
         names = [n for n in group if n in params]
         by_param: dict[int, list[str]] = {}
         for name in names:
             by_param.setdefault(id(params[name]), []).append(name)
         kept.extend(tuple(n) for n in by_param.values() if len(n) > 1)
-    model.tied_parameters = kept
+    setattr(model, "tied_parameters", kept)  # noqa: B010  (nn.Module types attributes as modules)
 
 
 def _record(model: nn.Module, pattern: str, spec: Any, kind: str | None) -> None:
@@ -337,7 +337,8 @@ def _record(model: nn.Module, pattern: str, spec: Any, kind: str | None) -> None
     entry: dict[str, Any] = {"pattern": pattern, "spec": _plain_copy(spec)}
     if kind is not None:
         entry["kind"] = kind
-    model._nnblocks_spec = {**base, SURGERY_KEY: [*base.get(SURGERY_KEY, []), entry]}
+    spec_now = {**base, SURGERY_KEY: [*base.get(SURGERY_KEY, []), entry]}
+    setattr(model, "_nnblocks_spec", spec_now)  # noqa: B010
 
 
 def _plain_copy(value: Any) -> Any:

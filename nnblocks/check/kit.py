@@ -73,7 +73,7 @@ def check_part(kind: str, part: Any, **options: Any) -> Report:
         from nnblocks.check.against import compare_modules
 
         reference = _resolve(kind, settings["against"], ctx.contract, ctx.sizes)[0]
-        report.extend(compare_modules(ctx, reference, label=_label_of(kind, settings["against"])))
+        report.results.extend(compare_modules(ctx, reference, label=_label_of(kind, settings["against"])))
     return report
 
 

@@ -220,13 +220,13 @@ class NumericsWatch:
         if self._depth == 0:
             self._check_forward()
 
-    def _first_bad_output(self) -> _Call | None:
+    def _first_bad_output(self) -> tuple[_Call, torch.Tensor] | None:
         if not self._sums:
             return None
         finite = torch.isfinite(torch.stack(self._sums)).tolist()  # the one host sync
         for call, t, index in self._outputs:
             if not finite[index] and not _finite(t):  # exact: rules out an overflowed sum
-                return call
+                return call, t
         return None
 
     def _check_forward(self) -> None:
@@ -234,7 +234,7 @@ class NumericsWatch:
         try:
             bad = self._first_bad_output()
             if bad is not None:
-                raise self._forward_error(bad)
+                raise self._forward_error(*bad)
         finally:
             self._reset_forward()
             for call in calls:
@@ -245,14 +245,14 @@ class NumericsWatch:
         try:
             bad = self._first_bad_output()
             if bad is not None and hasattr(exc, "add_note"):
-                exc.add_note(f"nnblocks.watch_numerics: {self._forward_error(bad)}")
+                exc.add_note(f"nnblocks.watch_numerics: {self._forward_error(*bad)}")
         finally:
             self._reset_forward()
             for call in calls:
                 call.inputs = None
 
-    def _forward_error(self, call: _Call) -> NumericsError:
-        """The culprit for the first bad output, ``call``'s: see the module docstring."""
+    def _forward_error(self, call: _Call, output: torch.Tensor) -> NumericsError:
+        """The culprit for the first bad output (``output`` of ``call``): see the module doc."""
         first = call
         while call.inputs is not None and not all(_finite(t) for t in call.inputs):
             if call.parent is None:
@@ -276,6 +276,7 @@ class NumericsWatch:
             )
         lines = [f"NaN/Inf in the forward pass: {where}, its inputs being finite."]
         lines += [f"  input {i}: {tensor_stats(t)}" for i, t in enumerate(call.inputs or [])]
+        lines.append(f"  first bad output: {tensor_stats(output)}")
         lines += self._bad_parameters(culprit)
         return NumericsError("\n".join(lines), module_path=self.path(culprit), phase="forward")
 
@@ -404,7 +405,8 @@ class NumericsWatch:
 
 def _describe(meta: tuple[Any, ...], value: float) -> str:
     shape, dtype = meta
-    found = "NaN" if math.isnan(value) else "Inf (no NaN)"
+    # a NaN sum means a NaN, or Infs of both signs; an infinite sum means Infs, no NaN
+    found = "NaN or Inf" if math.isnan(value) else "Inf, no NaN"
     return f"{list(shape)} {str(dtype).removeprefix('torch.')}, holds {found}"
 
 

@@ -22,7 +22,12 @@ from nnblocks.data.batching import (
     sequence_lengths,
 )
 from nnblocks.data.bundle import DataBundle
-from nnblocks.data.losses import MeanAbsoluteError, MultiLabelAccuracy, SequenceCrossEntropy, TokenAccuracy
+from nnblocks.data.losses import (
+    MeanAbsoluteError,
+    MultiLabelAccuracy,
+    SequenceCrossEntropy,
+    TokenAccuracy,
+)
 from nnblocks.data.show import show_batch
 from nnblocks.data.sources import (
     from_csv,

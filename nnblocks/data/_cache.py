@@ -17,7 +17,9 @@ log = logging.getLogger(__name__)
 
 def cache_dir() -> Path:
     """The cache folder, created if needed: ``$NNBLOCKS_CACHE``, else ``~/.cache/nnblocks``."""
-    root = os.environ.get("NNBLOCKS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "nnblocks")
+    root = os.environ.get("NNBLOCKS_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "nnblocks"
+    )
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -62,9 +62,8 @@ def pad_sequences(
     if length is None:
         length = longest
     elif longest > length:
-        row = lengths.index(longest)
         raise DataError(
-            f"sequence {row} has {longest} tokens, longer than the padded length {length}. "
+            f"sequence {lengths.index(longest)} has {longest} tokens, longer than the padded length {length}. "
             "Raise `length` (or `max_len`) or drop long rows."
         )
     B = len(seqs)
@@ -79,12 +78,12 @@ def pad_sequences(
         flat = torch.cat([torch.as_tensor(s, dtype=torch.long).flatten() for s in seqs])
     else:
         flat = torch.tensor(list(itertools.chain.from_iterable(seqs)), dtype=torch.long)
-    n = torch.tensor(lengths, dtype=torch.long)  # [B]
-    row = torch.repeat_interleave(torch.arange(B), n)  # [total]
-    starts = torch.cumsum(n, 0) - n  # [B]
-    col = torch.arange(total) - torch.repeat_interleave(starts, n)  # [total]
+    sizes = torch.tensor(lengths, dtype=torch.long)  # [B]
+    row = torch.repeat_interleave(torch.arange(B), sizes)  # [total]
+    starts = torch.cumsum(sizes, 0) - sizes  # [B]
+    col = torch.arange(total) - torch.repeat_interleave(starts, sizes)  # [total]
     if side == "left":
-        col += (length - n)[row]
+        col += (length - sizes)[row]
     tokens[row, col] = flat
     mask[row, col] = True
     return tokens, mask
@@ -98,13 +97,21 @@ def padding_mask(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
 def sequence_lengths(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
     """``[N, T]`` right-padded ids -> ``[N]`` lengths (position of the last non-pad + 1)."""
     if tokens.dim() != 2:
-        raise DataError(f"sequence_lengths expects [N, T] token ids. Received shape {tuple(tokens.shape)}")
+        raise DataError(
+            f"sequence_lengths expects [N, T] token ids. Received shape {tuple(tokens.shape)}"
+        )
     real = tokens != pad_id  # [N, T]
     positions = torch.arange(1, tokens.shape[1] + 1, device=tokens.device)  # [T]
-    return (real * positions).amax(dim=1) if tokens.shape[1] else torch.zeros(len(tokens), dtype=torch.long)
+    return (
+        (real * positions).amax(dim=1)
+        if tokens.shape[1]
+        else torch.zeros(len(tokens), dtype=torch.long)
+    )
 
 
-def collate_padded(pad_id: int = 0) -> Callable[[list[tuple[torch.Tensor, ...]]], tuple[torch.Tensor, ...]]:
+def collate_padded(
+    pad_id: int = 0,
+) -> Callable[[list[tuple[torch.Tensor, ...]]], tuple[torch.Tensor, ...]]:
     """A ``DataLoader`` collate function for samples of 1-D id tensors of varying length.
 
     Each sample is a tuple of tensors; 1-D long tensors are padded to the batch's longest

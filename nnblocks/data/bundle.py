@@ -51,7 +51,9 @@ class DataBundle:
             raise DataError("a DataBundle needs a non-empty `train` split.")
         for name, data in self.splits().items():
             if len(data) == 0:
-                raise DataError(f"the `{name}` split of this dataset is empty; pass None for no `{name}` split.")
+                raise DataError(
+                    f"the `{name}` split of this dataset is empty; pass None for no `{name}` split."
+                )
         self.task.bind(self.splits())
 
     def splits(self) -> dict[str, Any]:
@@ -95,7 +97,9 @@ class DataBundle:
         seen in training. Only splits held as tensors are compared.
         """
         keys: Mapping[str, Any] = {
-            name: data.tensors[column] for name, data in self.splits().items() if hasattr(data, "tensors")
+            name: data.tensors[column]
+            for name, data in self.splits().items()
+            if hasattr(data, "tensors")
         }
         check_leakage(keys, what=what)
 

@@ -67,7 +67,9 @@ def show_batch(
     return _table(batch, n_inputs, task, split, console)
 
 
-def _table(batch: tuple[torch.Tensor, ...], n_inputs: int, task: Any, split: str, console: Any) -> str:
+def _table(
+    batch: tuple[torch.Tensor, ...], n_inputs: int, task: Any, split: str, console: Any
+) -> str:
     from rich.console import Console
     from rich.table import Table
 

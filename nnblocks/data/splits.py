@@ -55,7 +55,12 @@ class Splits:
 
     def items(self) -> list[tuple[str, torch.Tensor]]:
         """``[(name, indices)]`` for every split, extra splits last."""
-        return [("train", self.train), ("valid", self.valid), ("test", self.test), *self.extra.items()]
+        return [
+            ("train", self.train),
+            ("valid", self.valid),
+            ("test", self.test),
+            *self.extra.items(),
+        ]
 
     def sizes(self) -> dict[str, int]:
         return {name: len(idx) for name, idx in self.items()}
@@ -76,7 +81,9 @@ def _as_count(value: Fraction | None, n: int, name: str) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise DataError(f"split size `{name}` must be a fraction in [0, 1) or a count. Received: {value!r}")
+        raise DataError(
+            f"split size `{name}` must be a fraction in [0, 1) or a count. Received: {value!r}"
+        )
     if isinstance(value, float):
         if value >= 1:
             raise DataError(f"split fraction `{name}` must be below 1. Received: {value}")
@@ -88,9 +95,7 @@ def _requested(**sizes: Fraction | None) -> list[str]:
     return ["train"] + [k for k, v in sizes.items() if v]
 
 
-def random_split(
-    n: int, valid: Fraction = 0.1, test: Fraction = 0.0, *, seed: int = 0
-) -> Splits:
+def random_split(n: int, valid: Fraction = 0.1, test: Fraction = 0.0, *, seed: int = 0) -> Splits:
     """Shuffle ``range(n)`` with ``seed`` and cut it into train/valid/test.
 
     Raises:
@@ -103,7 +108,9 @@ def random_split(
     """
     n_valid, n_test = _as_count(valid, n, "valid"), _as_count(test, n, "test")
     if n_valid + n_test > n:
-        raise DataError(f"valid ({n_valid}) + test ({n_test}) items exceed the {n} items there are.")
+        raise DataError(
+            f"valid ({n_valid}) + test ({n_test}) items exceed the {n} items there are."
+        )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     splits = Splits(
         train=order[n_valid + n_test :].sort().values,
@@ -114,7 +121,11 @@ def random_split(
 
 
 def stratified_split(
-    labels: Sequence[Hashable] | torch.Tensor, valid: Fraction = 0.1, test: Fraction = 0.0, *, seed: int = 0
+    labels: Sequence[Hashable] | torch.Tensor,
+    valid: Fraction = 0.1,
+    test: Fraction = 0.0,
+    *,
+    seed: int = 0,
 ) -> Splits:
     """Like ``random_split`` but each class keeps its share in every split.
 
@@ -144,7 +155,10 @@ def stratified_split(
         parts["valid"].append(idx[:n_valid])
         parts["test"].append(idx[n_valid : n_valid + n_test])
         parts["train"].append(idx[n_valid + n_test :])
-    cat = {k: torch.cat(v).sort().values if v else torch.zeros(0, dtype=torch.long) for k, v in parts.items()}
+    cat = {
+        k: torch.cat(v).sort().values if v else torch.zeros(0, dtype=torch.long)
+        for k, v in parts.items()
+    }
     splits = Splits(train=cat["train"], valid=cat["valid"], test=cat["test"])
     return splits.check(len(keys), required=_requested(valid=valid, test=test))
 
@@ -222,7 +236,7 @@ def split_by_column(
             out["test"].append(i)
         elif is_train is None or is_train(v):
             out["train"].append(i)
-    splits = Splits(**{k: torch.tensor(v, dtype=torch.long) for k, v in out.items()})
+    splits = _from_lists(out)
     return splits.check(len(values))
 
 
@@ -275,7 +289,7 @@ def split_by_predicate(
             out["valid"].append(i)
         else:
             out["train"].append(i)
-    return Splits(**{k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}).check(len(items))
+    return _from_lists(out).check(len(items))
 
 
 def make_splits(
@@ -313,7 +327,9 @@ def make_splits(
     if isinstance(spec, str):
         spec = {"name": spec}
     if not isinstance(spec, Mapping) or "name" not in spec:
-        raise DataError(f"at `{path}`: expected a split name or a dict with `name`. Received: {spec!r}")
+        raise DataError(
+            f"at `{path}`: expected a split name or a dict with `name`. Received: {spec!r}"
+        )
     opts = {k: v for k, v in spec.items() if k != "name"}
     name = spec["name"]
     try:
@@ -343,6 +359,13 @@ def make_splits(
         f"at `{path}`: unknown split `{name}`. Known splits: column, group, indices, predicate, "
         "random, stratified"
     )
+
+
+def _from_lists(out: Mapping[str, list[int]]) -> Splits:
+    def t(name: str) -> torch.Tensor:
+        return torch.tensor(out[name], dtype=torch.long)
+
+    return Splits(train=t("train"), valid=t("valid"), test=t("test"))
 
 
 def _check_range(idx: torch.Tensor, n: int | None, name: str) -> None:

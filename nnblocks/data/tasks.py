@@ -130,8 +130,22 @@ class Task:
         finally:
             model.train(was_training)
 
-    def evaluate(self, model: nn.Module, split: str | Any = "test", **options: Any) -> dict[str, float]:
-        """Task-level metrics of ``model`` on a split (after training)."""
+    def evaluate(
+        self,
+        model: nn.Module,
+        split: str | Any = "test",
+        *,
+        batch_size: int = 512,
+        device: Any = None,
+    ) -> dict[str, float]:
+        """Task-level metrics of ``model`` on a split (after training).
+
+        Args:
+            model: the trained model (run in eval mode; its mode is restored after).
+            split: a split name (``"test"``, ``"valid"``, ``"long"``...) or data.
+            batch_size: examples per forward pass.
+            device: where to run (default: the model's device).
+        """
         raise NotImplementedError
 
     # -- display --------------------------------------------------------------------------
@@ -152,7 +166,11 @@ class Task:
         return str(output.tolist())
 
     def decode_example(
-        self, sample: Sequence[torch.Tensor], prediction: torch.Tensor | None = None, *, n_inputs: int | None = None
+        self,
+        sample: Sequence[torch.Tensor],
+        prediction: torch.Tensor | None = None,
+        *,
+        n_inputs: int | None = None,
     ) -> dict[str, str]:
         """Turn one example (and the model's output for it) into readable strings.
 
@@ -208,7 +226,7 @@ class ClassificationTask(Task):
     Example:
         >>> task = ClassificationTask(3, classes=["a", "b", "c"])
         >>> task.render_prediction(torch.tensor([0.1, 2.0, 0.3]))
-        'b (0.71)'
+        'b (0.75)'
     """
 
     name = "classification"
@@ -242,7 +260,12 @@ class ClassificationTask(Task):
         return f"{self.classes[k]} ({float(probs[k]):.2f})"
 
     def evaluate(
-        self, model: nn.Module, split: str | Any = "test", *, batch_size: int = 512, device: Any = None
+        self,
+        model: nn.Module,
+        split: str | Any = "test",
+        *,
+        batch_size: int = 512,
+        device: Any = None,
     ) -> dict[str, float]:
         """Accuracy, macro F1 and mean loss of ``model`` on a split.
 
@@ -258,10 +281,10 @@ class ClassificationTask(Task):
         if not logits:
             raise DataError(f"cannot evaluate on the `{split}` split: it is empty.")
         out, y = torch.cat(logits), torch.cat(targets)
-        kw = {"num_classes": self.num_classes}
+        c = self.num_classes
         return {
-            "accuracy": float(multiclass_accuracy(out, y, average="micro", **kw)),
-            "f1_macro": float(multiclass_f1_score(out, y, average="macro", **kw)),
+            "accuracy": float(multiclass_accuracy(out, y, num_classes=c, average="micro")),
+            "f1_macro": float(multiclass_f1_score(out, y, num_classes=c, average="macro")),
             "loss": float(nn.functional.cross_entropy(out, y)),
             "n": len(y),
         }
@@ -348,7 +371,12 @@ class MultiLabelTask(Task):
         return self._names(torch.sigmoid(output.float()) > self.threshold)
 
     def evaluate(
-        self, model: nn.Module, split: str | Any = "test", *, batch_size: int = 512, device: Any = None
+        self,
+        model: nn.Module,
+        split: str | Any = "test",
+        *,
+        batch_size: int = 512,
+        device: Any = None,
     ) -> dict[str, float]:
         """Per-decision accuracy, macro F1 and exact (whole-set) match on a split."""
         from torchmetrics.functional.classification import multilabel_accuracy, multilabel_f1_score
@@ -358,11 +386,15 @@ class MultiLabelTask(Task):
             logits.append(out.float())
             targets.append(batch[-1])
         out, y = torch.cat(logits), torch.cat(targets).long()
-        kw = {"num_labels": len(self.labels), "threshold": self.threshold}
+        n, th = len(self.labels), self.threshold
         exact = ((torch.sigmoid(out) > self.threshold) == (y > 0)).all(1).float().mean()
         return {
-            "accuracy": float(multilabel_accuracy(out.sigmoid(), y, average="micro", **kw)),
-            "f1_macro": float(multilabel_f1_score(out.sigmoid(), y, average="macro", **kw)),
+            "accuracy": float(
+                multilabel_accuracy(out.sigmoid(), y, num_labels=n, threshold=th, average="micro")
+            ),
+            "f1_macro": float(
+                multilabel_f1_score(out.sigmoid(), y, num_labels=n, threshold=th, average="macro")
+            ),
             "exact_match": float(exact),
             "n": len(y),
         }
@@ -420,7 +452,12 @@ class RegressionTask(Task):
         return self._show(output)
 
     def evaluate(
-        self, model: nn.Module, split: str | Any = "test", *, batch_size: int = 512, device: Any = None
+        self,
+        model: nn.Module,
+        split: str | Any = "test",
+        *,
+        batch_size: int = 512,
+        device: Any = None,
     ) -> dict[str, float]:
         """MSE, MAE and R² in the targets' original units (averaged over targets)."""
         from torchmetrics.functional import mean_absolute_error, mean_squared_error, r2_score
@@ -456,7 +493,9 @@ def _cut_at_eos(ids: torch.Tensor, eos_id: int, pad_id: int, *, mark_pad: bool) 
     return ids.masked_fill(after, pad_id)
 
 
-def exact_match(generated: torch.Tensor, target: torch.Tensor, *, bos_id: int, eos_id: int, pad_id: int) -> torch.Tensor:
+def exact_match(
+    generated: torch.Tensor, target: torch.Tensor, *, bos_id: int, eos_id: int, pad_id: int
+) -> torch.Tensor:
     """``[B]`` bool: generated ids equal the target ids up to EOS.
 
     Args:
@@ -490,7 +529,9 @@ class Seq2SeqTask(Task):
 
     name = "seq2seq"
 
-    def __init__(self, src_tokenizer: Any, tgt_tokenizer: Any, *, max_len: int, label_smoothing: float = 0.0):
+    def __init__(
+        self, src_tokenizer: Any, tgt_tokenizer: Any, *, max_len: int, label_smoothing: float = 0.0
+    ):
         tgt = tgt_tokenizer
         super().__init__(
             model_args={
@@ -518,9 +559,15 @@ class Seq2SeqTask(Task):
         return self.tgt_tokenizer.decode(ids)
 
     def decode_example(
-        self, sample: Sequence[torch.Tensor], prediction: torch.Tensor | None = None, *, n_inputs: int | None = None
+        self,
+        sample: Sequence[torch.Tensor],
+        prediction: torch.Tensor | None = None,
+        *,
+        n_inputs: int | None = None,
     ) -> dict[str, str]:
-        return super().decode_example(sample, prediction, n_inputs=2 if n_inputs is None else n_inputs)
+        return super().decode_example(
+            sample, prediction, n_inputs=2 if n_inputs is None else n_inputs
+        )
 
     def generate(
         self,
@@ -532,7 +579,9 @@ class Seq2SeqTask(Task):
     ) -> torch.Tensor:
         """Decode ``src [B, S]`` with ``decode(model, src, max_new_tokens=...)`` (greedy by default)."""
         if decode is None:
-            from nnblocks.generate import greedy as decode
+            from nnblocks.generate import greedy
+
+            decode = greedy
         return decode(model, src, max_new_tokens=max_new_tokens)
 
     def evaluate(
@@ -579,8 +628,12 @@ class Seq2SeqTask(Task):
             tokens += real
             with torch.inference_mode():
                 # tgt_out's width covers the longest target and its EOS: enough to judge every row
-                generated = self.generate(model, src, max_new_tokens=tgt_out.shape[1], decode=decode)
-            match = exact_match(generated, tgt_out, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id)
+                generated = self.generate(
+                    model, src, max_new_tokens=tgt_out.shape[1], decode=decode
+                )
+            match = exact_match(
+                generated, tgt_out, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id
+            )
             hits += int(match.sum())
             total += len(match)
         if total == 0:
@@ -638,7 +691,12 @@ class LanguageModelTask(Task):
         return self.tokenizer.decode(ids, stop_at_eos=False)
 
     def evaluate(
-        self, model: nn.Module, split: str | Any = "test", *, batch_size: int = 64, device: Any = None
+        self,
+        model: nn.Module,
+        split: str | Any = "test",
+        *,
+        batch_size: int = 64,
+        device: Any = None,
     ) -> dict[str, float]:
         """Mean loss per token, perplexity (exp of the loss) and next-token accuracy."""
         from torchmetrics.classification import MulticlassAccuracy
@@ -649,7 +707,9 @@ class LanguageModelTask(Task):
             target = batch[-1]
             if acc is None:
                 acc = MulticlassAccuracy(
-                    num_classes=logits.shape[-1], average="micro", ignore_index=self.tokenizer.pad_id
+                    num_classes=logits.shape[-1],
+                    average="micro",
+                    ignore_index=self.tokenizer.pad_id,
                 ).to(logits.device)
             acc.update(logits.argmax(-1), target)
             real = int((target != self.tokenizer.pad_id).sum())
@@ -658,7 +718,12 @@ class LanguageModelTask(Task):
         if acc is None:
             raise DataError(f"cannot evaluate on the `{split}` split: it is empty.")
         loss = loss_sum / max(tokens, 1)
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": float(acc.compute()), "tokens": tokens}
+        return {
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 50.0)),
+            "accuracy": float(acc.compute()),
+            "tokens": tokens,
+        }
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "tokenizer": self.tokenizer.to_dict()}

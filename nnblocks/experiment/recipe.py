@@ -42,6 +42,7 @@ TOP_LEVEL_KEYS = {
     "eval": "evaluation settings after training",
     "tune": "search space for `nnblocks tune`: {dotted.key: {choices | low/high}}",
     "description": "free text",
+    "plugins": "Python files or modules to import first (they register user parts)",
 }
 
 # Training settings a recipe may hold, with their types (for --set checks) and meaning. Names
@@ -94,6 +95,13 @@ def load_recipe(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> 
         )
     recipe.setdefault("name", file.stem)
     validate_recipe(recipe, where=str(file))
+    plugins = recipe.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise SpecError("expected a list of file paths or module names", path=f"{file}: plugins")
+    from nnblocks.plugins import export_to_env, import_plugins
+
+    import_plugins(plugins, base=file.resolve().parent)
+    export_to_env([str((file.resolve().parent / p)) if p.endswith(".py") and (file.resolve().parent / p).exists() else p for p in plugins])
     return apply_overrides(recipe, [parse_override(o) for o in overrides])
 
 

@@ -147,7 +147,8 @@ def export_onnx(
         model, args, names=names, tensor_names=tensor_names, output_names=output_names,
         axes=axes, opset=opset, exporter=exporter,
     )  # fmt: skip
-    max_diff, shapes = None, ()
+    max_diff: float | None = None
+    shapes: tuple[tuple[tuple[int, ...], ...], ...] = ()
     if ort is not None:
         cases = [args] if check_inputs is None else [as_args(c) for c in check_inputs]
         if check_inputs is None:
@@ -258,7 +259,7 @@ def _by_torchscript(
     torch.onnx.export(
         wrapper,
         args,
-        buffer,
+        buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes file objects too
         dynamo=False,
         input_names=tensor_names,
         output_names=output_names,

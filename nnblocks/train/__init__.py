@@ -33,11 +33,12 @@ from nnblocks.train.events import (
     CancelValidate,
 )
 from nnblocks.train.freeze import freeze, unfreeze
-from nnblocks.train.learner import LOSSES, Learner
+from nnblocks.train.learner import Learner
 from nnblocks.train.loaders import DatasetLoader, TensorLoader, make_loader
 from nnblocks.train.lr_find import LRFindResult, lr_find
 from nnblocks.train.metrics import MetricSet, make_metric
 from nnblocks.train.optim import make_optimizer, split_groups, spread_lr
+from nnblocks.train.resolve import LOSSES
 from nnblocks.train.schedules import (
     Constant,
     Cosine,

@@ -11,27 +11,17 @@ A checkpoint is a folder::
                         ``nnblocks.load(folder)`` rebuilds the model for inference
     manifest.json       SHA-256 and size of every file above
 
-Atomicity: the folder is written under a temporary name next to its final place (each file
-fsynced, the manifest last), then swapped in with one ``renameat2(RENAME_EXCHANGE)``, so a
-reader, or a process killed at any instant, finds either the complete old folder or the
-complete new one, and never a partial file under a final name. Where the kernel lacks that
-call, two renames are used and ``_recover`` puts the old folder back if a crash fell
-between them.
+The folder is replaced as a whole and atomically (``nnblocks.train.atomic_folder``): a
+process killed at any instant leaves the complete previous checkpoint or the complete new
+one. Nothing is written once the loss or the weights are non-finite.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import ctypes
-import ctypes.util
 import json
 import logging
 import math
 import os
-import random
-import secrets
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +30,9 @@ import torch
 from torch import nn
 
 from nnblocks.errors import CheckpointError, TrainingError
+from nnblocks.train.atomic_folder import recover, write_folder
 from nnblocks.train.distributed import gather_objects
+from nnblocks.train.rng import rng_state, set_rng_state
 
 if TYPE_CHECKING:
     from nnblocks.train.learner import Learner
@@ -53,7 +45,7 @@ __all__ = [
     "load_training_state",
     "load_model_weights",
     "read_training_document",
-    "write_checkpoint_folder",
+    "apply_pending_resume",
     "rng_state",
     "set_rng_state",
 ]
@@ -66,8 +58,6 @@ TRAINING_FILE = "training.json"
 _FORMAT = "nnblocks.training_state"
 _VERSION = 1
 _MAX_JSON_BYTES = 256 * 2**20
-_TMP = ".tmp-"
-_OLD = ".old-"
 
 # -- JSON with non-finite floats -------------------------------------------------------
 
@@ -97,176 +87,6 @@ def _unplain(value: Any) -> Any:
     if isinstance(value, list):
         return [_unplain(v) for v in value]
     return value
-
-
-# -- RNG states --------------------------------------------------------------------------
-
-
-def _b64(t: torch.Tensor) -> str:
-    return base64.b64encode(t.cpu().numpy().tobytes()).decode("ascii")
-
-
-def _unb64(s: str) -> torch.Tensor:
-    return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
-
-
-def rng_state() -> dict[str, Any]:
-    """This process's RNG states (torch CPU and CUDA, numpy, random) as plain data."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
-    version, internal, gauss = random.getstate()
-    state: dict[str, Any] = {
-        "torch": _b64(torch.get_rng_state()),
-        "numpy": [kind, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)],
-        "python": [version, list(internal), gauss],
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what ``rng_state`` returned."""
-    torch.set_rng_state(_unb64(state["torch"]))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([_unb64(s) for s in state["cuda"]])
-
-
-# -- the atomic folder swap --------------------------------------------------------------
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _renameat2() -> Any:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_EXCHANGE = _renameat2() if os.name == "posix" else None
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two existing paths; False where the kernel cannot."""
-    if _EXCHANGE is None:
-        return False
-    rc = _EXCHANGE(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    if rc == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: file system cannot exchange
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def _siblings(path: Path, marker: str) -> list[Path]:
-    prefix = f".{path.name}{marker}"
-    try:
-        return sorted(p for p in path.parent.iterdir() if p.name.startswith(prefix))
-    except OSError:
-        return []
-
-
-def _recover(path: Path) -> None:
-    """Undo a crash between the two renames of the fallback swap; drop stale temporaries."""
-    olds = _siblings(path, _OLD)
-    if not path.exists() and olds:
-        with contextlib.suppress(OSError):
-            os.rename(olds[-1], path)
-            olds = olds[:-1]
-    for stale in olds + _siblings(path, _TMP):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    from nnblocks.io.atomic import fsync_dir
-
-    fsync_dir(folder)
-
-
-def write_checkpoint_folder(
-    path: str | os.PathLike[str],
-    tensors: dict[str, dict[str, torch.Tensor]],
-    files: dict[str, bytes],
-) -> Path:
-    """Write a folder of safetensors and other files, with a manifest, atomically.
-
-    Args:
-        path: the final folder (replaced as a whole if it exists).
-        tensors: ``{file name: {tensor name: tensor}}``, each written as safetensors.
-        files: ``{file name: bytes}``.
-
-    Returns:
-        ``path``.
-
-    Raises:
-        CheckpointError: the folder cannot be written (naming it); the old folder, if any,
-            is left byte-identical and no temporary folder is left behind.
-    """
-    from nnblocks.io.atomic import atomic_write_bytes
-    from nnblocks.io.manifest import write_manifest
-    from nnblocks.io.safetensors_io import write_tensors
-
-    path = Path(path)
-    parent = path.parent
-    if path.exists() and not path.is_dir():
-        raise CheckpointError(
-            f"cannot save a checkpoint to `{path}`: it is a file; expected a folder."
-        )
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CheckpointError(
-            f"could not create the folder `{parent}` for checkpoint `{path.name}`: {exc.strerror or exc}."
-        ) from exc
-    _recover(path)
-    tmp = parent / f".{path.name}{_TMP}{secrets.token_hex(6)}"
-    try:
-        os.mkdir(tmp)
-    except OSError as exc:
-        raise CheckpointError(
-            f"could not write checkpoint `{path}`: {exc.strerror or exc}. Expected a writable "
-            f"folder `{parent}`; the previous checkpoint, if any, is unchanged."
-        ) from exc
-    try:
-        for name, group in tensors.items():
-            write_tensors(tmp / name, group)
-        for name, data in files.items():
-            atomic_write_bytes(tmp / name, data)
-        write_manifest(tmp, [*tensors, *files])
-        _fsync_dir(tmp)
-        if path.exists():
-            if _exchange(tmp, path):
-                _fsync_dir(parent)
-                shutil.rmtree(tmp, ignore_errors=True)  # now holds the old checkpoint
-                return path
-            old = parent / f".{path.name}{_OLD}{secrets.token_hex(6)}"
-            os.rename(path, old)
-            os.rename(tmp, path)
-            _fsync_dir(parent)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
-            _fsync_dir(parent)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(
-            f"could not write checkpoint `{path}`: {exc.strerror or exc}; the previous "
-            "checkpoint, if any, is unchanged."
-        ) from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
 
 
 # -- saving ------------------------------------------------------------------------------
@@ -355,9 +175,7 @@ def save_training_state(learn: Learner, path: str | os.PathLike[str]) -> Path | 
         from nnblocks.io.spec_file import SPEC_NAME
 
         files[SPEC_NAME] = spec
-    return write_checkpoint_folder(
-        path, {MODEL_FILE: model_tensors, STATE_FILE: state_tensors}, files
-    )
+    return write_folder(path, {MODEL_FILE: model_tensors, STATE_FILE: state_tensors}, files)
 
 
 def _spec_bytes(model: nn.Module, path: Path) -> bytes | None:
@@ -378,7 +196,8 @@ def _verified(path: str | os.PathLike[str], require: tuple[str, ...]) -> Path:
     from nnblocks.io.manifest import verify_manifest
 
     path = Path(path)
-    _recover(path) if path.parent.is_dir() else None
+    if path.parent.is_dir():
+        recover(path)
     if not path.is_dir():
         raise CheckpointError(
             f"`{path}` is missing: expected a training checkpoint folder written by "

@@ -20,11 +20,12 @@ before_backward        ``loss_grad`` (what ``backward`` runs on; scale it here)
 after_backward         gradients in ``.grad``
 before_step            raise ``CancelStep`` to skip this step and keep the gradients
 after_step             parameters updated, gradients not yet cleared
-after_batch            ``iter``, ``train_step`` already count this batch
+after_batch            ``iter`` is this batch's index; ``train_step`` counts it
 after_train            ``train_loss`` of the epoch
 before_validate        model in eval mode, inference mode on
 after_validate         ``valid_loss``, ``valid_metrics``
-after_epoch            ``history[-1]`` holds the epoch's row
+after_epoch            ``history[-1]`` holds the epoch's row; set ``stop_training``
+                       to end the fit after this epoch
 after_fit              training finished (also after ``CancelFit``)
 =====================  =========================================================
 

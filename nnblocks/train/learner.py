@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nnblocks.errors import DataError, TrainingError
@@ -28,82 +27,11 @@ from nnblocks.train.loop import Loop
 from nnblocks.train.metrics import MetricSet
 from nnblocks.train.optim import make_optimizer, set_lr
 from nnblocks.train.preflight import audit_first_batch, check_first_batch
+from nnblocks.train.resolve import LOSSES, resolve_loss, split_data
 
 __all__ = ["Learner", "LOSSES"]
 
 log = logging.getLogger(__name__)
-
-
-def _flat_cross_entropy(output: torch.Tensor, target: torch.Tensor, **kw: Any) -> torch.Tensor:
-    if output.dim() > 2 and target.dim() == output.dim() - 1:  # [B, T, C] with [B, T]
-        return F.cross_entropy(output.flatten(0, -2), target.flatten(), **kw)
-    return F.cross_entropy(output, target, **kw)
-
-
-def _cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return _flat_cross_entropy(output, target)
-
-
-def _bce(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(output, target.to(output.dtype))
-
-
-LOSSES: dict[str, Callable[..., torch.Tensor]] = {
-    "cross_entropy": _cross_entropy,
-    "bce_with_logits": _bce,
-    "mse": F.mse_loss,
-    "l1": F.l1_loss,
-    "smooth_l1": F.smooth_l1_loss,
-    "huber": F.huber_loss,
-    "nll": F.nll_loss,
-}
-
-
-def _split_data(data: Any) -> tuple[dict[str, Any], Any]:
-    """``({"train": ..., "valid": ..., "test": ...}, task or None)`` from any accepted form."""
-    if hasattr(data, "train") and not isinstance(data, (tuple, list, Mapping)):
-        splits = {k: getattr(data, k, None) for k in ("train", "valid", "test")}
-        return splits, getattr(data, "task", None)
-    if isinstance(data, Mapping):
-        unknown = set(data) - {"train", "valid", "test"}
-        if unknown or "train" not in data:
-            raise DataError(
-                "Received invalid data: a dict needs a `train` key and may have `valid` and "
-                f"`test`. Received keys: {sorted(data)}"
-            )
-        return {k: data.get(k) for k in ("train", "valid", "test")}, None
-    if (
-        isinstance(data, (tuple, list))
-        and 1 <= len(data) <= 3
-        and not isinstance(data[0], torch.Tensor)
-    ):
-        padded = list(data) + [None] * (3 - len(data))
-        return dict(zip(("train", "valid", "test"), padded)), None
-    if hasattr(data, "tensors") or hasattr(data, "__getitem__"):
-        return {"train": data, "valid": None, "test": None}, None
-    raise DataError(
-        "Received invalid data: expected a DataBundle (with .train/.valid/.test/.task), a "
-        f"(train, valid) tuple or a dict with train/valid/test. Received: {type(data).__name__}"
-    )
-
-
-def _resolve_loss(loss: Any, task: Any) -> Callable[..., torch.Tensor]:
-    if loss is None:
-        loss = getattr(task, "loss", None)
-        if loss is None:
-            raise TrainingError(
-                "no loss: pass loss= (a name like 'cross_entropy', a function or an nn.Module) "
-                "or data whose task defines one."
-            )
-    if isinstance(loss, str):
-        if loss not in LOSSES:
-            raise TrainingError(f"Received an unknown loss `{loss}`. Known: {', '.join(LOSSES)}")
-        return LOSSES[loss]
-    if not callable(loss):
-        raise TrainingError(
-            f"Received an invalid loss: expected a callable. Received: {loss!r:.80}"
-        )
-    return loss
 
 
 class Learner(Loop):
@@ -195,10 +123,10 @@ class Learner(Loop):
             raise TrainingError(
                 f"audit must be 'warn', 'error' or 'off'. Received: audit={audit!r}"
             )
-        self.splits, self.task = _split_data(data)
+        self.splits, self.task = split_data(data)
         if self.splits["train"] is None:
             raise DataError("the data has no training split (`train` is None).")
-        self.loss_func = _resolve_loss(loss, self.task)
+        self.loss_func = resolve_loss(loss, self.task)
         specs = metrics if metrics is not None else getattr(self.task, "metrics", None)
         self.metrics = MetricSet(specs)
         # Training metrics get their own copies: a Metric object must not mix both phases.
@@ -227,6 +155,7 @@ class Learner(Loop):
         self._losses: list[torch.Tensor] = []
         self._frozen_bn: list[nn.Module] = []
         self._fits = 0
+        self._fit_seed = 0
         self._pending_resume = None
         self.epoch = self.iter = self.train_step = self.n_iter = 0
         self.n_epochs = self.total_steps = 0
@@ -533,31 +462,6 @@ class Learner(Loop):
 
     # -- using the model -----------------------------------------------------------------
 
-    def _loader_for(self, data: Any, batch_size: int | None = None) -> Any:
-        if data is None:
-            data = "test" if self.splits.get("test") is not None else "valid"
-        if isinstance(data, str):
-            if data not in ("train", "valid", "test"):
-                raise DataError(
-                    f"Received an unknown split `{data}`: expected train, valid or test."
-                )
-            if self.splits.get(data) is None:
-                raise DataError(f"the data has no `{data}` split.")
-            data = self.splits[data]
-        elif isinstance(data, torch.Tensor):
-            from nnblocks.data.tensors import TensorData
-
-            data = TensorData(data, n_inputs=1)
-        loader = make_loader(
-            data,
-            batch_size or self.valid_batch_size,
-            shuffle=False,
-            device=self.device,
-            collate_fn=getattr(self.task, "collate", None),
-            num_workers=self.num_workers,
-        )
-        return loader
-
     def predict(
         self, data: Any = None, *, with_targets: bool = False, batch_size: int | None = None
     ) -> Any:
@@ -573,41 +477,28 @@ class Learner(Loop):
             The outputs concatenated over batches (a list of per-batch outputs when their
             shapes differ, e.g. trimmed sequences), on the CPU; with ``with_targets``, a pair
             ``(outputs, targets)``.
+
+        Raises:
+            DataError: an unknown or missing split.
         """
-        loader = self._loader_for(data, batch_size)
-        n = 1 if isinstance(data, torch.Tensor) else self.n_inputs
-        outs, tgts = [], []
-        self.model.eval()
-        with torch.inference_mode(), self.autocast:
-            for batch in loader:
-                outs.append(_to_cpu(self.model(*batch[:n])))
-                if with_targets:
-                    tgts.append(tuple(_to_cpu(t) for t in batch[n:]))
-        out = _concat(outs)
-        if not with_targets:
-            return out
-        targets = tuple(_concat([t[i] for t in tgts]) for i in range(len(tgts[0]))) if tgts else ()
-        return out, targets[0] if len(targets) == 1 else targets
+        from nnblocks.train.inference import predict
+
+        return predict(self, data, with_targets=with_targets, batch_size=batch_size)
 
     def evaluate(self, data: Any = None, *, batch_size: int | None = None) -> dict[str, float]:
         """Loss and metrics on ``data`` (default: the test split, else valid), plus the task's
-        own evaluation (``task.evaluate(model, split)``) when ``data`` names a split.
+        own evaluation (``task.evaluate(model, split)``, e.g. exact match of greedy decoding)
+        when ``data`` names a split; the task's values win where names clash.
 
         Returns:
             ``{"loss": ..., metric: ..., **task metrics}``.
+
+        Raises:
+            DataError: an unknown or missing split.
         """
-        split = data if isinstance(data, str) else None
-        if data is None:
-            split = "test" if self.splits.get("test") is not None else "valid"
-        loader = self._loader_for(split or data, batch_size)
-        loss, metrics = self._evaluate_loader(loader, fire=False)
-        result = {"loss": loss, **metrics}
-        task_eval = getattr(self.task, "evaluate", None)
-        if split is not None and callable(task_eval):
-            self.model.eval()
-            with torch.inference_mode():
-                result.update(task_eval(self.model, split=split))
-        return result
+        from nnblocks.train.inference import evaluate
+
+        return evaluate(self, data, batch_size=batch_size)
 
     def show_results(self, n: int = 8, split: str | None = None) -> Any:
         """Show ``n`` examples of ``split`` with the model's predictions (a rich table).
@@ -619,7 +510,10 @@ class Learner(Loop):
         return show_results(self, n, split)
 
     def show_callbacks(self) -> Any:
-        """Print which callbacks run at each event, in order; returns the rich Table."""
+        """Print which callbacks run at each event, in order; returns the rich Table.
+
+        ``fit`` adds its schedule (a ``ParamScheduler``) for the length of the fit only.
+        """
         from rich.console import Console
         from rich.table import Table
 
@@ -655,22 +549,3 @@ def _length(data: Any) -> str:
         return str(len(data))
     except TypeError:
         return "an unknown number of"
-
-
-def _to_cpu(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.cpu()
-    if isinstance(x, (tuple, list)):
-        return type(x)(_to_cpu(v) for v in x)
-    return x
-
-
-def _concat(parts: list[Any]) -> Any:
-    if not parts:
-        return parts
-    if all(isinstance(p, torch.Tensor) for p in parts):
-        try:
-            return torch.cat(parts)
-        except RuntimeError:
-            return parts
-    return parts

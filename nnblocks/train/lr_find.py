@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from nnblocks.errors import TrainingError
-from nnblocks.train.checkpoint import rng_state, set_rng_state
+from nnblocks.train.distributed import all_reduce_sum
 from nnblocks.train.loaders import make_loader
+from nnblocks.train.rng import rng_state, set_rng_state
 
 if TYPE_CHECKING:
     from nnblocks.train.learner import Learner
@@ -204,7 +205,8 @@ def _sweep(
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            value = float(loss.detach())
+            # The same value on every process, so all of them stop at the same step.
+            value = float(all_reduce_sum(loss.detach().float())) / learn.dist.world_size
             if not math.isfinite(value):
                 return lrs, raw, smooth
             avg = beta * avg + (1 - beta) * value

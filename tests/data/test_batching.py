@@ -18,7 +18,9 @@ def test_pad_sequences_right_and_left():
     tokens, mask = pad_sequences([[5, 6, 7], [8], []], pad_id=0)
     assert tokens.tolist() == [[5, 6, 7], [8, 0, 0], [0, 0, 0]]
     assert mask.tolist() == [[True] * 3, [True, False, False], [False] * 3]
-    tokens, mask = pad_sequences([torch.tensor([5, 6]), torch.tensor([8])], pad_id=9, length=3, side="left")
+    tokens, mask = pad_sequences(
+        [torch.tensor([5, 6]), torch.tensor([8])], pad_id=9, length=3, side="left"
+    )
     assert tokens.tolist() == [[9, 5, 6], [9, 9, 8]]
     assert mask.tolist() == [[False, True, True], [False, False, True]]
 
@@ -40,7 +42,9 @@ def test_sequence_lengths():
 
 
 def test_collate_padded():
-    batch = collate_padded(0)([(torch.tensor([1, 2]), torch.tensor(0)), (torch.tensor([3]), torch.tensor(1))])
+    batch = collate_padded(0)(
+        [(torch.tensor([1, 2]), torch.tensor(0)), (torch.tensor([3]), torch.tensor(1))]
+    )
     assert batch[0].tolist() == [[1, 2], [3, 0]] and batch[1].tolist() == [0, 1]
 
 

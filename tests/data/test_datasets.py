@@ -24,7 +24,14 @@ def _cache(tmp_path, monkeypatch):
 
 
 def test_every_dataset_is_registered():
-    assert set(nnblocks.list_parts("dataset")) >= {"digits", "wine", "diabetes", "numbers", "dates", "python_source"}
+    assert set(nnblocks.list_parts("dataset")) >= {
+        "digits",
+        "wine",
+        "diabetes",
+        "numbers",
+        "dates",
+        "python_source",
+    }
 
 
 def test_digits_images_and_train_only_normalisation():
@@ -50,7 +57,10 @@ def test_wine_and_diabetes():
     assert wine.task.model_args == {"num_classes": 3, "in_features": 13}
     assert wine.task.classes == ["class_0", "class_1", "class_2"]
     diabetes = load("diabetes")
-    assert diabetes.task.name == "regression" and diabetes.task.model_args == {"out_features": 1, "in_features": 10}
+    assert diabetes.task.name == "regression" and diabetes.task.model_args == {
+        "out_features": 1,
+        "in_features": 10,
+    }
 
     class Zero(torch.nn.Module):
         def forward(self, x):
@@ -76,11 +86,15 @@ def test_numbers_targets_are_num2words_morphemes():
     from num2words import num2words
 
     bundle = load("numbers", lang="de", **TINY)
-    data = numbers_module._generate("de", {"train": 300, "valid": 30, "test": 60, "long": 20}, 999_999, 11, 0)
+    data = numbers_module._generate(
+        "de", {"train": 300, "valid": 30, "test": 60, "long": 20}, 999_999, 11, 0
+    )
     n, en, de = data["train"][0]
     assert de == num2words(n, lang="de")
     tgt = bundle.tokenizers["tgt"]
-    assert isinstance(tgt, LexiconTokenizer) and bundle.task.model_args["tgt_vocab_size"] == 4 + len(GERMAN)
+    assert isinstance(tgt, LexiconTokenizer) and bundle.task.model_args[
+        "tgt_vocab_size"
+    ] == 4 + len(GERMAN)
     shown = bundle.task.decode_example(bundle.train[0])
     assert shown == {"input": " ".join(numbers_module.english_words(en)), "target": de}
 
@@ -100,7 +114,10 @@ def test_numbers_french_and_chars():
     fr = load("numbers", lang="fr", target_tokens="chars", **TINY)
     assert fr.tokenizers["tgt"].name == "char"
     target = fr.task.decode_example(fr.train[0])["target"]
-    assert any(w in target for w in ("cent", "mille", "vingt", "un", "deux", "trois", "six", "huit", "neuf"))
+    assert any(
+        w in target
+        for w in ("cent", "mille", "vingt", "un", "deux", "trois", "six", "huit", "neuf")
+    )
 
 
 def test_numbers_errors():
@@ -152,7 +169,9 @@ def test_python_source_files_are_split_whole():
     bundle = load("python_source", max_chars=30_000, block_size=32)
     files = bundle.info["files"]
     assert files["train"] and files["valid"] and files["test"]
-    assert not set(files["train"]) & set(files["test"]) and not set(files["train"]) & set(files["valid"])
+    assert not set(files["train"]) & set(files["test"]) and not set(files["train"]) & set(
+        files["valid"]
+    )
     x, y = bundle.train.tensors
     assert x.shape[1] == 32 and torch.equal(x[:, 1:], y[:, :-1])
     assert bundle.task.model_args["vocab_size"] == bundle.tokenizers["text"].vocab_size

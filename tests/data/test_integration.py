@@ -15,14 +15,25 @@ def _cache(tmp_path, monkeypatch):
 
 
 def _model(spec, bundle):
-    if "model" not in {k.name for k in nnblocks.registry.kinds()} or spec["name"] not in nnblocks.list_parts("model"):
+    if "model" not in {k.name for k in nnblocks.registry.kinds()} or spec[
+        "name"
+    ] not in nnblocks.list_parts("model"):
         pytest.skip(f"model `{spec['name']}` is not available")
     return nnblocks.build(spec, "model", **bundle.task.model_args)
 
 
 def test_numbers_with_transformer_seq2seq_and_real_greedy_decoding():
     bundle = load("numbers", **TINY)
-    model = _model({"name": "transformer_seq2seq", "dim": 16, "heads": 2, "encoder_layers": 1, "decoder_layers": 1}, bundle)
+    model = _model(
+        {
+            "name": "transformer_seq2seq",
+            "dim": 16,
+            "heads": 2,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+        },
+        bundle,
+    )
     src, tgt_in, tgt_out = bundle.train[torch.arange(8)]
     logits = model(src, tgt_in)
     assert logits.shape == (*tgt_out.shape, bundle.task.model_args["tgt_vocab_size"])
@@ -47,4 +58,8 @@ def test_python_source_with_transformer_lm():
     model = _model({"name": "transformer_lm", "dim": 16, "heads": 2, "layers": 1}, bundle)
     result = bundle.evaluate(model, "valid")
     # an untrained model is close to uniform: perplexity near the vocabulary size
-    assert 0.3 * bundle.task.model_args["vocab_size"] < result["perplexity"] < 3 * bundle.task.model_args["vocab_size"]
+    assert (
+        0.3 * bundle.task.model_args["vocab_size"]
+        < result["perplexity"]
+        < 3 * bundle.task.model_args["vocab_size"]
+    )

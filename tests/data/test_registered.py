@@ -33,5 +33,7 @@ def test_import_stays_light():
         "heavy = [m for m in ('pandas', 'sklearn', 'tokenizers', 'num2words', 'babel', 'PIL', 'matplotlib')"
         " if m in sys.modules]; print(heavy)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"

@@ -11,7 +11,9 @@ from nnblocks.errors import DataError
 
 
 def test_show_batch_prints_decoded_text():
-    bundle = from_pairs([(f"zahl {i}", f"number {i}") for i in range(30)], split={"name": "group", "valid": 5})
+    bundle = from_pairs(
+        [(f"zahl {i}", f"number {i}") for i in range(30)], split={"name": "group", "valid": 5}
+    )
     out = io.StringIO()
     text = show_batch(bundle, n=3, console=Console(file=out, width=120))
     assert len(text.splitlines()) == 3

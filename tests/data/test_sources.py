@@ -34,14 +34,18 @@ def test_from_tensors_images_and_regression_with_several_targets():
     bundle = from_tensors(torch.rand(30, 3, 8, 8), torch.arange(30) % 3)
     assert bundle.task.model_args == {"num_classes": 3, "in_channels": 3}
     assert bundle.task.input_kind == "image"
-    reg = from_tensors(torch.randn(40, 2), torch.randn(40, 3), task="regression", target_names=["a", "b", "c"])
+    reg = from_tensors(
+        torch.randn(40, 2), torch.randn(40, 3), task="regression", target_names=["a", "b", "c"]
+    )
     assert reg.task.model_args["out_features"] == 3 and reg.train.tensors[1].shape[1] == 3
 
 
 def test_from_tensors_label_never_seen_in_training():
     y = torch.zeros(20, dtype=torch.long)
     y[3] = 7  # one item of class 7, put into validation
-    with pytest.raises(DataError, match="`valid` split has 1 item.*label 7.*never occurs in the training split"):
+    with pytest.raises(
+        DataError, match="`valid` split has 1 item.*label 7.*never occurs in the training split"
+    ):
         from_tensors(torch.randn(20, 2), y, split={"name": "indices", "valid": [3, 4]})
 
 
@@ -51,7 +55,9 @@ def test_from_tensors_length_mismatch():
 
 
 def test_from_numpy_converts_float64_and_multilabel():
-    bundle = from_numpy(np.random.rand(40, 3), (np.random.rand(40, 2) > 0.5).astype(float), task="multilabel")
+    bundle = from_numpy(
+        np.random.rand(40, 3), (np.random.rand(40, 2) > 0.5).astype(float), task="multilabel"
+    )
     assert bundle.train.tensors[0].dtype == torch.float32
     assert bundle.task.name == "multilabel" and bundle.task.model_args["num_classes"] == 2
     with pytest.raises(DataError, match="mixed types"):
@@ -93,7 +99,9 @@ def test_dataframe_missing_values_filled_with_train_median():
     df = _frame()
     df.loc[[0, 5], "age"] = np.nan
     df.loc[30:, "age"] = 1000.0  # validation rows: must not shift the fill value
-    bundle = from_dataframe(df, "label", split={"name": "indices", "valid": list(range(30, 40))}, normalize=None)
+    bundle = from_dataframe(
+        df, "label", split={"name": "indices", "valid": list(range(30, 40))}, normalize=None
+    )
     train_median = df.loc[:29, "age"].median()
     assert bundle.train.tensors[0][0, 0].item() == pytest.approx(train_median)
     assert bundle.info["cont_names"] == ["age", "income", "age_na"]
@@ -115,7 +123,9 @@ def test_dataframe_regression_infers_task():
 def test_csv_missing_target_column(tmp_path):
     path = tmp_path / "data.csv"
     _frame().to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"CSV file `.*data.csv`: target column\(s\) \['price'\] not found"):
+    with pytest.raises(
+        DataError, match=r"CSV file `.*data.csv`: target column\(s\) \['price'\] not found"
+    ):
         from_csv(path, "price")
 
 
@@ -174,7 +184,9 @@ def _image_folder(root, corrupt=False):
 
 
 def test_image_folder_loads_and_resizes(tmp_path):
-    bundle = from_image_folder(_image_folder(tmp_path / "imgs"), size=8, split={"name": "stratified", "valid": 0.34})
+    bundle = from_image_folder(
+        _image_folder(tmp_path / "imgs"), size=8, split={"name": "stratified", "valid": 0.34}
+    )
     x, y = bundle.train[torch.arange(2)]
     assert x.shape == (2, 3, 8, 8) and bundle.task.classes == ["cat", "dog"]
     assert bundle.task.model_args == {"num_classes": 2, "in_channels": 3}
@@ -215,7 +227,10 @@ def test_many_documents_split_by_document(tmp_path):
     bundle = from_text_files(tmp_path, block_size=8)
     assert set(bundle.sizes()) == {"train", "valid", "test"}
     # a document's unique number never shows up in two splits
-    decoded = {k: bundle.task.tokenizer.decode(v.tensors[0].flatten(), stop_at_eos=False) for k, v in bundle.splits().items()}
+    decoded = {
+        k: bundle.task.tokenizer.decode(v.tensors[0].flatten(), stop_at_eos=False)
+        for k, v in bundle.splits().items()
+    }
     for i in range(30):
         owners = [k for k, text in decoded.items() if f"number {i} " in text]
         assert len(owners) <= 1, (i, owners)
@@ -227,11 +242,18 @@ def test_text_files_missing(tmp_path):
 
 
 def test_sequence_classification_from_texts():
-    bundle = from_texts(["good film", "bad film", "great fun", "awful plot"] * 5, ["pos", "neg", "pos", "neg"] * 5)
+    bundle = from_texts(
+        ["good film", "bad film", "great fun", "awful plot"] * 5, ["pos", "neg", "pos", "neg"] * 5
+    )
     args = bundle.task.model_args
     assert args["num_classes"] == 2 and args["pad_id"] == 0 and args["vocab_size"] > 4
     assert bundle.task.name == "sequence_classification"
-    assert bundle.task.decode_example(bundle.train[0])["input"] in {"good film", "bad film", "great fun", "awful plot"}
+    assert bundle.task.decode_example(bundle.train[0])["input"] in {
+        "good film",
+        "bad film",
+        "great fun",
+        "awful plot",
+    }
 
 
 # -- parallel text --------------------------------------------------------------------------
@@ -270,7 +292,9 @@ def test_parallel_text_files_and_csv(tmp_path):
     (tmp_path / "b.de").write_text("only one line")
     with pytest.raises(DataError, match="has 30 lines, .*b.de` has 1"):
         from_parallel_text(tmp_path / "a.en", tmp_path / "b.de")
-    pd.DataFrame({"en": [f"x {i}" for i in range(20)], "fr": [f"y {i}" for i in range(20)]}).to_csv(tmp_path / "p.csv", index=False)
+    pd.DataFrame({"en": [f"x {i}" for i in range(20)], "fr": [f"y {i}" for i in range(20)]}).to_csv(
+        tmp_path / "p.csv", index=False
+    )
     assert from_parallel_text(tmp_path / "p.csv", columns=("en", "fr")).task.name == "seq2seq"
     with pytest.raises(DataError, match=r"column\(s\) \['source'\] not found"):
         from_parallel_text(tmp_path / "p.csv", columns=("source", "fr"))

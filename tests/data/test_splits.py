@@ -23,7 +23,11 @@ def _disjoint_cover(s: Splits, n: int) -> None:
 
 
 def test_random_split_is_seeded_disjoint_and_sized():
-    a, b, c = random_split(100, 0.1, 0.2, seed=1), random_split(100, 0.1, 0.2, seed=1), random_split(100, 0.1, 0.2, seed=2)
+    a, b, c = (
+        random_split(100, 0.1, 0.2, seed=1),
+        random_split(100, 0.1, 0.2, seed=1),
+        random_split(100, 0.1, 0.2, seed=2),
+    )
     assert a.sizes() == {"train": 70, "valid": 10, "test": 20}
     assert torch.equal(a.test, b.test) and not torch.equal(a.test, c.test)
     _disjoint_cover(a, 100)
@@ -85,7 +89,9 @@ def test_bad_fraction():
 def test_make_splits_from_specs():
     assert make_splits({"name": "random", "valid": 0.2, "seed": 3}, 10).sizes()["valid"] == 2
     assert make_splits(None, 20, labels=[0, 1] * 10, default="stratified").sizes()["valid"] == 2
-    s = make_splits({"name": "column", "column": "fold"}, 3, columns={"fold": ["train", "valid", "test"]})
+    s = make_splits(
+        {"name": "column", "column": "fold"}, 3, columns={"fold": ["train", "valid", "test"]}
+    )
     assert s.sizes() == {"train": 1, "valid": 1, "test": 1}
     with pytest.raises(DataError, match="unknown split `randm`"):
         make_splits("randm", 10)
@@ -97,7 +103,9 @@ def test_make_splits_from_specs():
 
 def test_check_leakage_by_content():
     check_leakage({"train": ["a", "b"], "test": ["c"]})
-    with pytest.raises(DataError, match="1 source sentence.*`test` split also appear in `train`.*'b'"):
+    with pytest.raises(
+        DataError, match="1 source sentence.*`test` split also appear in `train`.*'b'"
+    ):
         check_leakage({"train": ["a", "b"], "test": ["b", "c"]}, what="source sentence")
     rows = torch.tensor([[1, 2], [3, 4]])
     with pytest.raises(DataError, match="`valid` split"):

@@ -38,13 +38,19 @@ def test_token_accuracy_agrees_with_torchmetrics():
     target = torch.randint(1, 11, (16, 9))
     target[:, 6:] = 0
     ours = TokenAccuracy(0)(logits, target)
-    ref = multiclass_accuracy(logits.argmax(-1), target, num_classes=11, average="micro", ignore_index=0)
+    ref = multiclass_accuracy(
+        logits.argmax(-1), target, num_classes=11, average="micro", ignore_index=0
+    )
     assert torch.allclose(ours, ref)
 
 
 def test_mae_in_original_units_and_multilabel_accuracy():
-    assert MeanAbsoluteError([2.0, 10.0])(torch.zeros(1, 2), torch.ones(1, 2)).item() == pytest.approx(6.0)
-    assert MultiLabelAccuracy()(torch.tensor([[5.0, -5.0, 5.0]]), torch.tensor([[1.0, 0.0, 0.0]])).item() == pytest.approx(2 / 3)
+    assert MeanAbsoluteError([2.0, 10.0])(
+        torch.zeros(1, 2), torch.ones(1, 2)
+    ).item() == pytest.approx(6.0)
+    assert MultiLabelAccuracy()(
+        torch.tensor([[5.0, -5.0, 5.0]]), torch.tensor([[1.0, 0.0, 0.0]])
+    ).item() == pytest.approx(2 / 3)
 
 
 def test_exact_match_rules():
@@ -56,7 +62,11 @@ def test_exact_match_rules():
             [1, 8, 0, 9, 2],  # a generated pad is a wrong token, not padding: no match
         ]
     )
-    assert exact_match(generated, target, bos_id=1, eos_id=2, pad_id=0).tolist() == [True, False, False]
+    assert exact_match(generated, target, bos_id=1, eos_id=2, pad_id=0).tolist() == [
+        True,
+        False,
+        False,
+    ]
     no_eos = torch.tensor([[1, 5, 6]])  # stopped before EOS: no match
     assert exact_match(no_eos, target[:1], bos_id=1, eos_id=2, pad_id=0).tolist() == [False]
 
@@ -65,7 +75,9 @@ def test_classification_evaluate_and_mode_restored():
     torch.manual_seed(0)
     x = torch.randn(120, 2)
     y = (x[:, 0] > 0).long()
-    bundle = from_tensors(x, y, split={"name": "stratified", "valid": 0.25, "seed": 0}, normalize=None)
+    bundle = from_tensors(
+        x, y, split={"name": "stratified", "valid": 0.25, "seed": 0}, normalize=None
+    )
     model = nn.Linear(2, 2)
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[-5.0, 0.0], [5.0, 0.0]]))
@@ -84,9 +96,13 @@ def test_classification_evaluate_and_mode_restored():
 def test_regression_evaluate_reports_original_units():
     x = torch.randn(100, 3)
     y = 50 + 10 * x[:, 0]
-    bundle = from_tensors(x, y, task="regression", split={"name": "random", "valid": 0.2}, normalize=None)
+    bundle = from_tensors(
+        x, y, task="regression", split={"name": "random", "valid": 0.2}, normalize=None
+    )
     scaler = bundle.task.target_scaler
-    assert float(bundle.train.tensors[1].mean()) == pytest.approx(0.0, abs=1e-5)  # trained on normalised y
+    assert float(bundle.train.tensors[1].mean()) == pytest.approx(
+        0.0, abs=1e-5
+    )  # trained on normalised y
 
     class Zero(nn.Module):
         def forward(self, x):
@@ -95,7 +111,9 @@ def test_regression_evaluate_reports_original_units():
     result = bundle.evaluate(Zero(), "valid")
     valid_y = scaler.inverse(bundle.valid.tensors[1])
     assert result["mae"] == pytest.approx(float((valid_y - scaler.mean).abs().mean()), rel=1e-5)
-    assert bundle.task.metrics[0](torch.zeros(4, 1), torch.ones(4, 1)).item() == pytest.approx(float(scaler.std))
+    assert bundle.task.metrics[0](torch.zeros(4, 1), torch.ones(4, 1)).item() == pytest.approx(
+        float(scaler.std)
+    )
 
 
 class Oracle(nn.Module):
@@ -140,7 +158,12 @@ class Oracle(nn.Module):
 
 def _pairs_bundle():
     pairs = [(f"{i}", f"{i * 7}") for i in range(60)]
-    return from_pairs(pairs, src_tokenizer="char", tgt_tokenizer="char", split={"name": "group", "valid": 10, "test": 20})
+    return from_pairs(
+        pairs,
+        src_tokenizer="char",
+        tgt_tokenizer="char",
+        split={"name": "group", "valid": 10, "test": 20},
+    )
 
 
 def test_seq2seq_evaluate_with_greedy_decoding():
@@ -195,6 +218,8 @@ def test_lm_evaluate_uniform_model_has_perplexity_of_the_vocabulary():
 def test_classification_render():
     task = ClassificationTask(3, classes=["cat", "dog", "owl"])
     task.bind({"train": TensorData(torch.zeros(2, 2), torch.zeros(2, dtype=torch.long))})
-    shown = task.decode_example((torch.tensor([0.5, 1.0]), torch.tensor(2)), torch.tensor([0.0, 3.0, 0.0]))
+    shown = task.decode_example(
+        (torch.tensor([0.5, 1.0]), torch.tensor(2)), torch.tensor([0.0, 3.0, 0.0])
+    )
     assert shown["target"] == "owl" and shown["prediction"].startswith("dog")
     assert shown["input"] == "[0.5, 1]"

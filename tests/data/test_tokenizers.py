@@ -53,7 +53,12 @@ def test_word_max_vocab_keeps_most_frequent():
 
 def test_word_pattern_option():
     tok = WordTokenizer(pattern="[a-z]+").fit(["twenty-two thousand, one"])
-    assert [tok.vocab[i] for i in tok.encode("twenty-two thousand, one")] == ["twenty", "two", "thousand", "one"]
+    assert [tok.vocab[i] for i in tok.encode("twenty-two thousand, one")] == [
+        "twenty",
+        "two",
+        "thousand",
+        "one",
+    ]
 
 
 def test_decode_stops_at_eos_and_drops_specials():

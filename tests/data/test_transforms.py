@@ -56,7 +56,9 @@ def test_normalize_errors():
 def test_source_normalisation_statistics_come_from_train_rows():
     x = torch.randn(100, 2)
     x[:20] += 50.0  # rows that will be valid/test if the split puts them there
-    bundle = from_tensors(x, torch.arange(100) % 2, split={"name": "indices", "valid": list(range(20))})
+    bundle = from_tensors(
+        x, torch.arange(100) % 2, split={"name": "indices", "valid": list(range(20))}
+    )
     norm = bundle.transforms["x"]
     assert torch.allclose(norm.mean, x[20:].mean(0), atol=1e-5)
     assert torch.allclose(bundle.train.tensors[0].mean(0), torch.zeros(2), atol=1e-5)
@@ -67,7 +69,9 @@ def test_fill_missing_uses_training_medians_and_adds_indicators():
     train = pd.DataFrame({"a": [1.0, None, 3.0, 5.0], "c": ["x", None, "y", "x"]})
     valid = pd.DataFrame({"a": [None, 100.0], "c": [None, "z"]})
     fill = FillMissing()
-    out = fit_apply(fill, {"train": Table(train, ["c"], ["a"]), "valid": Table(valid, ["c"], ["a"])})
+    out = fit_apply(
+        fill, {"train": Table(train, ["c"], ["a"]), "valid": Table(valid, ["c"], ["a"])}
+    )
     assert out["valid"].df["a"].tolist() == [3.0, 100.0]  # train median, not valid's
     assert out["valid"].df["a_na"].tolist() == [1.0, 0.0]
     assert out["valid"].cont_names == ["a", "a_na"]
@@ -146,7 +150,11 @@ def test_augmented_data_refuses_preprocessing():
 def test_augmentation_applies_to_the_training_split_only():
     x = torch.rand(60, 1, 8, 8)
     bundle = from_tensors(
-        x, torch.arange(60) % 3, split={"name": "random", "valid": 0.2, "test": 0.2}, normalize=None, augment=["noise"]
+        x,
+        torch.arange(60) % 3,
+        split={"name": "random", "valid": 0.2, "test": 0.2},
+        normalize=None,
+        augment=["noise"],
     )
     assert isinstance(bundle.train, AugmentedData)
     assert type(bundle.valid) is TensorData and type(bundle.test) is TensorData
@@ -158,7 +166,13 @@ def test_augmentation_applies_to_the_training_split_only():
 
 def test_transforms_registered():
     assert set(nnblocks.list_parts("transform")) >= {
-        "normalize", "fill_missing", "categorify", "random_crop", "flip", "affine", "noise"
+        "normalize",
+        "fill_missing",
+        "categorify",
+        "random_crop",
+        "flip",
+        "affine",
+        "noise",
     }
     crop = nnblocks.build({"name": "random_crop", "padding": 1}, "transform")
     assert isinstance(crop, RandomCrop) and crop.padding == 1 and crop.augmentation

@@ -255,7 +255,7 @@ def _kill_rounds(tmp_path: Path, rounds: int) -> None:
                     k += 1
             finally:
                 os._exit(0)
-        time.sleep(rng.uniform(0.2, 3.0) * save_s)
+        time.sleep(rng.uniform(0.2, 2.0) * save_s)
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         # Some complete checkpoint always loads and verifies, and it is one whole save.

@@ -246,3 +246,37 @@ def test_audit_warns_or_raises(data, monkeypatch, caplog) -> None:  # type: igno
     assert any("reuse audit" in r.message for r in caplog.records)
     with pytest.raises(TrainingError, match="reuse audit"):
         _learn(data, audit="error").fit(1)
+
+
+def test_training_metrics_and_a_ready_dataloader() -> None:
+    from torch.utils.data import DataLoader
+
+    train = TensorDataset(*blobs(64).tensors)
+    loader = DataLoader(train, batch_size=16, shuffle=False)
+    acc = {"acc": lambda o, y: (o.argmax(1) == y).float().mean()}
+    learn = Learner(
+        TinyNet(),
+        (loader, blobs(16, seed=1)),
+        "cross_entropy",
+        metrics=acc,
+        train_metrics=True,
+        progress=False,
+        audit="off",
+        lr=3e-2,
+    )
+    learn.fit(3)
+    row = learn.history[-1]
+    assert 0.0 <= row["train_acc"] <= 1.0 and "acc" in row
+    assert learn.train_step == 12
+
+
+def test_fit_one_cycle_peaks_at_lr_max(data) -> None:  # type: ignore[no-untyped-def]
+    rec = Recorder()
+    learn = _learn(data, rec)
+    learn.fit_one_cycle(4, 0.02, pct_start=0.25, div=10.0)
+    assert max(rec.lrs) == pytest.approx(0.02, rel=0.01)
+    assert rec.lrs[0] == pytest.approx(0.002)
+    assert rec.lrs.index(max(rec.lrs)) == 6  # 25% of 24 steps
+    from nnblocks.train import OneCycle
+
+    assert rec.lrs[-1] == pytest.approx(0.02 * OneCycle(0.25, 10.0)(23 / 24))  # the last step

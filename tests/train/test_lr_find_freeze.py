@@ -10,8 +10,8 @@ from torch import nn
 
 from nnblocks.errors import TrainingError
 from nnblocks.train import Learner, freeze, unfreeze
-from nnblocks.train.checkpoint import rng_state
 from nnblocks.train.lr_find import suggest_steepest, suggest_valley
+from nnblocks.train.rng import rng_state
 
 from .conftest import TinyNet, blobs
 

@@ -6,7 +6,6 @@ import datetime
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from nnblocks.data.bundle import DataBundle
 from nnblocks.data.sources.parallel import from_pairs
@@ -42,11 +41,15 @@ def date_formats(locales: Sequence[str], formats: Sequence[str]) -> list[tuple[s
             raise DataError(f"dataset `dates`: unknown locale {loc!r} ({exc}).") from exc
         for fmt in formats:
             if fmt not in FORMATS:
-                raise DataError(f"dataset `dates`: unknown format {fmt!r}. Known formats: {', '.join(FORMATS)}")
+                raise DataError(
+                    f"dataset `dates`: unknown format {fmt!r}. Known formats: {', '.join(FORMATS)}"
+                )
             if not _TWO_DIGIT_YEAR.search(patterns[fmt].pattern):
                 out.append((loc, fmt))
     if not out:
-        raise DataError(f"dataset `dates`: no format of {list(locales)} x {list(formats)} writes a full year.")
+        raise DataError(
+            f"dataset `dates`: no format of {list(locales)} x {list(formats)} writes a full year."
+        )
     return out
 
 

@@ -60,7 +60,8 @@ def _generate(
     a, b = sizes["test"], sizes["test"] + sizes["valid"]
     chosen = {"test": short[:a], "valid": short[a:b], "train": short[b:], "long": long}
     return {
-        name: [[n, en, num2words(n, lang=lang)] for n, en in items] for name, items in chosen.items()
+        name: [[n, en, num2words(n, lang=lang)] for n, en in items]
+        for name, items in chosen.items()
     }
 
 
@@ -118,18 +119,29 @@ def numbers(
         {'input': 'four hundred and nine thousand ...', 'target': 'vierhundertneuntausend...'}
     """
     if lang not in LEXICONS:
-        raise DataError(f"dataset `numbers`: `lang` must be one of {sorted(LEXICONS)}. Received: lang={lang!r}")
+        raise DataError(
+            f"dataset `numbers`: `lang` must be one of {sorted(LEXICONS)}. Received: lang={lang!r}"
+        )
     if target_tokens not in ("morphemes", "chars"):
         raise DataError(
             f"dataset `numbers`: `target_tokens` must be 'morphemes' or 'chars'. Received: {target_tokens!r}"
         )
     if not 0 < max_number <= 999_999:
-        raise DataError(f"dataset `numbers`: `max_number` must be in 1..999999. Received: {max_number}")
+        raise DataError(
+            f"dataset `numbers`: `max_number` must be in 1..999999. Received: {max_number}"
+        )
     sizes = {"train": train_size, "valid": valid_size, "test": test_size, "long": long_size}
     if train_size < 1 or any(v < 0 for v in sizes.values()):
-        raise DataError(f"dataset `numbers`: sizes must be >= 0 and train_size >= 1. Received: {sizes}")
+        raise DataError(
+            f"dataset `numbers`: sizes must be >= 0 and train_size >= 1. Received: {sizes}"
+        )
     key = cache_key(
-        v=_GENERATOR_VERSION, lang=lang, sizes=sizes, max_number=max_number, long_min_words=long_min_words, seed=seed
+        v=_GENERATOR_VERSION,
+        lang=lang,
+        sizes=sizes,
+        max_number=max_number,
+        long_min_words=long_min_words,
+        seed=seed,
     )
     path = cache_dir() / f"numbers-{lang}-{key}.json" if cache else None
     data = read_json(path) if path is not None else None
@@ -138,14 +150,19 @@ def numbers(
         data = _generate(lang, sizes, max_number, long_min_words, seed)
         if path is not None:
             write_json(path, data)
-    pairs, counts = [], {}
+    pairs: list[tuple[str, str]] = []
+    counts: dict[str, int] = {}
     for name in ("train", "valid", "test"):
         counts[name] = len(data[name])
         pairs.extend((en, tgt) for _, en, tgt in data[name])
     a, b = counts["train"], counts["train"] + counts["valid"]
-    splits = split_by_indices(len(pairs), train=range(a), valid=range(a, b), test=range(b, len(pairs)))
+    splits = split_by_indices(
+        len(pairs), train=range(a), valid=range(a, b), test=range(b, len(pairs))
+    )
     extra = {"long": [(en, tgt) for _, en, tgt in data["long"]]} if data["long"] else None
-    tgt_tok: Any = {"name": "lexicon", "lexicon": LEXICONS[lang]} if target_tokens == "morphemes" else "char"
+    tgt_tok: Any = (
+        {"name": "lexicon", "lexicon": LEXICONS[lang]} if target_tokens == "morphemes" else "char"
+    )
     return from_pairs(
         pairs,
         src_tokenizer={"name": "word", "pattern": "[a-z]+"},
@@ -154,5 +171,10 @@ def numbers(
         extra=extra,
         label_smoothing=label_smoothing,
         where="dataset `numbers`",
-        info={"lang": lang, "target_tokens": target_tokens, "long_min_words": long_min_words, "seed": seed},
+        info={
+            "lang": lang,
+            "target_tokens": target_tokens,
+            "long_min_words": long_min_words,
+            "seed": seed,
+        },
     )

@@ -20,7 +20,16 @@ from nnblocks.registry import register
 __all__ = ["python_source", "stdlib_files"]
 
 # Test suites, IDLE and installed packages are not "the standard library's own sources".
-_SKIP = {"test", "tests", "idle_test", "idlelib", "site-packages", "dist-packages", "__pycache__", "turtledemo"}
+_SKIP = {
+    "test",
+    "tests",
+    "idle_test",
+    "idlelib",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "turtledemo",
+}
 
 
 def stdlib_files(root: str | Path | None = None) -> list[Path]:
@@ -30,7 +39,7 @@ def stdlib_files(root: str | Path | None = None) -> list[Path]:
         DataError: the folder holds no ``.py`` files.
     """
     base = Path(root or sysconfig.get_paths()["stdlib"])
-    files = []
+    files: list[Path] = []
     # os.walk with pruning: site-packages alone can hold far more files than the stdlib
     for folder, dirs, names in os.walk(base):
         dirs[:] = sorted(d for d in dirs if d not in _SKIP)
@@ -78,10 +87,16 @@ def python_source(
     import numpy as np
 
     if not (0 <= valid < 1 and 0 <= test < 1 and valid + test < 1):
-        raise DataError(f"dataset `python_source`: valid + test must be below 1. Received: {valid}, {test}")
+        raise DataError(
+            f"dataset `python_source`: valid + test must be below 1. Received: {valid}, {test}"
+        )
     files = stdlib_files()
     order = np.random.default_rng(seed).permutation(len(files)).tolist()
-    budgets = [("test", test * max_chars), ("valid", valid * max_chars), ("train", (1 - valid - test) * max_chars)]
+    budgets = [
+        ("test", test * max_chars),
+        ("valid", valid * max_chars),
+        ("train", (1 - valid - test) * max_chars),
+    ]
     docs: list[str] = []
     names: list[str] = []
     owner: list[str] = []
@@ -96,8 +111,12 @@ def python_source(
         names.append(files[i].name)
         owner.append(budgets[stage][0])
         filled += len(text)
-    index = {name: [i for i, o in enumerate(owner) if o == name] for name in ("train", "valid", "test")}
-    splits = split_by_indices(len(docs), train=index["train"], valid=index["valid"], test=index["test"])
+    index = {
+        name: [i for i, o in enumerate(owner) if o == name] for name in ("train", "valid", "test")
+    }
+    splits = split_by_indices(
+        len(docs), train=index["train"], valid=index["valid"], test=index["test"]
+    )
     return from_documents(
         docs,
         tokenizer=tokenizer or {"name": "char", "min_freq": min_freq},

@@ -22,7 +22,12 @@ __all__ = ["digits", "wine", "diabetes"]
 def _split(split: Any, seed: int, *, stratified: bool, valid: float, test: float) -> Any:
     if split is not None:
         return split
-    return {"name": "stratified" if stratified else "random", "valid": valid, "test": test, "seed": seed}
+    return {
+        "name": "stratified" if stratified else "random",
+        "valid": valid,
+        "test": test,
+        "seed": seed,
+    }
 
 
 @register("dataset", "digits")
@@ -61,7 +66,9 @@ def digits(
     from sklearn.datasets import load_digits
 
     if flatten and augment:
-        raise DataError("dataset `digits`: `augment` works on images; it cannot be used with flatten=True.")
+        raise DataError(
+            "dataset `digits`: `augment` works on images; it cannot be used with flatten=True."
+        )
     raw = load_digits()
     x = torch.from_numpy(raw.images).float().div(16.0)[:, None]  # [N, 1, 8, 8], pixels in [0, 1]
     if flatten:

@@ -57,7 +57,11 @@ def encode_labels(
             classes = sorted(train_labels, key=lambda v: (type(v).__name__, str(v)))
     index = {c: i for i, c in enumerate(classes)}
     for name, idx in splits.items():
-        unseen = [values[i] for i in idx.tolist() if values[i] not in index or values[i] not in train_labels]
+        unseen = [
+            values[i]
+            for i in idx.tolist()
+            if values[i] not in index or values[i] not in train_labels
+        ]
         if unseen:
             example = unseen[0]
             raise DataError(
@@ -119,7 +123,7 @@ def supervised_bundle(
     check_task(task, where=where)
     xs = [x] if isinstance(x, torch.Tensor) else list(x)
     n = len(xs[0])
-    labels = targets.tolist() if isinstance(targets, torch.Tensor) and task == "classification" else targets
+    labels: list[Any] = targets.tolist() if isinstance(targets, torch.Tensor) else list(targets)
     splits = make_splits(
         split,
         n,
@@ -133,29 +137,49 @@ def supervised_bundle(
     if task == "classification":
         y, classes = encode_labels(labels, splits, where=where, classes=classes)
         task_obj = ClassificationTask(
-            len(classes), classes=classes, model_args=model_args, input_kind=input_kind, render_input=render_input
+            len(classes),
+            classes=classes,
+            model_args=model_args,
+            input_kind=input_kind,
+            render_input=render_input,
         )
     elif task == "multilabel":
         y = torch.as_tensor(targets, dtype=torch.float32)
         if y.dim() != 2:
-            raise DataError(f"{where}: multilabel targets must be [N, labels] 0/1. Received shape {tuple(y.shape)}")
-        names = list(target_names) if target_names is not None else [str(i) for i in range(y.shape[1])]
-        task_obj = MultiLabelTask(names, model_args=model_args, input_kind=input_kind, render_input=render_input)
+            raise DataError(
+                f"{where}: multilabel targets must be [N, labels] 0/1. Received shape {tuple(y.shape)}"
+            )
+        names = (
+            list(target_names) if target_names is not None else [str(i) for i in range(y.shape[1])]
+        )
+        task_obj = MultiLabelTask(
+            names, model_args=model_args, input_kind=input_kind, render_input=render_input
+        )
     else:
         y = torch.as_tensor(targets, dtype=torch.float32)
         y = y[:, None] if y.dim() == 1 else y  # [N, K]
         scaler = None
         if normalize_target:
             scaler = Normalize()
-            parts = fit_apply(scaler, {k: y[idx] if len(idx) else None for k, idx in splits.items()})
+            parts = fit_apply(
+                scaler, {k: y[idx] if len(idx) else None for k, idx in splits.items()}
+            )
             y = _reassemble(parts, splits, y)
             transforms["y"] = scaler
-        names = list(target_names) if target_names is not None else [f"y{i}" for i in range(y.shape[1])]
+        names = (
+            list(target_names) if target_names is not None else [f"y{i}" for i in range(y.shape[1])]
+        )
         task_obj = RegressionTask(
-            names, target_scaler=scaler, model_args=model_args, input_kind=input_kind, render_input=render_input
+            names,
+            target_scaler=scaler,
+            model_args=model_args,
+            input_kind=input_kind,
+            render_input=render_input,
         )
     # Normalise the first input with statistics of the training rows only.
-    norm = build_transforms(normalize, path=f"{where}.normalize") if xs[0].is_floating_point() else []
+    norm = (
+        build_transforms(normalize, path=f"{where}.normalize") if xs[0].is_floating_point() else []
+    )
     for i, t in enumerate(norm):
         parts = fit_apply(t, {k: xs[0][idx] if len(idx) else None for k, idx in splits.items()})
         xs[0] = _reassemble(parts, splits, xs[0])

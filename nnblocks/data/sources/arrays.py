@@ -103,7 +103,9 @@ def from_numpy(x: Any, y: Any, **options: Any) -> DataBundle:
 
     xa = np.asarray(x)
     if xa.dtype == object:
-        raise DataError("from_numpy: `x` has dtype object (mixed types); convert it to numbers first.")
+        raise DataError(
+            "from_numpy: `x` has dtype object (mixed types); convert it to numbers first."
+        )
     xt = torch.from_numpy(np.ascontiguousarray(xa))
     if xt.is_floating_point():
         xt = xt.float()

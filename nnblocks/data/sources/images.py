@@ -25,11 +25,13 @@ def _load(path: Path, size: tuple[int, int], mode: str) -> torch.Tensor | None:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img = img.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        with Image.open(path) as opened:
+            img = opened.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)
             data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        warnings.warn(f"skipping image `{path}`: it cannot be decoded ({exc}).", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"skipping image `{path}`: it cannot be decoded ({exc}).", UserWarning, stacklevel=3
+        )
         log.warning("skipping image %s: %s", path, exc)
         return None
     channels = len(mode) if mode != "L" else 1
@@ -82,13 +84,17 @@ def from_image_folder(
         raise DataError(f"image folder `{root}` has no sub-folders; expected one folder per class.")
     images, labels = [], []
     for d in class_dirs:
-        for path in sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+        for path in sorted(
+            p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        ):
             img = _load(path, hw, mode)
             if img is not None:
                 images.append(img)
                 labels.append(d.name)
     if not images:
-        raise DataError(f"image folder `{root}` holds no readable image ({', '.join(IMAGE_SUFFIXES)}).")
+        raise DataError(
+            f"image folder `{root}` holds no readable image ({', '.join(IMAGE_SUFFIXES)})."
+        )
     x = torch.stack(images)  # [N, C, H, W]
     return supervised_bundle(
         x,

@@ -22,7 +22,9 @@ __all__ = ["from_pairs", "from_parallel_text"]
 log = logging.getLogger(__name__)
 
 
-def _encode(pairs: Sequence[tuple[str, str]], src_tok: Any, tgt_tok: Any) -> tuple[list[list[int]], list[list[int]]]:
+def _encode(
+    pairs: Sequence[tuple[str, str]], src_tok: Any, tgt_tok: Any
+) -> tuple[list[list[int]], list[list[int]]]:
     src = [src_tok.encode(s) for s, _ in pairs]
     tgt = [tgt_tok.encode(t) for _, t in pairs]
     return src, tgt
@@ -72,12 +74,18 @@ def from_pairs(
     if not pairs:
         raise DataError(f"{where}: no pairs given.")
     for i, p in enumerate(pairs[:1000]):
-        if not (isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(s, str) for s in p)):
-            raise DataError(f"{where}: pair {i} is not two strings (source, target). Received: {p!r:.80}")
+        if not (
+            isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(s, str) for s in p)
+        ):
+            raise DataError(
+                f"{where}: pair {i} is not two strings (source, target). Received: {p!r:.80}"
+            )
     sources = [s for s, _ in pairs]
     if split is None:
         split = {"name": "group", "valid": 0.1, "test": 0.1}
-    splits = make_splits(split, len(pairs), groups=sources, items=pairs, default="group", path=f"{where}.split")
+    splits = make_splits(
+        split, len(pairs), groups=sources, items=pairs, default="group", path=f"{where}.split"
+    )
     by_split: dict[str, list[tuple[str, str]]] = {
         name: [pairs[i] for i in idx.tolist()] for name, idx in splits.items() if len(idx)
     }
@@ -94,9 +102,19 @@ def from_pairs(
     for name, items in by_split.items():
         src, tgt = _encode(items, src_tok, tgt_tok)
         if max_len is not None:
-            keep = [i for i, (s, t) in enumerate(zip(src, tgt)) if len(s) <= max_len and len(t) + 1 <= max_len]
+            keep = [
+                i
+                for i, (s, t) in enumerate(zip(src, tgt))
+                if len(s) <= max_len and len(t) + 1 <= max_len
+            ]
             if len(keep) < len(src):
-                log.info("%s: dropped %d %s pairs longer than max_len=%d", where, len(src) - len(keep), name, max_len)
+                log.info(
+                    "%s: dropped %d %s pairs longer than max_len=%d",
+                    where,
+                    len(src) - len(keep),
+                    name,
+                    max_len,
+                )
             src, tgt = [src[i] for i in keep], [tgt[i] for i in keep]
         if not src:
             raise DataError(f"{where}: the `{name}` split is empty (after max_len={max_len}).")
@@ -114,10 +132,17 @@ def from_pairs(
         lengths = torch.tensor([len(t) for t in tgt], dtype=torch.long)
         t_out[torch.arange(len(tgt)), lengths] = tgt_tok.eos_id
         made[name] = TensorData(
-            s, t_in, t_out, n_inputs=2, trim={0: src_tok.pad_id, 1: pad, 2: pad}, names=["src", "tgt_in", "tgt_out"]
+            s,
+            t_in,
+            t_out,
+            n_inputs=2,
+            trim={0: src_tok.pad_id, 1: pad, 2: pad},
+            names=["src", "tgt_in", "tgt_out"],
         )
     # +1: a decoder may be stepped once past the longest target (to see it emit EOS)
-    task = Seq2SeqTask(src_tok, tgt_tok, max_len=max(src_len, tgt_len) + 1, label_smoothing=label_smoothing)
+    task = Seq2SeqTask(
+        src_tok, tgt_tok, max_len=max(src_len, tgt_len) + 1, label_smoothing=label_smoothing
+    )
     return DataBundle(
         train=made.pop("train"),
         valid=made.pop("valid", None),
@@ -166,7 +191,9 @@ def from_parallel_text(
             raise DataError(f"cannot read CSV file `{src}`: {exc}") from exc
         missing = [c for c in columns if c not in df.columns]
         if missing:
-            raise DataError(f"CSV file `{src}`: column(s) {missing} not found. Columns: {list(df.columns)}")
+            raise DataError(
+                f"CSV file `{src}`: column(s) {missing} not found. Columns: {list(df.columns)}"
+            )
         pairs = list(zip(df[columns[0]].tolist(), df[columns[1]].tolist()))
         return from_pairs(pairs, where=f"CSV file `{src}`", **options)
     tgt = Path(tgt)
@@ -182,4 +209,3 @@ def from_parallel_text(
             f"parallel files must have one line per pair: `{src}` has {len(a)} lines, `{tgt}` has {len(b)}."
         )
     return from_pairs(list(zip(a, b)), where=f"`{src}` / `{tgt}`", **options)
-

@@ -39,7 +39,13 @@ def _mixed_types(column: Any) -> tuple[Any, Any] | None:
     return values[ok].iloc[0], values[~ok].iloc[0]
 
 
-def _infer_columns(df: Any, targets: list[str], cat_names: Sequence[str] | None, cont_names: Sequence[str] | None, where: str) -> tuple[list[str], list[str]]:
+def _infer_columns(
+    df: Any,
+    targets: list[str],
+    cat_names: Sequence[str] | None,
+    cont_names: Sequence[str] | None,
+    where: str,
+) -> tuple[list[str], list[str]]:
     import pandas as pd
 
     rest = [c for c in df.columns if c not in targets]
@@ -48,7 +54,11 @@ def _infer_columns(df: Any, targets: list[str], cat_names: Sequence[str] | None,
         if missing:
             raise DataError(f"{where}: column(s) {missing} not found. Columns: {list(df.columns)}")
     if cat_names is None and cont_names is None:
-        cats = [c for c in rest if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])]
+        cats = [
+            c
+            for c in rest
+            if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])
+        ]
         conts = [c for c in rest if c not in cats]
     elif cat_names is None:
         conts = list(cont_names or [])
@@ -152,14 +162,19 @@ def from_dataframe(
         path=f"{where}.split",
     )
     table = Table(body.reset_index(drop=True), cats, conts)
-    parts: dict[str, Any] = {n: Table(table.df.iloc[idx.numpy()], cats, conts) if len(idx) else None for n, idx in splits.items()}
+    parts: dict[str, Any] = {
+        n: Table(table.df.iloc[idx.numpy()], cats, conts) if len(idx) else None
+        for n, idx in splits.items()
+    }
     fitted: dict[str, Any] = {}
     for role, spec in (("fill_missing", fill_missing), ("categorify", categorify)):
         for t in build_transforms(spec, path=f"{where}.{role}"):
             parts = fit_apply(t, parts)
             fitted[role] = t
     if cats and not isinstance(fitted.get("categorify"), Categorify):
-        raise DataError(f"{where}: categorical columns {cats} need a `categorify` transform to become codes.")
+        raise DataError(
+            f"{where}: categorical columns {cats} need a `categorify` transform to become codes."
+        )
     first = next(p for p in parts.values() if p is not None)
     cont_out, cat_out = list(first.cont_names), list(first.cat_names)
     n = len(df)
@@ -206,20 +221,24 @@ def _infer_task(df: Any, targets: list[str], label_delim: str | None) -> str:
         return "multilabel"
     if len(targets) > 1:
         values = df[targets]
-        binary = all(set(values[c].dropna().unique()) <= {0, 1, True, False} for c in targets)
+        binary = all(set(values[c].dropna().unique()) <= {0, 1} for c in targets)
         return "multilabel" if binary else "regression"
     col = df[targets[0]]
     return "regression" if pd.api.types.is_float_dtype(col) else "classification"
 
 
-def _targets(df: Any, targets: list[str], task: str, label_delim: str | None, where: str) -> tuple[Any, list[str]]:
+def _targets(
+    df: Any, targets: list[str], task: str, label_delim: str | None, where: str
+) -> tuple[Any, list[str]]:
     import pandas as pd
 
     values = df[targets]
     if values.isna().any().any():
         col = values.columns[values.isna().any()][0]
         rows = values.index[values[col].isna()].tolist()[:5]
-        raise DataError(f"{where}: target column `{col}` has missing values (rows {rows}). Drop or fill those rows.")
+        raise DataError(
+            f"{where}: target column `{col}` has missing values (rows {rows}). Drop or fill those rows."
+        )
     if task == "classification":
         if len(targets) != 1:
             raise DataError(f"{where}: classification needs one target column. Received: {targets}")
@@ -231,7 +250,9 @@ def _targets(df: Any, targets: list[str], task: str, label_delim: str | None, wh
         return values[targets[0]].tolist(), targets
     if task == "multilabel" and label_delim is not None:
         if len(targets) != 1:
-            raise DataError(f"{where}: `label_delim` needs exactly one target column. Received: {targets}")
+            raise DataError(
+                f"{where}: `label_delim` needs exactly one target column. Received: {targets}"
+            )
         sets = [set(filter(None, str(v).split(label_delim))) for v in values[targets[0]]]
         names = sorted(set().union(*sets))
         y = torch.tensor([[float(n in s) for n in names] for s in sets])

@@ -151,7 +151,9 @@ def from_text_files(
         if not f.is_file():
             raise DataError(f"text file `{f}` not found.")
     docs = [f.read_text(encoding=encoding, errors="replace") for f in files]
-    return from_documents(docs, names=[str(f) for f in files], where=f"text files ({len(files)})", **options)
+    return from_documents(
+        docs, names=[str(f) for f in files], where=f"text files ({len(files)})", **options
+    )
 
 
 def from_texts(
@@ -186,16 +188,28 @@ def from_texts(
     """
     if len(texts) != len(labels):
         raise DataError(f"{where}: {len(texts)} texts but {len(labels)} labels.")
-    splits = make_splits(split, len(texts), labels=list(labels), default={"name": "stratified", "valid": 0.2}, path=f"{where}.split")
+    splits = make_splits(
+        split,
+        len(texts),
+        labels=list(labels),
+        default={"name": "stratified", "valid": 0.2},
+        path=f"{where}.split",
+    )
     y, classes = encode_labels(list(labels), splits, where=where, classes=classes)
-    tok = make_tokenizer(tokenizer, (texts[i] for i in splits.train.tolist()), path=f"{where}.tokenizer")
+    tok = make_tokenizer(
+        tokenizer, (texts[i] for i in splits.train.tolist()), path=f"{where}.tokenizer"
+    )
     rows = [tok.encode(t)[:max_len] if max_len else tok.encode(t) for t in texts]
     tokens, _ = pad_sequences(rows, pad_id=tok.pad_id)
     made = {
-        name: TensorData(tokens[idx], y[idx], trim={0: tok.pad_id}, names=["tokens", "label"]) if len(idx) else None
+        name: TensorData(tokens[idx], y[idx], trim={0: tok.pad_id}, names=["tokens", "label"])
+        if len(idx)
+        else None
         for name, idx in splits.items()
     }
-    task = SequenceClassificationTask(len(classes), tokenizer=tok, classes=classes, max_len=tokens.shape[1])
+    task = SequenceClassificationTask(
+        len(classes), tokenizer=tok, classes=classes, max_len=tokens.shape[1]
+    )
     return DataBundle(
         train=made["train"],
         valid=made["valid"],

@@ -136,7 +136,12 @@ class Tokenizer:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data: ``{"name", "format", "options", "state"}``."""
         self._check_fitted()
-        return {"name": self.name, "format": _FORMAT, "options": self.options(), "state": self._state()}
+        return {
+            "name": self.name,
+            "format": _FORMAT,
+            "options": self.options(),
+            "state": self._state(),
+        }
 
     def save(self, path: str | Path) -> Path:
         """Write ``to_dict()`` as JSON (atomically) and return the path."""
@@ -163,7 +168,9 @@ class VocabTokenizer(Tokenizer):
     def __init__(self, min_freq: int = 1, max_vocab: int | None = None):
         super().__init__()
         if min_freq < 1:
-            raise DataError(f"`min_freq` of tokenizer `{self.name}` must be >= 1. Received: {min_freq}")
+            raise DataError(
+                f"`min_freq` of tokenizer `{self.name}` must be >= 1. Received: {min_freq}"
+            )
         if max_vocab is not None and max_vocab <= len(SPECIALS):
             raise DataError(
                 f"`max_vocab` of tokenizer `{self.name}` must exceed the {len(SPECIALS)} specials. "

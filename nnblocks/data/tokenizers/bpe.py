@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from nnblocks.data.tokenizers.base import SPECIALS, Tokenizer, UNK
+from nnblocks.data.tokenizers.base import SPECIALS, UNK, Tokenizer
 from nnblocks.errors import DataError
 from nnblocks.registry import register
 

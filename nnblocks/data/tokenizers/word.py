@@ -48,7 +48,9 @@ class WordTokenizer(VocabTokenizer):
         try:
             self._regex = re.compile(pattern)
         except re.error as exc:
-            raise DataError(f"`pattern` of tokenizer `word` is not a regular expression: {exc}") from exc
+            raise DataError(
+                f"`pattern` of tokenizer `word` is not a regular expression: {exc}"
+            ) from exc
 
     def tokenize(self, text: str) -> list[str]:
         return self._regex.findall(text.lower() if self.lowercase else text)

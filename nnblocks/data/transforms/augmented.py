@@ -53,7 +53,9 @@ class AugmentedData(TensorData):
                     "preprocessing (fit it on the training split and apply it to every split instead)."
                 )
         if not 0 <= column < len(tensors):
-            raise DataError(f"AugmentedData: column {column} out of range for {len(tensors)} columns.")
+            raise DataError(
+                f"AugmentedData: column {column} out of range for {len(tensors)} columns."
+            )
         self.augment = list(augment)
         self.column = column
         self.enabled = True

@@ -64,7 +64,9 @@ class Transform:
         return f"{type(self).__name__}({opts})"
 
 
-def fit_apply(transform: Transform, splits: Mapping[str, Any], *, train: str = "train") -> dict[str, Any]:
+def fit_apply(
+    transform: Transform, splits: Mapping[str, Any], *, train: str = "train"
+) -> dict[str, Any]:
     """Fit ``transform`` on ``splits[train]`` only and apply it to every split.
 
     Args:

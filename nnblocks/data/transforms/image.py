@@ -24,8 +24,14 @@ __all__ = ["RandomCrop", "Flip", "Affine", "Noise"]
 
 def _images(x: torch.Tensor, name: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
-        got = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ShapeError(f"transform `{name}` expects a float batch of images [B, C, H, W]. Received: {got}")
+        got = (
+            f"{x.dtype} tensor of shape {tuple(x.shape)}"
+            if isinstance(x, torch.Tensor)
+            else type(x).__name__
+        )
+        raise ShapeError(
+            f"transform `{name}` expects a float batch of images [B, C, H, W]. Received: {got}"
+        )
     return x
 
 
@@ -171,10 +177,14 @@ class Affine(_Augmentation):
 
         angle = uniform(-self.degrees, self.degrees) * (math.pi / 180)
         zoom = uniform(*self.scale)
-        shift = torch.stack([uniform(-self.translate, self.translate) for _ in range(2)], 1) * 2  # [B, 2]
+        shift = (
+            torch.stack([uniform(-self.translate, self.translate) for _ in range(2)], 1) * 2
+        )  # [B, 2]
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
         # theta maps output coordinates to input coordinates in [-1, 1] (F.affine_grid)
-        theta = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # [B, 2, 2]
+        theta = torch.stack(
+            [torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1
+        )  # [B, 2, 2]
         theta = torch.cat([theta, shift[:, :, None]], dim=2)  # [B, 2, 3]
         keep = torch.rand(B, device=x.device) >= self.p
         identity = torch.tensor([[1, 0, 0], [0, 1, 0]], dtype=x.dtype, device=x.device)
@@ -183,7 +193,12 @@ class Affine(_Augmentation):
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def options(self) -> dict[str, Any]:
-        return {"degrees": self.degrees, "translate": self.translate, "scale": list(self.scale), "p": self.p}
+        return {
+            "degrees": self.degrees,
+            "translate": self.translate,
+            "scale": list(self.scale),
+            "p": self.p,
+        }
 
 
 @register("transform", "noise")
@@ -208,7 +223,9 @@ class Noise(_Augmentation):
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise ShapeError(f"transform `noise` expects a float tensor. Received: {type(x).__name__}")
+            raise ShapeError(
+                f"transform `noise` expects a float tensor. Received: {type(x).__name__}"
+            )
         return x + torch.randn_like(x) * self.std
 
     def options(self) -> dict[str, Any]:

@@ -31,7 +31,7 @@ class Normalize(Transform):
     Example:
         >>> norm = Normalize().fit(torch.tensor([[0.0], [2.0]]))
         >>> norm(torch.tensor([[1.0], [3.0]])).flatten().tolist()
-        [0.0, 1.4142135381698608]
+        [0.0, 2.0]
     """
 
     name = "normalize"
@@ -82,7 +82,11 @@ class Normalize(Transform):
 
     def _check_input(self, x: Any) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
-            what = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            what = (
+                f"{x.dtype} tensor of shape {tuple(x.shape)}"
+                if isinstance(x, torch.Tensor)
+                else type(x).__name__
+            )
             raise DataError(
                 f"transform `normalize` expects a float tensor [N, ...] with rows first. Received: {what}"
             )

@@ -31,7 +31,9 @@ class Table:
 
 def _check_table(x: Any, name: str) -> Table:
     if not isinstance(x, Table):
-        raise DataError(f"transform `{name}` expects a Table (DataFrame + column names). Received: {type(x).__name__}")
+        raise DataError(
+            f"transform `{name}` expects a Table (DataFrame + column names). Received: {type(x).__name__}"
+        )
     return x
 
 
@@ -185,7 +187,9 @@ class Categorify(Transform):
         df = table.df.copy()
         for col, cats in self.categories.items():
             # get_indexer gives -1 for values outside `cats` (and missing): +1 moves them to bucket 0
-            codes = pd.Index(cats, dtype=object).get_indexer(df[col].astype(object)).astype("int64") + 1
+            codes = (
+                pd.Index(cats, dtype=object).get_indexer(df[col].astype(object)).astype("int64") + 1
+            )
             df[col] = codes
         return table.replace(df=df)
 

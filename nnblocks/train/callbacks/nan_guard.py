@@ -8,6 +8,7 @@ import torch
 
 from nnblocks.errors import TrainingError
 from nnblocks.train.callback import Callback
+from nnblocks.train.distributed import all_reduce_sum
 
 if TYPE_CHECKING:
     from nnblocks.train.learner import Learner
@@ -45,15 +46,24 @@ class NanGuard(Callback):
         self.check(learn)
 
     def check(self, learn: Learner) -> None:
-        """Raise if a loss recorded since the last check is NaN or Inf."""
+        """Raise if a loss recorded since the last check is NaN or Inf (on any process)."""
         new = learn._losses[self._checked :]
-        if not new:
-            return
-        losses = torch.stack([x.float() for x in new])
+        losses = (
+            torch.stack([x.float() for x in new]) if new else torch.zeros(0, device=learn.device)
+        )
         finite = torch.isfinite(losses)
-        if bool(finite.all()):
+        bad = (~finite).any()
+        if learn.dist.enabled:
+            # Every process must stop together, or the others would wait in DDP forever.
+            bad = all_reduce_sum(bad.float()) > 0
+        if not bool(bad):
             self._checked += len(new)
             return
+        if bool(finite.all()):
+            raise TrainingError(
+                f"the training loss became non-finite on another process near epoch {learn.epoch}, "
+                f"batch {learn.iter}; training stopped and no checkpoint is written from here."
+            )
         first = int((~finite).nonzero()[0])
         batch = self._checked + first
         step = learn.train_step - len(new) + first
