@@ -52,8 +52,13 @@ class PlainLM(nn.Module):
 
 def build_model(args: argparse.Namespace) -> nn.Module:
     if not args.plain and "transformer_lm" in nnblocks.list_parts("model"):
-        spec = {"name": "transformer_lm", "vocab_size": args.vocab, "dim": args.dim,
-                "heads": args.heads, "layers": args.layers}
+        spec = {
+            "name": "transformer_lm",
+            "vocab_size": args.vocab,
+            "dim": args.dim,
+            "heads": args.heads,
+            "layers": args.layers,
+        }
         return nnblocks.build(spec, "model")
     return PlainLM(args.vocab, args.dim, args.heads, args.layers)
 
@@ -70,7 +75,9 @@ def mode(name: str, model: nn.Module) -> Iterator[None]:
         yield
 
 
-def run_steps(model: nn.Module, opt: torch.optim.Optimizer, batch: torch.Tensor, steps: int) -> float:
+def run_steps(
+    model: nn.Module, opt: torch.optim.Optimizer, batch: torch.Tensor, steps: int
+) -> float:
     """CPU seconds of this thread per step (forward, loss, backward, optimizer step).
 
     Thread CPU time, not wall time: on a shared machine other processes steal the core at
@@ -129,14 +136,18 @@ def main() -> None:
     best = measure(names, step, args.rounds)
 
     n_modules = sum(1 for _ in model.modules())
-    print(f"{type(model).__name__}: {n_modules} modules, batch {args.batch} x {args.length}, "
-          f"{args.threads} thread(s)")
+    print(
+        f"{type(model).__name__}: {n_modules} modules, batch {args.batch} x {args.length}, "
+        f"{args.threads} thread(s)"
+    )
     print(f"{'mode':<16} {'CPU ms/step':>12} {'vs plain':>9}")
     for name in names:
         print(f"{name:<16} {best[name] * 1e3:>12.1f} {best[name] / best['plain']:>8.3f}x")
     overhead = best["watch_numerics"] / best["plain"] - 1
-    print(f"watch_numerics overhead: {overhead:+.1%} (goal: under 10%); anomaly mode: "
-          f"{best['detect_anomaly'] / best['plain']:.2f}x")
+    print(
+        f"watch_numerics overhead: {overhead:+.1%} (goal: under 10%); anomaly mode: "
+        f"{best['detect_anomaly'] / best['plain']:.2f}x"
+    )
 
     result = {
         "model": type(model).__name__,

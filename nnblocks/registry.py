@@ -109,6 +109,7 @@ _BUILTIN_KINDS = [
     Kind("feedforward", "position-wise network: part(x [B, T, D]) -> [B, T, D]"),
     Kind("activation", "element-wise non-linearity: part(x) -> same shape"),
     Kind("embedding", "token ids [B, T] -> vectors [B, T, D]"),
+    Kind("head", "maps features to outputs: part(x [..., D]) -> [..., out_features]"),
     Kind("regularization", "train-time noise such as dropout and drop-path: part(x) -> same shape"),
     Kind(
         "block",

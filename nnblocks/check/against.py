@@ -39,8 +39,9 @@ def compare_parts(kind: str, part: Any, reference: Any, **options: Any) -> Repor
         parameters do not match.
 
     Example:
-        >>> compare_parts("attention", "mha", MyPlainAttention).ok
-        True
+        >>> report = compare_parts("attention", "mha", {"name": "mha", "bias": True})
+        >>> report.ok, [r.name for r in report]
+        (True, ['against_float64', 'against_float32', 'against_bfloat16'])
     """
     from nnblocks.check.kit import _label_of, _resolve, _settings, make_context
 
@@ -70,14 +71,20 @@ def compare_modules(ctx: Context, reference: nn.Module, *, label: str) -> list[R
         message = (
             f"vs {label}: forward {fwd:.2g}, gradient {grad:.2g} (relative; tolerance {tol:.0e})"
         )
-        records.append(Record(name, status, message, {"forward": fwd, "gradient": grad, "tolerance": tol}))
+        records.append(
+            Record(name, status, message, {"forward": fwd, "gradient": grad, "tolerance": tol})
+        )
     return records
 
 
 def _parameter_mismatch(a: nn.Module, b: nn.Module) -> str:
     sa, sb = a.state_dict(), b.state_dict()
     only_a, only_b = sorted(set(sa) - set(sb)), sorted(set(sb) - set(sa))
-    shapes = [f"{k} {list(sa[k].shape)} vs {list(sb[k].shape)}" for k in sa if k in sb and sa[k].shape != sb[k].shape]
+    shapes = [
+        f"{k} {list(sa[k].shape)} vs {list(sb[k].shape)}"
+        for k in sa
+        if k in sb and sa[k].shape != sb[k].shape
+    ]
     problems = []
     if only_a:
         problems.append(f"only in the part: {only_a}")
@@ -88,7 +95,9 @@ def _parameter_mismatch(a: nn.Module, b: nn.Module) -> str:
     return "; ".join(problems)
 
 
-def _differences(ctx: Context, reference: nn.Module, call: Any, dtype: torch.dtype) -> tuple[float, float]:
+def _differences(
+    ctx: Context, reference: nn.Module, call: Any, dtype: torch.dtype
+) -> tuple[float, float]:
     """(largest relative forward difference, largest relative gradient difference)."""
     a = ctx.fresh(dtype=dtype)
     b = copy.deepcopy(reference).to(device=ctx.device, dtype=dtype).eval()

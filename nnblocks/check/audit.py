@@ -241,9 +241,12 @@ def audit_reuse(model: nn.Module, *inputs: Any, kwargs: dict[str, Any] | None = 
         buffers and the random state are as they were before the audit.
 
     Example:
-        >>> report = audit_reuse(model, tokens)
-        >>> report.ok
-        True
+        >>> import torch
+        >>> from torch import nn
+        >>> shared = nn.Linear(4, 4)
+        >>> report = audit_reuse(nn.Sequential(shared, nn.ReLU(), shared), torch.randn(2, 4))
+        >>> report.ok, report["0"].status
+        (False, 'fail')
     """
     info = _Model(model)
     report = Report(f"audit {type(model).__name__}")
@@ -295,7 +298,9 @@ def _static_ties(info: _Model, report: Report) -> None:
         names = [n for n, _ in held]
         label = " = ".join(names)
         if _declared(names, info.ties):
-            report.add(label, "pass", "one Parameter in several modules, declared in tied_parameters")
+            report.add(
+                label, "pass", "one Parameter in several modules, declared in tied_parameters"
+            )
         else:
             report.add(
                 label,
@@ -306,9 +311,13 @@ def _static_ties(info: _Model, report: Report) -> None:
     params = {n: p for n, p in info.model.named_parameters(remove_duplicate=False)}
     for group in info.ties:
         found = [n for n in group if n in params]
-        unknown = [n for n in group if n not in params and not any(k.startswith(n + ".") for k in params)]
+        unknown = [
+            n for n in group if n not in params and not any(k.startswith(n + ".") for k in params)
+        ]
         if unknown:
-            report.add(f"tied_parameters {group}", "warn", f"declared names not in the model: {unknown}")
+            report.add(
+                f"tied_parameters {group}", "warn", f"declared names not in the model: {unknown}"
+            )
         elif len(found) == len(group) and len({id(params[n]) for n in found}) > 1:
             report.add(
                 f"tied_parameters {group}",
@@ -378,9 +387,9 @@ def _stepping(info: _Model, tracer: _Tracer, calls: list[_Call]) -> str | None:
     the loop runs once per time step (an RNN decoder without teacher forcing)."""
     parents = {id(c.parent) for c in calls if c.parent is not None}
     for key, others in tracer.calls.items():
-        if isinstance(info.modules[key], (nn.RNNBase, nn.RNNCellBase)):
-            if sum(1 for c in others if id(c.parent) in parents) > 1:
-                return info.path(key)
+        recurrent = isinstance(info.modules[key], (nn.RNNBase, nn.RNNCellBase))
+        if recurrent and sum(1 for c in others if id(c.parent) in parents) > 1:
+            return info.path(key)
     return None
 
 

@@ -27,9 +27,15 @@ __all__ = ["configure", "run", "load_target", "example_batch"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", metavar="RECIPE_OR_CHECKPOINT", help="a recipe .yaml or a checkpoint folder")
-    parser.add_argument("--recipe", help="for a checkpoint: a recipe whose data gives the example batch")
-    parser.add_argument("--batch", type=int, default=2, help="examples in the traced batch (default 2)")
+    parser.add_argument(
+        "target", metavar="RECIPE_OR_CHECKPOINT", help="a recipe .yaml or a checkpoint folder"
+    )
+    parser.add_argument(
+        "--recipe", help="for a checkpoint: a recipe whose data gives the example batch"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=2, help="examples in the traced batch (default 2)"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -69,7 +75,9 @@ def _from_recipe(path: str, size: int) -> tuple[nn.Module, tuple[Any, ...]]:
     return model, example_batch(data, size)
 
 
-def load_target(target: str, *, recipe: str | None = None, size: int = 2) -> tuple[nn.Module, tuple[Any, ...]]:
+def load_target(
+    target: str, *, recipe: str | None = None, size: int = 2
+) -> tuple[nn.Module, tuple[Any, ...]]:
     """(model, example inputs) for a recipe file or a checkpoint folder."""
     path = Path(target)
     if path.is_dir():
@@ -81,7 +89,9 @@ def load_target(target: str, *, recipe: str | None = None, size: int = 2) -> tup
             _, inputs = _from_recipe(recipe, size)
         return model, inputs
     if not path.is_file():
-        raise SpecError(f"no such recipe file or checkpoint folder: {target}", path="nnblocks audit")
+        raise SpecError(
+            f"no such recipe file or checkpoint folder: {target}", path="nnblocks audit"
+        )
     return _from_recipe(target, size)
 
 

@@ -44,7 +44,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="PATH_OR_MODULE",
         help="import this file (my_parts.py) or module (pkg.parts) first; repeatable",
     )
-    parser.add_argument("--slow", action="store_true", help="also torch.compile, torch.export, speed vs mha")
+    parser.add_argument(
+        "--slow", action="store_true", help="also torch.compile, torch.export, speed vs mha"
+    )
     parser.add_argument("--only", nargs="+", metavar="CHECK", help="run only these checks")
     parser.add_argument("--device", default="cpu", help="device to run the checks on")
     parser.add_argument("--dim", type=int, help="model width the part is built with (default 32)")
@@ -75,7 +77,9 @@ def import_user_module(target: str) -> ModuleType:
     except SpecError:
         raise
     except Exception as exc:  # the user's code failed to import: say which and why
-        raise SpecError(f"importing {target} failed: {type(exc).__name__}: {exc}", path="--module") from exc
+        raise SpecError(
+            f"importing {target} failed: {type(exc).__name__}: {exc}", path="--module"
+        ) from exc
 
 
 def resolve_part(kind: str, name: str, modules: list[ModuleType]) -> Any:
@@ -93,9 +97,7 @@ def resolve_part(kind: str, name: str, modules: list[ModuleType]) -> Any:
 def _split(text: str, *, where: str) -> tuple[str, str]:
     kind, name = split_name(text)
     if kind is None:
-        raise SpecError(
-            f"expected KIND:NAME, e.g. attention:mha. Received: {text!r}", path=where
-        )
+        raise SpecError(f"expected KIND:NAME, e.g. attention:mha. Received: {text!r}", path=where)
     return kind, name
 
 
@@ -107,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
     if args.against:
         ref_kind, ref_name = split_name(args.against)
         if ref_kind is not None and ref_kind != kind:
-            raise SpecError(f"--against must be a {kind} part. Received: {args.against}", path="--against")
+            raise SpecError(
+                f"--against must be a {kind} part. Received: {args.against}", path="--against"
+            )
         against = resolve_part(kind, ref_name, modules)
     options: dict[str, Any] = {"slow": args.slow, "device": args.device, "against": against}
     for key in ("only", "dim", "heads"):

@@ -316,7 +316,9 @@ class NumericsWatch:
         # Only the reduction and the shape are kept: holding the gradient itself would stop
         # autograd from freeing it early or stealing it into .grad (a copy per parameter).
         self._grad_sums.append(_total(grad.detach()))
-        self._events.append((kind, who, len(self._grad_sums) - 1, (tuple(grad.shape), grad.dtype), position))
+        self._events.append(
+            (kind, who, len(self._grad_sums) - 1, (tuple(grad.shape), grad.dtype), position)
+        )
 
     def _output_grad_hook(self, call: _Call) -> Any:
         def hook(grad: torch.Tensor) -> None:
@@ -429,8 +431,16 @@ def watch_numerics(model: nn.Module, *, backward: bool = True) -> NumericsWatch:
             (``named_modules`` spelling; the class name for the root) and ``.phase``.
 
     Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+        >>> with torch.no_grad():
+        ...     model[1].bias[0] = float("nan")  # as after a bad optimizer step
         >>> with watch_numerics(model):
-        ...     loss = loss_fn(model(x), y)
-        ...     loss.backward()
+        ...     model(torch.randn(2, 4))
+        Traceback (most recent call last):
+        ...
+        nnblocks.errors.NumericsError: NaN/Inf in the forward pass: the output of `1` (Linear) is non-finite, its inputs being finite.
+        ...
     """
     return NumericsWatch(model, backward=backward)

@@ -21,7 +21,7 @@ from nnblocks.data.batching import (
     padding_mask,
     sequence_lengths,
 )
-from nnblocks.data.bundle import DataBundle
+from nnblocks.data.bundle import DataBundle, load_data_state
 from nnblocks.data.losses import (
     MeanAbsoluteError,
     MultiLabelAccuracy,
@@ -82,12 +82,14 @@ from nnblocks.data.transforms import (
     RandomCrop,
     Transform,
     fit_apply,
+    transform_from_dict,
 )
 
 __all__ = [
     "load",
     "TensorData",
     "DataBundle",
+    "load_data_state",
     # tasks
     "Task",
     "ClassificationTask",
@@ -124,6 +126,7 @@ __all__ = [
     # transforms
     "Transform",
     "fit_apply",
+    "transform_from_dict",
     "AugmentedData",
     "Normalize",
     "FillMissing",

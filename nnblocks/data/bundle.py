@@ -11,7 +11,9 @@ from nnblocks.data.splits import check_leakage
 from nnblocks.data.tasks import Task
 from nnblocks.errors import DataError
 
-__all__ = ["DataBundle"]
+__all__ = ["DataBundle", "DATA_STATE_FILE", "load_data_state"]
+
+DATA_STATE_FILE = "data.json"
 
 
 @dataclasses.dataclass
@@ -112,6 +114,55 @@ class DataBundle:
             "info": dict(self.info),
         }
 
+    def save_state(self, folder: str | Path) -> Path:
+        """Write ``state()`` as ``folder/data.json`` (atomically), beside a saved model.
+
+        ``nnblocks.save(model, folder)`` stores the architecture and weights; this stores
+        what turns raw text or tables into the model's inputs (tokenizers, normalisation
+        statistics, categories), so ``load_data_state(folder)`` can prepare new inputs.
+        """
+        import json
+
+        from nnblocks.io.atomic import atomic_write_text
+
+        path = Path(folder) / DATA_STATE_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(self.state(), ensure_ascii=False, default=str))
+        return path
+
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={v}" for k, v in self.sizes().items())
         return f"DataBundle({self.task.name}: {sizes}; model_args={self.task.model_args})"
+
+
+def load_data_state(folder: str | Path) -> dict[str, Any]:
+    """Read what ``DataBundle.save_state(folder)`` wrote, with live tokenizers and transforms.
+
+    Args:
+        folder: the folder holding ``data.json`` (or the file itself).
+
+    Returns:
+        ``{"task": dict, "tokenizers": {role: Tokenizer}, "transforms": {role: Transform},
+        "info": dict}``.
+
+    Raises:
+        DataError: the file is missing or not valid data state (naming the file).
+    """
+    import json
+
+    from nnblocks.data.tokenizers.base import tokenizer_from_dict
+    from nnblocks.data.transforms.base import transform_from_dict
+
+    path = Path(folder)
+    if path.is_dir() or path.name != DATA_STATE_FILE:
+        path = path / DATA_STATE_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return {
+            "task": raw["task"],
+            "tokenizers": {k: tokenizer_from_dict(v) for k, v in raw["tokenizers"].items()},
+            "transforms": {k: transform_from_dict(v) for k, v in raw["transforms"].items()},
+            "info": raw.get("info", {}),
+        }
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"cannot read data state `{path}`: {exc}") from exc

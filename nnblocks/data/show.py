@@ -89,16 +89,15 @@ def _table(
 
 
 def _image_grid(batch: tuple[torch.Tensor, ...], n_inputs: int, task: Any, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: never open a window
-    import matplotlib.pyplot as plt
+    # A bare Figure draws to a file without pyplot: no window, no change of the user's backend.
+    from matplotlib.figure import Figure
 
     images = batch[0].detach().float().cpu()  # [B, C, H, W]
     count = len(images)
     cols = min(count, 8)
     rows = math.ceil(count / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
+    fig = Figure(figsize=(1.6 * cols, 1.8 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i in range(count):
@@ -115,5 +114,4 @@ def _image_grid(batch: tuple[torch.Tensor, ...], n_inputs: int, task: Any, path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -12,28 +12,23 @@ Contract:
 Built-ins: ``linear`` (one projection) and ``mlp`` (projection, activation, projection; the
 pooler-plus-classifier of BERT, Devlin et al. 2019).
 
-The kind is declared here because heads only exist in assembled models; it belongs with the
-other kinds in ``nnblocks/parts/`` once that package takes it over.
+The kind is declared with the others in ``nnblocks/registry.py``; its built-ins live here,
+beside the models that use them (they could move to ``nnblocks/parts/head.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnblocks.errors import RegistryError, ShapeError, SpecError
-from nnblocks.registry import add_kind, build, register
+from nnblocks.errors import ShapeError, SpecError
+from nnblocks.registry import build, register
 from nnblocks.spec import current_path
 
 __all__ = ["LinearHead", "MLPHead"]
-
-# Already declared when nnblocks.parts (or a plugin) takes the kind over.
-with contextlib.suppress(RegistryError):
-    add_kind("head", "maps features to outputs: part(x [..., D]) -> [..., out_features]")
 
 
 def _positive(name: str, value: Any, part: str) -> int:

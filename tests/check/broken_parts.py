@@ -64,7 +64,9 @@ class PlainAttention(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ShapeError(f"PlainAttention: x must be [B, T, {self.dim}]; got {list(x.shape)}")
         if context is not None and (context.dim() != 3 or context.shape[-1] != self.dim):
-            raise ShapeError(f"PlainAttention: context must be [B, S, {self.dim}]; got {list(context.shape)}")
+            raise ShapeError(
+                f"PlainAttention: context must be [B, S, {self.dim}]; got {list(context.shape)}"
+            )
         if mask is not None and mask.dim() not in (2, 3, 4):
             raise ShapeError(f"PlainAttention: mask must be 2-D, 3-D or 4-D; got {mask.dim()}-D")
 
@@ -89,7 +91,9 @@ class PlainAttention(nn.Module):
             k, v = self._split(self.k(context)), self._split(self.v(context))
         Tk = k.shape[2]
         if mask is not None and mask.dim() == 2 and mask.shape[1] != Tk:
-            raise ShapeError(f"PlainAttention: a 2-D mask must be [B, {Tk}]; got {list(mask.shape)}")
+            raise ShapeError(
+                f"PlainAttention: a 2-D mask must be [B, {Tk}]; got {list(mask.shape)}"
+            )
         allowed = self.allowed(mask, causal, B, Tq, Tk, offset, x.device)
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # [B, H, Tq, Tk]
         weights = self.softmax(scores, allowed)
@@ -150,7 +154,12 @@ class ComputesInFloat32(PlainAttention):
         self.float()
         try:
             return super().forward(
-                x.float(), None if context is None else context.float(), mask, causal, cache, need_weights
+                x.float(),
+                None if context is None else context.float(),
+                mask,
+                causal,
+                cache,
+                need_weights,
             )
         finally:
             self.to(dtype)

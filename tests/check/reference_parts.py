@@ -106,7 +106,9 @@ class RotaryRef(nn.Module):
 
     def __init__(self, dim: int, heads: int = 1, max_len: int = 128, base: float = 10000.0):
         super().__init__()
-        self.register_buffer("inv_freq", base ** (-torch.arange(0, dim, 2).float() / dim), persistent=False)
+        self.register_buffer(
+            "inv_freq", base ** (-torch.arange(0, dim, 2).float() / dim), persistent=False
+        )
 
     def rotate(self, t, pos):
         angles = pos[:, None].to(t.dtype) * self.inv_freq.to(t.dtype)  # [T, Dh/2]

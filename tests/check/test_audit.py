@@ -178,6 +178,8 @@ def test_without_inputs_only_static_checks_run():
 def test_builtin_language_model_passes():
     if "transformer_lm" not in nnblocks.list_parts("model"):
         return
-    model = nnblocks.build({"name": "transformer_lm", "vocab_size": 20, "dim": 16, "heads": 2, "layers": 1}, "model")
+    model = nnblocks.build(
+        {"name": "transformer_lm", "vocab_size": 20, "dim": 16, "heads": 2, "layers": 1}, "model"
+    )
     report = audit_reuse(model, torch.randint(1, 20, (2, 5)))
     assert report.ok and not report.warnings, str(report)

@@ -56,9 +56,10 @@ def test_check_prints_the_table_and_exits_zero(capsys):
 def test_check_a_class_from_the_users_file(user_file, capsys):
     only = ["--only", "causal_leakage", "padding_mask"]
     assert main(["check", "attention:Mean", "--module", str(user_file), *only]) == 0
+    capsys.readouterr()
     assert main(["check", "attention:Future", "--module", str(user_file), *only]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert "fail" in next(line for line in lines if "causal_leakage" in line and "Future" not in line)
+    assert "fail" in next(line for line in lines if "causal_leakage" in line)
 
 
 def test_check_against_a_reference(user_file, capsys):
@@ -132,6 +133,8 @@ def test_audit_a_recipe_with_data_traces_a_batch(tmp_path, capsys):
 def test_audit_command_exit_code_on_failure(monkeypatch, capsys):
     from nnblocks.check import audit_command
 
-    monkeypatch.setattr(audit_command, "load_target", lambda *a, **k: (Shared(), (torch.randn(2, 4),)))
+    monkeypatch.setattr(
+        audit_command, "load_target", lambda *a, **k: (Shared(), (torch.randn(2, 4),))
+    )
     assert main(["audit", "whatever.yaml"]) == 1
     assert "a.weight = b.weight" in capsys.readouterr().out

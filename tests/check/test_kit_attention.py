@@ -17,8 +17,18 @@ def test_plain_attention_passes_with_no_failure_or_warning():
     assert not report.warnings, str(report)
     passed = {r.name for r in report.passed}
     # every capability it offers is really checked, not skipped
-    assert {"causal_leakage", "cache_self", "cache_cross", "need_weights", "dtype_float64"} <= passed
-    assert {r.name for r in report.skipped} == {"torch_compile", "torch_export", "speed_memory_vs_mha"}
+    assert {
+        "causal_leakage",
+        "cache_self",
+        "cache_cross",
+        "need_weights",
+        "dtype_float64",
+    } <= passed
+    assert {r.name for r in report.skipped} == {
+        "torch_compile",
+        "torch_export",
+        "speed_memory_vs_mha",
+    }
 
 
 # fault -> the check that must fail because of it
@@ -78,8 +88,12 @@ def test_missing_capabilities_are_skipped_not_failed():
 def test_every_form_of_part_is_accepted():
     registry.register("attention", "kit_test_plain")(bp.PlainAttention)
     try:
-        by_name = check_part("attention", "kit_test_plain", only=["shape_self", "state_dict_round_trip"])
-        by_spec = check_part("attention", {"name": "kit_test_plain", "bias": False}, only=["shape_self"])
+        by_name = check_part(
+            "attention", "kit_test_plain", only=["shape_self", "state_dict_round_trip"]
+        )
+        by_spec = check_part(
+            "attention", {"name": "kit_test_plain", "bias": False}, only=["shape_self"]
+        )
         built = nnblocks.build("kit_test_plain", "attention", dim=16, heads=2)
         from_spec = check_part("attention", built, only=["shape_self", "state_dict_round_trip"])
     finally:
@@ -87,7 +101,9 @@ def test_every_form_of_part_is_accepted():
     assert by_name.ok and by_spec.ok and from_spec.ok
     assert "rebuilt from its spec" in by_name["state_dict_round_trip"].message
     assert "[2, 7, 16]" in from_spec["shape_self"].message  # the instance's own width is used
-    instance = check_part("attention", bp.PlainAttention(48, 6), only=["shape_self", "state_dict_round_trip"])
+    instance = check_part(
+        "attention", bp.PlainAttention(48, 6), only=["shape_self", "state_dict_round_trip"]
+    )
     assert instance.ok and "[2, 7, 48]" in instance["shape_self"].message
     assert "not checked" in instance["state_dict_round_trip"].message
 
@@ -140,7 +156,12 @@ def test_against_catches_a_lower_precision_kernel_and_mismatched_parameters():
 
 def test_check_part_against_option_appends_the_comparison():
     report = check_part("attention", SDPAAttention, only=["shape_self"], against=bp.PlainAttention)
-    assert [r.name for r in report] == ["shape_self", "against_float64", "against_float32", "against_bfloat16"]
+    assert [r.name for r in report] == [
+        "shape_self",
+        "against_float64",
+        "against_float32",
+        "against_bfloat16",
+    ]
 
 
 def test_checks_leave_the_users_module_untouched():

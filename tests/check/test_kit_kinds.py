@@ -82,9 +82,17 @@ def test_channels_first_variant_is_checked_when_the_part_offers_it():
         def forward(self, x):  # ignores the flag: normalises the last axis of [B, C, H, W]
             return rp.LayerNormRef.forward(self, x) if x.shape[-1] == self.weight.shape[0] else x
 
-    assert check_part("norm", ChannelsNorm, only=["channels_first"])["channels_first"].status == "pass"
-    assert check_part("norm", rp.LayerNormRef, only=["channels_first"])["channels_first"].status == "skip"
-    assert check_part("norm", WrongChannels, only=["channels_first"])["channels_first"].status == "fail"
+    assert (
+        check_part("norm", ChannelsNorm, only=["channels_first"])["channels_first"].status == "pass"
+    )
+    assert (
+        check_part("norm", rp.LayerNormRef, only=["channels_first"])["channels_first"].status
+        == "skip"
+    )
+    assert (
+        check_part("norm", WrongChannels, only=["channels_first"])["channels_first"].status
+        == "fail"
+    )
 
 
 def test_relative_position_checks_skip_the_absolute_ones_and_vice_versa():
@@ -146,7 +154,9 @@ def test_block_contract():
     assert report["shape_cross"].status == "skip"  # no cross-attention in this block
     assert report["fully_masked_zero"].status == "skip"  # the residual passes x through
     assert report["cache_self"].status == "pass"
-    assert check_part("block", LeakyBlock, only=["causal_leakage"])["causal_leakage"].status == "fail"
+    assert (
+        check_part("block", LeakyBlock, only=["causal_leakage"])["causal_leakage"].status == "fail"
+    )
 
 
 def test_a_kind_added_by_a_plugin_gets_the_generic_checks():

@@ -19,5 +19,9 @@ MODULES = sorted(
 def test_docstring_examples(name, tmp_path, monkeypatch):
     monkeypatch.setenv("NNBLOCKS_CACHE", str(tmp_path))
     module = importlib.import_module(name)
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
-    assert result.failed == 0, f"{result.failed} docstring example(s) of {name} failed (run doctest for details)"
+    result = doctest.testmod(
+        module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
+    )
+    assert result.failed == 0, (
+        f"{result.failed} docstring example(s) of {name} failed (run doctest for details)"
+    )

@@ -86,7 +86,9 @@ def _peak_bytes(module: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> int:
     return torch.cuda.max_memory_allocated(x.device) - base
 
 
-def time_steps(modules: list[nn.Module], x: torch.Tensor, mask: torch.Tensor, repeats: int = 5) -> list[float]:
+def time_steps(
+    modules: list[nn.Module], x: torch.Tensor, mask: torch.Tensor, repeats: int = 5
+) -> list[float]:
     """Best seconds of one forward + backward for each module, timed in alternation.
 
     Alternating the modules and keeping the best of several runs makes the ratio robust to

@@ -39,7 +39,9 @@ def shape(ctx: Context) -> str:
     with torch.no_grad():
         out = ctx.fresh()(ids)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (ctx.B, ctx.T, ctx.D):
-        fail(f"expected [B, T, D] = {[ctx.B, ctx.T, ctx.D]}, got {getattr(out, 'shape', type(out).__name__)}")
+        fail(
+            f"expected [B, T, D] = {[ctx.B, ctx.T, ctx.D]}, got {getattr(out, 'shape', type(out).__name__)}"
+        )
     return f"{list(ids.shape)} -> {list(out.shape)}"
 
 

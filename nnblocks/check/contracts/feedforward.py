@@ -49,7 +49,9 @@ def position_wise(ctx: Context) -> str:
             out = module(x2)
             keep = torch.ones(ctx.B, ctx.T, dtype=torch.bool, device=ctx.device)
             keep[b, t] = False
-            expect_close(out[keep], base[keep], 1e-5, f"changing position ({b}, {t}) changed others")
+            expect_close(
+                out[keep], base[keep], 1e-5, f"changing position ({b}, {t}) changed others"
+            )
             if torch.equal(out[b, t], base[b, t]):
                 fail(f"changing position ({b}, {t}) did not change its own output")
     return "each position is transformed on its own"

@@ -41,9 +41,10 @@ def _dtype_check(dtype: torch.dtype) -> Check:
 
     def run(ctx: Context) -> str:
         call = ctx.example()
-        ref = call.to(torch.float64).run(ctx.fresh(dtype=torch.float64))
         module = ctx.fresh(dtype=dtype)
-        out = call.to(dtype).run(module)
+        with torch.no_grad():
+            ref = call.to(torch.float64).run(ctx.fresh(dtype=torch.float64))
+            out = call.to(dtype).run(module)
         if out.dtype != dtype:
             fail(
                 f"the part converted to {short} returned {str(out.dtype).removeprefix('torch.')} "
@@ -97,9 +98,7 @@ def finite_difference_error(module: torch.nn.Module, call: Call, eps: float = 1e
     u = torch.randn_like(out)
     grads = torch.autograd.grad((out * u).sum(), inputs, allow_unused=True)
     directions = [torch.randn_like(t) for t in inputs]
-    analytic = sum(
-        float((g * v).sum()) for g, v in zip(grads, directions) if g is not None
-    )
+    analytic = sum(float((g * v).sum()) for g, v in zip(grads, directions) if g is not None)
 
     def value(sign: float) -> float:
         moved = {id(t): (t + sign * eps * v).detach() for t, v in zip(inputs, directions)}

@@ -115,7 +115,9 @@ def _position_statistics(ctx: Context) -> str:
         fail(f"a layer norm must centre each position; largest mean {float(mean.abs().max()):.3g}")
     if promised is False and centred:
         fail("an RMS norm must not centre the input, but every output position has zero mean")
-    kind = "zero mean and unit variance (LayerNorm)" if centred else "unit RMS, not centred (RMSNorm)"
+    kind = (
+        "zero mean and unit variance (LayerNorm)" if centred else "unit RMS, not centred (RMSNorm)"
+    )
     return f"per position over the last axis: {kind}; scale invariant; train == eval"
 
 

@@ -59,7 +59,9 @@ def _head_dim(ctx: Context) -> int:
     return ctx.D // ctx.H
 
 
-def _qk(ctx: Context, tq: int, tk: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:
+def _qk(
+    ctx: Context, tq: int, tk: int, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, ...]:
     dh = _head_dim(ctx)
     q = ctx.randn(ctx.B, ctx.H, tq, dh, dtype=dtype)
     k = ctx.randn(ctx.B, ctx.H, tk, dh, dtype=dtype)
@@ -81,11 +83,15 @@ class _Adjust(torch.nn.Module):
         super().__init__()
         self.part = part
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor
+    ) -> torch.Tensor:
         return scores(self.part, q, k, q_pos, k_pos)
 
 
-def scores(part: Any, q: torch.Tensor, k: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+def scores(
+    part: Any, q: torch.Tensor, k: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor
+) -> torch.Tensor:
     """``q' k'^T + bias`` [B, H, Tq, Tk] after the part's ``adjust``."""
     result = part.adjust(q, k, q_pos, k_pos)
     if not (isinstance(result, tuple) and len(result) == 3):
@@ -114,15 +120,19 @@ def shape(ctx: Context) -> str:
         q, k = _qk(ctx, 3, ctx.T)
         q_pos, k_pos = _positions(ctx, 3, ctx.T)
         with torch.no_grad():
-            result = module.adjust(q, k, q_pos, k_pos)
+            result = module.adjust(q, k, q_pos, k_pos)  # type: ignore[operator]
         if not (isinstance(result, tuple) and len(result) == 3):
             fail(f"adjust must return (q, k, bias); received {type(result).__name__}")
         q2, k2, bias = result
         if q2.shape != q.shape or k2.shape != k.shape or q2.dtype != q.dtype or k2.dtype != k.dtype:
-            fail(f"adjust changed q/k: {list(q.shape)} -> {list(q2.shape)}, {list(k.shape)} -> {list(k2.shape)}")
+            fail(
+                f"adjust changed q/k: {list(q.shape)} -> {list(q2.shape)}, {list(k.shape)} -> {list(k2.shape)}"
+            )
         if bias is not None:
             if not _broadcasts(tuple(bias.shape), (ctx.B, ctx.H, 3, ctx.T)):
-                fail(f"bias {list(bias.shape)} does not broadcast to [B, H, Tq, Tk] = {[ctx.B, ctx.H, 3, ctx.T]}")
+                fail(
+                    f"bias {list(bias.shape)} does not broadcast to [B, H, Tq, Tk] = {[ctx.B, ctx.H, 3, ctx.T]}"
+                )
             if not bias.is_floating_point():
                 fail(f"bias must be a float tensor; got {bias.dtype}")
         what = "no bias" if bias is None else f"bias {list(bias.shape)}"
@@ -161,7 +171,10 @@ def encodes_position(ctx: Context) -> str:
         q_pos, k_pos = _positions(ctx, ctx.T, ctx.T)
         with torch.no_grad():
             s = scores(module, q, q, q_pos, k_pos)  # identical content at every position
-        if max_diff(s[..., 1:, 0], s[..., :-1, 0]) < 1e-6 and max_diff(s[..., 0, 1:], s[..., 0, :-1]) < 1e-6:
+        if (
+            max_diff(s[..., 1:, 0], s[..., :-1, 0]) < 1e-6
+            and max_diff(s[..., 0, 1:], s[..., 0, :-1]) < 1e-6
+        ):
             fail("scores do not depend on positions: the scheme has no effect")
         return "scores depend on relative position"
     x = ctx.randn(1, 1, ctx.D).expand(ctx.B, ctx.T, ctx.D).contiguous()
@@ -200,7 +213,7 @@ def bias_by_distance(ctx: Context) -> str:
         skip("absolute scheme")
     q, k = _qk(ctx, ctx.T, ctx.T)
     with torch.no_grad():
-        _, _, bias = module.adjust(q, k, *_positions(ctx, ctx.T, ctx.T))
+        _, _, bias = module.adjust(q, k, *_positions(ctx, ctx.T, ctx.T))  # type: ignore[operator]
     if bias is None:
         skip("the scheme returns no bias")
     full = bias.expand(ctx.B, ctx.H, ctx.T, ctx.T)

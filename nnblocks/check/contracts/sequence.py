@@ -128,7 +128,9 @@ def sequence_checks(caller: Caller) -> list[Check]:
         x = ctx.randn(ctx.B, ctx.T, ctx.D)
         out = caller.out(ctx.fresh(), x)
         if tuple(out.shape) != (ctx.B, ctx.T, ctx.D) or out.dtype != x.dtype:
-            fail(f"expected [B, T, D] = {[ctx.B, ctx.T, ctx.D]} float32, got {list(out.shape)} {out.dtype}")
+            fail(
+                f"expected [B, T, D] = {[ctx.B, ctx.T, ctx.D]} float32, got {list(out.shape)} {out.dtype}"
+            )
         return f"[B, T, D] -> {list(out.shape)}"
 
     @check("shape_cross")
@@ -139,7 +141,9 @@ def sequence_checks(caller: Caller) -> list[Check]:
         x, c = ctx.randn(ctx.B, ctx.T, ctx.D), ctx.randn(ctx.B, ctx.S, ctx.D)
         out = caller.out(module, x, context=c)
         if tuple(out.shape) != (ctx.B, ctx.T, ctx.D):
-            fail(f"expected {[ctx.B, ctx.T, ctx.D]} for context {list(c.shape)}, got {list(out.shape)}")
+            fail(
+                f"expected {[ctx.B, ctx.T, ctx.D]} for context {list(c.shape)}, got {list(out.shape)}"
+            )
         return f"x {list(x.shape)}, context {list(c.shape)} -> {list(out.shape)}"
 
     @check("batch_independence")
@@ -166,7 +170,9 @@ def sequence_checks(caller: Caller) -> list[Check]:
             causal = what == "self-attention"
             ya = caller.out(module, causal=causal, **a)
             yb = caller.out(module, causal=causal, **b)
-            expect_close(yb[row], ya[row], TOL, f"{what}: row {row} changed when another row changed")
+            expect_close(
+                yb[row], ya[row], TOL, f"{what}: row {row} changed when another row changed"
+            )
         return f"{len(cases)} perturbations of other rows leave each row unchanged"
 
     @check("causal_leakage")
@@ -201,7 +207,9 @@ def sequence_checks(caller: Caller) -> list[Check]:
         base = caller.out(module, x, mask=mask)
         x2 = torch.where(mask[..., None], x, ctx.randn(ctx.B, ctx.T, ctx.D))
         out = caller.out(module, x2, mask=mask)
-        expect_close(out[mask], base[mask], TOL, "self-attention: changing masked keys changed the output")
+        expect_close(
+            out[mask], base[mask], TOL, "self-attention: changing masked keys changed the output"
+        )
         done = "self-attention ignores masked keys"
         if caller.has_cross(module):
             c = ctx.randn(ctx.B, ctx.S, ctx.D)
@@ -209,7 +217,9 @@ def sequence_checks(caller: Caller) -> list[Check]:
             base = caller.out(module, x, context=c, mask=cmask)
             c2 = torch.where(cmask[..., None], c, ctx.randn(ctx.B, ctx.S, ctx.D))
             out = caller.out(module, x, context=c2, mask=cmask)
-            expect_close(out, base, TOL, "cross-attention: changing masked context keys changed the output")
+            expect_close(
+                out, base, TOL, "cross-attention: changing masked context keys changed the output"
+            )
             done += "; cross-attention ignores masked context keys"
         return done
 
@@ -230,15 +240,24 @@ def sequence_checks(caller: Caller) -> list[Check]:
             out = caller.out(module, x2, mask=mask)
             hidden = ~mask[:, :, j]
             hidden[:, j] = False
-            expect_close(out[hidden], base[hidden], TOL, f"queries that hide key {j} changed when it changed")
+            expect_close(
+                out[hidden], base[hidden], TOL, f"queries that hide key {j} changed when it changed"
+            )
         four = caller.out(module, x, mask=mask[:, None])
-        expect_close(four, base, TOL, "a [B, 1, Tq, Tk] mask gives another output than the same [B, Tq, Tk] mask")
+        expect_close(
+            four,
+            base,
+            TOL,
+            "a [B, 1, Tq, Tk] mask gives another output than the same [B, Tq, Tk] mask",
+        )
         return f"each of {ctx.T} keys hidden exactly where the 3-D mask says; 4-D mask agrees"
 
-    def _fully_masked_cases(ctx: Context, module: nn.Module) -> list[tuple[str, dict[str, Any], torch.Tensor]]:
+    def _fully_masked_cases(
+        ctx: Context, module: nn.Module
+    ) -> list[tuple[str, dict[str, Any], torch.Tensor]]:
         """(label, call kwargs, rows [B, T] that see no key)."""
         B, T = ctx.B, ctx.T
-        cases = []
+        cases: list[tuple[str, dict[str, Any], torch.Tensor]] = []
         m2 = torch.ones(B, T, dtype=torch.bool, device=ctx.device)
         m2[0] = False
         rows = torch.zeros(B, T, dtype=torch.bool, device=ctx.device)
@@ -260,7 +279,13 @@ def sequence_checks(caller: Caller) -> list[Check]:
             rows = torch.zeros(B, T, dtype=torch.bool, device=ctx.device)
             rows[0] = True
             c = ctx.randn(B, ctx.S, ctx.D)
-            cases.append(("cross-attention with every context key of row 0 hidden", {"context": c, "mask": cm}, rows))
+            cases.append(
+                (
+                    "cross-attention with every context key of row 0 hidden",
+                    {"context": c, "mask": cm},
+                    rows,
+                )
+            )
         return cases
 
     @check("fully_masked_finite")
@@ -283,7 +308,11 @@ def sequence_checks(caller: Caller) -> list[Check]:
             grads = [x.grad] + [p.grad for p in module.parameters()]
             if any(g is not None and not bool(torch.isfinite(g).all()) for g in grads):
                 fail(f"{label}: output finite but non-finite gradients")
-        return _refusals(f"{len(cases) - len(refused)} fully masked cases give finite outputs and gradients", refused, len(cases))
+        return _refusals(
+            f"{len(cases) - len(refused)} fully masked cases give finite outputs and gradients",
+            refused,
+            len(cases),
+        )
 
     @check("fully_masked_zero")
     def fully_masked_zero(ctx: Context) -> str:
@@ -299,7 +328,11 @@ def sequence_checks(caller: Caller) -> list[Check]:
             except ShapeError:
                 refused.append(label)
                 continue
-            worst = float(out[rows].abs().max()) if bool(torch.isfinite(out[rows]).all()) else float("nan")
+            worst = (
+                float(out[rows].abs().max())
+                if bool(torch.isfinite(out[rows]).all())
+                else float("nan")
+            )
             if worst != 0.0:
                 fail(f"{label}: fully masked rows are not zero (largest |value| {worst:.3g})")
         return _refusals("fully masked rows are exactly zero", refused, len(cases))
@@ -334,7 +367,12 @@ def sequence_checks(caller: Caller) -> list[Check]:
         order = torch.arange(ctx.B - 1, -1, -1, device=ctx.device)
         cache = _reorder(cache, order)
         outs, _ = _decode(caller, module, x[order], mask[order], cache, cut, ctx.B)
-        expect_close(torch.cat(outs, 1), full[order][:, cut:], TOL, "decoding after reordering the cache differs")
+        expect_close(
+            torch.cat(outs, 1),
+            full[order][:, cut:],
+            TOL,
+            "decoding after reordering the cache differs",
+        )
         return "index_select(0, order) on every cache tensor reorders the decoding"
 
     @check("cache_cross")
@@ -351,10 +389,14 @@ def sequence_checks(caller: Caller) -> list[Check]:
         outs = []
         with torch.no_grad():
             for t in range(ctx.T):
-                out, cache = _unpack_cache(caller(module, x[:, t : t + 1], context=c, mask=cmask, cache=cache))
+                out, cache = _unpack_cache(
+                    caller(module, x[:, t : t + 1], context=c, mask=cmask, cache=cache)
+                )
                 outs.append(out)
         _check_cache(cache, ctx.B)
-        expect_close(torch.cat(outs, 1), full, TOL, "cached cross-attention differs from the full pass")
+        expect_close(
+            torch.cat(outs, 1), full, TOL, "cached cross-attention differs from the full pass"
+        )
         return f"{ctx.T} cached cross-attention steps equal the full pass"
 
     return [
@@ -388,7 +430,9 @@ def _decode(
         while t < x.shape[1]:
             step = 3 if t == 0 else 1
             out, cache = _unpack_cache(
-                caller(module, x[:, t : t + step], mask=mask[:, : t + step], causal=True, cache=cache)
+                caller(
+                    module, x[:, t : t + step], mask=mask[:, : t + step], causal=True, cache=cache
+                )
             )
             _check_cache(cache, batch)
             outs.append(out)
@@ -398,7 +442,9 @@ def _decode(
 
 def _unpack_cache(result: Any) -> tuple[torch.Tensor, Any]:
     if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict)):
-        fail(f"with cache= the part must return (out, cache dict); received {type(result).__name__}")
+        fail(
+            f"with cache= the part must return (out, cache dict); received {type(result).__name__}"
+        )
     return result[0], result[1]
 
 

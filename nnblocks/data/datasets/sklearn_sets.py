@@ -38,8 +38,10 @@ def digits(
     normalize: Any = "normalize",
     augment: Any = None,
 ) -> DataBundle:
-    """Handwritten digits 0-9 as 8x8 grey images (1,797 of them; scikit-learn's copy of
-    the UCI optical digits test set).
+    """Handwritten digits 0-9: 1,797 grey 8x8 images bundled with scikit-learn.
+
+    scikit-learn's copy of the test part of the UCI optical recognition of handwritten
+    digits set; nothing is downloaded.
 
     Args:
         flatten: give ``x`` as ``[N, 64]`` features (for an MLP: ``in_features=64``)
@@ -121,8 +123,9 @@ def wine(split: Any = None, seed: int = 0, normalize: Any = "normalize") -> Data
 def diabetes(
     split: Any = None, seed: int = 0, normalize: Any = "normalize", normalize_target: bool = True
 ) -> DataBundle:
-    """Diabetes progression after one year from 10 baseline measurements (442 patients;
-    tabular regression, original units: the target ranges 25-346).
+    """Diabetes progression from 10 baseline measurements: 442 patients, regression.
+
+    The target (disease progression one year later) ranges 25-346 in original units.
 
     Args:
         split: a split spec; default random, 15% valid, 20% test.

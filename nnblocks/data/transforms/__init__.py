@@ -6,7 +6,7 @@ Preprocessing: ``normalize``, ``fill_missing``, ``categorify``. Augmentation:
 """
 
 from nnblocks.data.transforms.augmented import AugmentedData
-from nnblocks.data.transforms.base import Transform, fit_apply
+from nnblocks.data.transforms.base import Transform, fit_apply, transform_from_dict
 from nnblocks.data.transforms.image import Affine, Flip, Noise, RandomCrop
 from nnblocks.data.transforms.normalize import Normalize
 from nnblocks.data.transforms.tabular import Categorify, FillMissing, Table
@@ -14,6 +14,7 @@ from nnblocks.data.transforms.tabular import Categorify, FillMissing, Table
 __all__ = [
     "Transform",
     "fit_apply",
+    "transform_from_dict",
     "AugmentedData",
     "Normalize",
     "FillMissing",

@@ -21,7 +21,7 @@ from typing import Any
 
 from nnblocks.errors import DataError
 
-__all__ = ["Transform", "fit_apply"]
+__all__ = ["Transform", "fit_apply", "transform_from_dict"]
 
 
 class Transform:
@@ -56,7 +56,12 @@ class Transform:
         """Fitted statistics (plain data)."""
         return {}
 
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore fitted statistics from ``state()`` data (marks the transform fitted)."""
+        self.fitted = True
+
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data: ``{"name", "options", "state"}`` (``transform_from_dict`` reads it)."""
         return {"name": self.name, "options": self.options(), "state": self.state()}
 
     def __repr__(self) -> str:
@@ -90,3 +95,29 @@ def fit_apply(
         raise DataError(f"cannot fit transform `{transform.name}`: there is no `{train}` split.")
     transform.fit(splits[train])
     return {name: None if data is None else transform(data) for name, data in splits.items()}
+
+
+def transform_from_dict(data: Mapping[str, Any]) -> Transform:
+    """Rebuild a fitted transform from ``Transform.to_dict()`` data.
+
+    Raises:
+        DataError: the data is not a transform dict.
+
+    Example:
+        >>> import torch
+        >>> from nnblocks.data.transforms import Normalize
+        >>> norm = Normalize().fit(torch.tensor([[0.0], [2.0]]))
+        >>> again = transform_from_dict(norm.to_dict())
+        >>> again(torch.tensor([[3.0]])).item()
+        2.0
+    """
+    from nnblocks.registry import build
+
+    if not isinstance(data, Mapping) or not {"name", "options", "state"} <= set(data):
+        raise DataError(
+            "expected transform data with keys `name`, `options`, `state` (from Transform.to_dict()). "
+            f"Received: {str(data)[:80]}"
+        )
+    transform = build({"name": data["name"], **data["options"]}, "transform")
+    transform.load_state(data["state"])
+    return transform

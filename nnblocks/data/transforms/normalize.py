@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -99,3 +100,9 @@ class Normalize(Transform):
         if self.mean is None or self.std is None:
             return {}
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        if state:
+            self.mean = torch.tensor(state["mean"], dtype=torch.float32)
+            self.std = torch.tensor(state["std"], dtype=torch.float32)
+        self.fitted = bool(state)

@@ -8,6 +8,7 @@ pandas is imported by the caller that made the DataFrame; nothing here imports i
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from nnblocks.data.transforms.base import Transform
@@ -133,6 +134,11 @@ class FillMissing(Transform):
     def state(self) -> dict[str, Any]:
         return {"fills": dict(self.fills), "indicators": list(self.indicators)}
 
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.fills = {k: float(v) for k, v in state["fills"].items()}
+        self.indicators = list(state["indicators"])
+        self.fitted = True
+
 
 @register("transform", "categorify")
 class Categorify(Transform):
@@ -198,6 +204,10 @@ class Categorify(Transform):
 
     def state(self) -> dict[str, Any]:
         return {"categories": {k: [_plain(v) for v in cats] for k, cats in self.categories.items()}}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.categories = {k: list(v) for k, v in state["categories"].items()}
+        self.fitted = True
 
 
 def _plain(value: Any) -> Any:

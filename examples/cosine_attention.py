@@ -1,0 +1,42 @@
+"""A new attention in one small file: query-key normalised ("cosine") attention.
+
+Henry et al. 2020, "Query-Key Normalization for Transformers": scores are cosine
+similarities times a learned temperature instead of dot products over sqrt(d).
+
+    nnblocks --plugin examples/cosine_attention.py check attention:cosine
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import nnblocks
+
+
+@nnblocks.register("attention", "cosine")
+class CosineAttention(nn.Module):
+    """Multi-head attention whose scores are scaled cosine similarities."""
+
+    def __init__(self, dim, heads, init_scale=10.0):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.scale = nn.Parameter(torch.tensor(float(init_scale)))
+
+    def forward(self, x, context=None, mask=None, causal=False):
+        B, Tq, D = x.shape
+        kv = x if context is None else context
+        q = self.qkv(x)[..., :D]
+        k, v = self.qkv(kv)[..., D:].chunk(2, dim=-1)
+        q, k, v = (t.view(B, -1, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
+        scores = self.scale * F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        allowed = torch.ones(scores.shape[-2:], dtype=torch.bool, device=x.device)
+        if causal:
+            allowed = allowed.tril()
+        if mask is not None:  # [B, Tk] per key, [B, Tq, Tk], or [B, H, Tq, Tk]
+            allowed = allowed & (mask.view(B, 1, 1, -1) if mask.dim() == 2 else
+                                 mask.unsqueeze(1) if mask.dim() == 3 else mask)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # fully masked rows -> 0
+        return self.out((weights @ v).transpose(1, 2).reshape(B, Tq, D))
