@@ -147,6 +147,38 @@ def _layers_of(selector: str, n_layers: int, path: str) -> list[int]:
     return found
 
 
+def stack_overrides(
+    layer_overrides: Mapping[str, Any] | None,
+    stacks: Mapping[str, Mapping[str, Any] | None],
+    *,
+    path: str,
+) -> dict[str, Any] | None:
+    """Merge stack-wide options (``decoder: {self_attention: gqa}``) in front of
+    ``layer_overrides``, as ``"decoder.*"`` entries, so per-layer entries still win.
+
+    Raises:
+        SpecError: a stack-wide option that is not a dict.
+    """
+    merged: dict[str, Any] = {}
+    for name, options in stacks.items():
+        if options is None:
+            continue
+        if not isinstance(options, Mapping):
+            raise SpecError(
+                f"`{name}` holds options for every layer of the {name} stack, e.g. "
+                f'{{"self_attention": "gqa"}}. Received: {options!r:.80}',
+                path=join_path(path, name),
+            )
+        if options:
+            merged[f"{name}.*"] = dict(options)
+    if not merged:
+        return layer_overrides
+    if layer_overrides is not None and not isinstance(layer_overrides, Mapping):
+        return layer_overrides  # parse_overrides reports it
+    merged.update(layer_overrides or {})
+    return merged
+
+
 def parse_overrides(
     overrides: Mapping[str, Any] | None,
     stacks: Mapping[str, tuple[int, set[str]]],
@@ -375,9 +407,21 @@ def key_mask(tokens: torch.Tensor, pad_id: int | None) -> torch.Tensor | None:
     if pad_id is None:
         return None
     mask = tokens != pad_id  # [B, T]
+    if _tracing():
+        return mask  # a data-dependent branch would be frozen into an exported graph
     if bool(mask.all()):
         return None
     return mask
+
+
+def _tracing() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None:
+        if getattr(compiler, "is_compiling", lambda: False)():
+            return True
+        if getattr(compiler, "is_exporting", lambda: False)():
+            return True
+    return bool(torch.jit.is_tracing())
 
 
 def tie_weight(source: nn.Module, target: nn.Module, *, slot: str) -> nn.Parameter:

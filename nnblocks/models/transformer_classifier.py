@@ -20,6 +20,7 @@ from nnblocks.models._stack import (
     is_relative_position,
     key_mask,
     parse_overrides,
+    stack_overrides,
     positive_int,
     rate,
 )
@@ -66,6 +67,9 @@ class TransformerClassifier(nn.Module):
         pool: how a sequence becomes one vector: ``"mean"`` over real (non-pad) tokens,
             ``"first"`` token (a [CLS] token the data puts first), ``"max"`` over real
             tokens, or ``"none"`` to tag every token.
+        encoder: options for every layer of the encoder stack, e.g. ``{"self_attention": "gqa"}``
+            (so ``model.encoder.self_attention=gqa`` swaps that stack's attention); applied
+            before ``layer_overrides``.
         layer_overrides: per-layer options, ``{"0-3": {"self_attention": "local"}}``.
         pad_id: padding id (masked out of attention and pooling) or None.
 
@@ -106,6 +110,7 @@ class TransformerClassifier(nn.Module):
         final_norm: Any = "auto",
         head: Any = "linear",
         pool: str | None = "mean",
+        encoder: dict[str, Any] | None = None,
         layer_overrides: dict[str, Any] | None = None,
         pad_id: int | None = 0,
     ):
@@ -134,7 +139,7 @@ class TransformerClassifier(nn.Module):
             "drop_path": rate("drop_path", drop_path),
         }
         per_layer = parse_overrides(
-            layer_overrides,
+            stack_overrides(layer_overrides, {"encoder": encoder}, path=join_path(current_path())),
             {"encoder": (layers, _LAYER_OPTIONS)},
             path=join_path(current_path(), "layer_overrides"),
         )["encoder"]

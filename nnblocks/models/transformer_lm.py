@@ -19,6 +19,7 @@ from nnblocks.models._stack import (
     is_relative_position,
     key_mask,
     parse_overrides,
+    stack_overrides,
     positive_int,
     rate,
     tie_weight,
@@ -69,6 +70,9 @@ class TransformerLM(nn.Module):
         head: head spec (``"linear"``, offered ``bias=False``) giving ``[.., V]`` logits.
         tie_embeddings: share the embedding's weight with the head (Press & Wolf 2017);
             listed in ``tied_parameters``.
+        decoder: options for every layer of the decoder stack, e.g. ``{"self_attention": "gqa"}``
+            (so ``model.decoder.self_attention=gqa`` swaps that stack's attention); applied
+            before ``layer_overrides``.
         layer_overrides: per-layer options, ``{"0-3": {"self_attention": "local"}}`` (see
             ``nnblocks/models/transformer.py``).
         pad_id: padding id (keys with it are masked out) or None when nothing is padded.
@@ -112,6 +116,7 @@ class TransformerLM(nn.Module):
         final_norm: Any = "auto",
         head: Any = "linear",
         tie_embeddings: bool = True,
+        decoder: dict[str, Any] | None = None,
         layer_overrides: dict[str, Any] | None = None,
         pad_id: int | None = 0,
         bos_id: int = 1,
@@ -134,7 +139,7 @@ class TransformerLM(nn.Module):
             "drop_path": rate("drop_path", drop_path),
         }
         per_layer = parse_overrides(
-            layer_overrides,
+            stack_overrides(layer_overrides, {"decoder": decoder}, path=join_path(current_path())),
             {"decoder": (layers, _LAYER_OPTIONS)},
             path=join_path(current_path(), "layer_overrides"),
         )["decoder"]

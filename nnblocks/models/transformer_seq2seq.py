@@ -19,6 +19,7 @@ from nnblocks.models._stack import (
     is_relative_position,
     key_mask,
     parse_overrides,
+    stack_overrides,
     positive_int,
     rate,
     tie_weight,
@@ -86,6 +87,12 @@ class TransformerSeq2Seq(nn.Module):
         share_embeddings: one embedding module for source and target (needs equal vocab
             sizes; Press & Wolf 2017 for a shared subword vocabulary).
         tie_embeddings: share the target embedding's weight with the head.
+        encoder: options for every layer of the encoder stack, e.g. ``{"self_attention": "gqa"}``
+            (so ``model.encoder.self_attention=gqa`` swaps that stack's attention); applied
+            before ``layer_overrides``.
+        decoder: options for every layer of the decoder stack, e.g. ``{"self_attention": "gqa"}``
+            (so ``model.decoder.self_attention=gqa`` swaps that stack's attention); applied
+            before ``layer_overrides``.
         layer_overrides: per-layer options keyed by stack, e.g.
             ``{"encoder.0-1": {"self_attention": "local"}, "decoder.*": {...}}``.
         pad_id, bos_id, eos_id: special token ids (source and target use the same).
@@ -133,6 +140,8 @@ class TransformerSeq2Seq(nn.Module):
         head: Any = "linear",
         share_embeddings: bool = False,
         tie_embeddings: bool = True,
+        encoder: dict[str, Any] | None = None,
+        decoder: dict[str, Any] | None = None,
         layer_overrides: dict[str, Any] | None = None,
         pad_id: int | None = 0,
         bos_id: int = 1,
@@ -163,7 +172,11 @@ class TransformerSeq2Seq(nn.Module):
             "drop_path": rate("drop_path", drop_path),
         }
         per_layer = parse_overrides(
-            layer_overrides,
+            stack_overrides(
+                layer_overrides,
+                {"encoder": encoder, "decoder": decoder},
+                path=join_path(current_path()),
+            ),
             {
                 "encoder": (encoder_layers, _ENCODER_OPTIONS),
                 "decoder": (decoder_layers, _DECODER_OPTIONS),

@@ -58,7 +58,10 @@ class RandomCrop(_Augmentation):
 
     Args:
         padding: pixels added on each side before cropping.
-        mode: padding mode of ``F.pad``: ``"constant"`` (zeros), ``"reflect"``, ``"replicate"``.
+        mode: padding mode of ``F.pad``: ``"replicate"`` (repeat the edge pixels),
+            ``"reflect"``, or ``"constant"`` (zeros). Images here are already normalised,
+            where zero is the *mean* colour, not the background: repeating the edge keeps
+            the background a background.
 
     Raises:
         DataError: negative padding or an unknown mode.
@@ -70,7 +73,7 @@ class RandomCrop(_Augmentation):
 
     name = "random_crop"
 
-    def __init__(self, padding: int = 2, mode: str = "constant"):
+    def __init__(self, padding: int = 2, mode: str = "replicate"):
         super().__init__()
         if padding < 0 or mode not in ("constant", "reflect", "replicate"):
             raise DataError(
@@ -190,7 +193,9 @@ class Affine(_Augmentation):
         identity = torch.tensor([[1, 0, 0], [0, 1, 0]], dtype=x.dtype, device=x.device)
         theta = torch.where(keep[:, None, None], identity, theta)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        # "border" fills uncovered corners with edge pixels: in normalised images zero would
+        # be the mean colour, a visible frame rather than background
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def options(self) -> dict[str, Any]:
         return {
