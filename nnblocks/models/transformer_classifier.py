@@ -20,9 +20,9 @@ from nnblocks.models._stack import (
     is_relative_position,
     key_mask,
     parse_overrides,
-    stack_overrides,
     positive_int,
     rate,
+    stack_overrides,
 )
 from nnblocks.registry import build, register
 from nnblocks.spec import current_path, join_path

@@ -19,9 +19,9 @@ from nnblocks.models._stack import (
     is_relative_position,
     key_mask,
     parse_overrides,
-    stack_overrides,
     positive_int,
     rate,
+    stack_overrides,
     tie_weight,
     tied_groups,
 )
