@@ -296,6 +296,7 @@ class NumericsWatch:
         # (kind, who, index in _grad_sums, (shape, dtype), input position)
         self._events: list[tuple[str, Any, int, tuple[Any, ...], int]] = []
         self._grad_sums: list[torch.Tensor] = []
+        self._last_grad: torch.Tensor | None = None
         self._queued = False
 
     def _watch_parameters(self) -> None:
@@ -313,12 +314,14 @@ class NumericsWatch:
         if not self._queued:
             self._queued = True
             torch.autograd.Variable._execution_engine.queue_callback(self._check_backward)
-        # Only the reduction and the shape are kept: holding the gradient itself would stop
-        # autograd from freeing it early or stealing it into .grad (a copy per parameter).
-        self._grad_sums.append(_total(grad.detach()))
-        self._events.append(
-            (kind, who, len(self._grad_sums) - 1, (tuple(grad.shape), grad.dtype), position)
-        )
+        # Only the reduction and the shape are kept: holding the gradients would stop autograd
+        # from freeing them early or stealing them into .grad (a copy per parameter). The
+        # last one is kept so that hooks of nested modules on one tensor share a reduction.
+        if grad is not self._last_grad:
+            self._grad_sums.append(_total(grad.detach()))
+            self._last_grad = grad
+        index = len(self._grad_sums) - 1
+        self._events.append((kind, who, index, (tuple(grad.shape), grad.dtype), position))
 
     def _output_grad_hook(self, call: _Call) -> Any:
         def hook(grad: torch.Tensor) -> None:
