@@ -31,6 +31,7 @@ from nnblocks.check.contracts.base import (
     scale_of,
     skip,
     tensors_in,
+    warn,
 )
 from nnblocks.errors import ShapeError
 
@@ -316,7 +317,10 @@ def sequence_checks(caller: Caller) -> list[Check]:
 
     @check("fully_masked_zero")
     def fully_masked_zero(ctx: Context) -> str:
-        """Query rows that may attend to no key return zeros (the attention contract)."""
+        """Query rows that may attend to no key return zeros (nnblocks' convention).
+
+        DESIGN.md asks only for finite outputs, so a part that returns another finite value
+        gets a warning, not a failure."""
         if not caller.zero_rows:
             skip("a block adds its residual: fully masked rows need only be finite")
         module = ctx.fresh()
@@ -334,7 +338,10 @@ def sequence_checks(caller: Caller) -> list[Check]:
                 else float("nan")
             )
             if worst != 0.0:
-                fail(f"{label}: fully masked rows are not zero (largest |value| {worst:.3g})")
+                warn(
+                    f"{label}: fully masked rows are finite but not zero (largest |value| "
+                    f"{worst:.3g}); the built-in parts return zeros"
+                )
         return _refusals("fully masked rows are exactly zero", refused, len(cases))
 
     @check("cache_self")
