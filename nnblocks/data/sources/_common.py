@@ -56,6 +56,12 @@ def encode_labels(
         except TypeError:  # mixed types: order by text, still deterministic
             classes = sorted(train_labels, key=lambda v: (type(v).__name__, str(v)))
     index = {c: i for i, c in enumerate(classes)}
+    outside = [v for v in train_labels if v not in index]
+    if outside:
+        raise DataError(
+            f"{where}: label {outside[0]!r} of the training split is not among the given classes "
+            f"{list(classes)[:20]}."
+        )
     for name, idx in splits.items():
         unseen = [
             values[i]
