@@ -35,8 +35,13 @@ class CosineAttention(nn.Module):
         if causal:
             allowed = allowed.tril()
         if mask is not None:  # [B, Tk] per key, [B, Tq, Tk], or [B, H, Tq, Tk]
-            allowed = allowed & (mask.view(B, 1, 1, -1) if mask.dim() == 2 else
-                                 mask.unsqueeze(1) if mask.dim() == 3 else mask)
+            allowed = allowed & (
+                mask.view(B, 1, 1, -1)
+                if mask.dim() == 2
+                else mask.unsqueeze(1)
+                if mask.dim() == 3
+                else mask
+            )
         scores = scores.masked_fill(~allowed, float("-inf"))
         weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # fully masked rows -> 0
         return self.out((weights @ v).transpose(1, 2).reshape(B, Tq, D))

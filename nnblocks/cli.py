@@ -32,7 +32,10 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnblocks", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument(
-        "--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="FILE_OR_MODULE",
         help="import a Python file or module that registers parts (repeatable)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -55,7 +55,9 @@ def import_plugin(ref: str, *, base: Path | None = None) -> ModuleType:
             spec.loader.exec_module(module)
         except Exception as exc:
             sys.modules.pop(name, None)
-            raise SpecError(f"importing the plugin failed: {type(exc).__name__}: {exc}", path=str(path)) from exc
+            raise SpecError(
+                f"importing the plugin failed: {type(exc).__name__}: {exc}", path=str(path)
+            ) from exc
         _imported[key] = module
         return module
     try:

@@ -183,7 +183,7 @@ def summarize_ablation(
         warnings.append(
             f"{seeds} seed(s) per variant: too few for a significance verdict (need {MIN_SEEDS}+)."
         )
-    rows = []
+    rows: list[Row] = []
     baseline_values = [float(m[metric]) for m in results[0] if m.get(metric) is not None]
     for variant, runs in zip(variants, results):
         values = [float(m[metric]) for m in runs if m.get(metric) is not None]

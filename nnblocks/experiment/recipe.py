@@ -101,7 +101,14 @@ def load_recipe(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> 
     from nnblocks.plugins import export_to_env, import_plugins
 
     import_plugins(plugins, base=file.resolve().parent)
-    export_to_env([str((file.resolve().parent / p)) if p.endswith(".py") and (file.resolve().parent / p).exists() else p for p in plugins])
+    export_to_env(
+        [
+            str(file.resolve().parent / p)
+            if p.endswith(".py") and (file.resolve().parent / p).exists()
+            else p
+            for p in plugins
+        ]
+    )
     return apply_overrides(recipe, [parse_override(o) for o in overrides])
 
 

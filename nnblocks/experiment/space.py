@@ -31,7 +31,8 @@ class Dimension:
         self.key = key
         self.choices: list[Any] | None = None
         self.kind = "categorical"
-        self.low = self.high = None
+        self.low: float = 0.0
+        self.high: float = 0.0
         self.step: Any = None
         self.log = False
         where = f"tune.space.{key}"

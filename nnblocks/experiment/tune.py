@@ -211,12 +211,15 @@ def _plots(study: Any, optuna: Any, out: Path, *, enough: bool) -> None:
     from optuna.visualization import matplotlib as ovm
 
     ax = ovm.plot_optimization_history(study)
-    ax.figure.savefig(out / "history.png", dpi=110, bbox_inches="tight")
-    plt.close(ax.figure)
+    _save(plt, ax, out / "history.png")
     if enough:
         try:
-            ax = ovm.plot_param_importances(study)
-            ax.figure.savefig(out / "importance.png", dpi=110, bbox_inches="tight")
-            plt.close(ax.figure)
+            _save(plt, ovm.plot_param_importances(study), out / "importance.png")
         except (RuntimeError, ValueError) as exc:  # e.g. all trials share one value
             log.warning("no parameter-importance plot: %s", exc)
+
+
+def _save(plt: Any, ax: Any, path: Path) -> None:
+    figure = ax.get_figure()
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)

@@ -152,7 +152,7 @@ def stack_overrides(
     stacks: Mapping[str, Mapping[str, Any] | None],
     *,
     path: str,
-) -> dict[str, Any] | None:
+) -> Mapping[str, Any] | None:
     """Merge stack-wide options (``decoder: {self_attention: gqa}``) in front of
     ``layer_overrides``, as ``"decoder.*"`` entries, so per-layer entries still win.
 

@@ -5,6 +5,11 @@ torchrun's rendezvous): the Learner reads ``RANK``, ``WORLD_SIZE`` and ``LOCAL_R
 joins the process group (gloo on CPU, nccl on CUDA), wraps the model in
 ``DistributedDataParallel``, gives each process its share of every global batch, sums metric
 states across processes, and lets only rank 0 write files.
+
+Restarts (``torchrun --max-restarts=N`` with ``fit(..., resume="auto")`` and a
+``SaveCheckpoint``): launch torchrun with ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``; with the
+store shared between rounds, a restarted round can read the dead round's addresses and fail
+to connect (pytorch/pytorch#135712, seen here with torch 2.13 and gloo).
 """
 
 from __future__ import annotations

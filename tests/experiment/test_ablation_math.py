@@ -58,8 +58,13 @@ def _fake_runs(folder, label_values):
         for seed, v in enumerate(values):
             run = folder / variant.slug / f"seed-{seed}"
             run.mkdir(parents=True)
-            metrics = {"test_accuracy": v, "valid_loss": 1 - v, "params": 100, "step_time": 0.01,
-                       "peak_memory_mb": 300.0}
+            metrics = {
+                "test_accuracy": v,
+                "valid_loss": 1 - v,
+                "params": 100,
+                "step_time": 0.01,
+                "peak_memory_mb": 300.0,
+            }
             (run / "metrics.json").write_text(json.dumps(metrics))
     return variants
 

@@ -19,6 +19,10 @@ pytestmark = pytest.mark.slow
 
 def _env() -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[2]))
+    # torchrun shares its rendezvous store with the workers by default, and a restarted
+    # round can then read the dead round's gloo addresses ("Connection refused";
+    # pytorch/pytorch#135712). A store per round avoids it.
+    env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
     env.pop("WORLD_SIZE", None)
     return env
 
