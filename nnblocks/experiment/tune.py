@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -72,14 +73,25 @@ def _reporter(trial: Any, metric: str) -> Any:
 
 def _storage(optuna: Any, url: str) -> Any:
     # Heartbeats let a resumed study retry trials whose worker was killed mid-trial.
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    import optuna.storages as storages
 
-    return RDBStorage(
-        url,
-        heartbeat_interval=30,
-        grace_period=90,
-        failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
+            return storages.RDBStorage(
+                url,
+                heartbeat_interval=30,
+                grace_period=90,
+                heartbeat_stale_trial_callback=storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=1
+                ),
+            )
+        return storages.RDBStorage(
+            url,
+            heartbeat_interval=30,
+            grace_period=90,
+            failed_trial_callback=storages.RetryFailedTrialCallback(max_retry=1),
+        )
 
 
 def tune(
@@ -210,13 +222,14 @@ def _plots(study: Any, optuna: Any, out: Path, *, enough: bool) -> None:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
-    ax = ovm.plot_optimization_history(study)
-    _save(plt, ax, out / "history.png")
-    if enough:
-        try:
-            _save(plt, ovm.plot_param_importances(study), out / "importance.png")
-        except (RuntimeError, ValueError) as exc:  # e.g. all trials share one value
-            log.warning("no parameter-importance plot: %s", exc)
+    with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        _save(plt, ovm.plot_optimization_history(study), out / "history.png")
+        if enough:
+            try:
+                _save(plt, ovm.plot_param_importances(study), out / "importance.png")
+            except (RuntimeError, ValueError) as exc:  # e.g. all trials share one value
+                log.warning("no parameter-importance plot: %s", exc)
 
 
 def _save(plt: Any, ax: Any, path: Path) -> None:
