@@ -21,10 +21,10 @@ demo: $(STAMP)
 	$(VENV)/bin/nnblocks train recipes/numbers_de.yaml
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -q
 
 test-all: $(STAMP)
-	$(PY) -m pytest -m "slow or not slow"
+	$(PY) -m pytest -q -m "slow or not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check nnblocks tests benchmarks

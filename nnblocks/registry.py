@@ -48,6 +48,7 @@ __all__ = [
     "add_kind",
     "kinds",
     "register",
+    "unregister",
     "build",
     "list_parts",
     "get_part",
@@ -205,6 +206,17 @@ def register(kind: str, name: str | None = None, *, override: bool = False) -> C
         return factory
 
     return decorator
+
+
+def unregister(kind: str, name: str) -> None:
+    """Remove part ``kind``/``name`` (tests and notebooks that re-define a part).
+
+    Raises:
+        RegistryError: no such part.
+    """
+    _find(kind, name)
+    with _lock:
+        del _PARTS[kind][name]
 
 
 def _load_entry_points() -> None:

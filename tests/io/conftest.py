@@ -12,7 +12,6 @@ from torch import nn
 import nnblocks
 
 
-@nnblocks.register("norm", "io_test_norm", override=True)
 class IoTestNorm(nn.Module):
     """RMS-style norm with a learned gain (a nested part of the test model)."""
 
@@ -25,7 +24,6 @@ class IoTestNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.gain
 
 
-@nnblocks.register("model", "io_test_lm", override=True)
 class IoTestLM(nn.Module):
     """Embedding -> norm -> head, with the head tied to the embedding (Press & Wolf 2017)."""
 
@@ -40,6 +38,17 @@ class IoTestLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # [B, T] -> [B, T, V]
         return self.head(self.mix(self.norm(self.embed(tokens))) * self.scale)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _io_test_parts():
+    # Registered only while the io tests run, so tests parametrised over the registry
+    # elsewhere see the built-in parts alone.
+    nnblocks.register("norm", "io_test_norm", override=True)(IoTestNorm)
+    nnblocks.register("model", "io_test_lm", override=True)(IoTestLM)
+    yield
+    nnblocks.registry.unregister("norm", "io_test_norm")
+    nnblocks.registry.unregister("model", "io_test_lm")
 
 
 @pytest.fixture

@@ -241,7 +241,7 @@ def _kill_rounds(tmp_path: Path, rounds: int) -> None:
     learn.save_checkpoint(path)
     save_s = time.perf_counter() - t0
     children_seen = 0
-    for _ in range(rounds):
+    for round_ in range(rounds):
         pid = os.fork()
         if pid == 0:  # child: save again and again; checkpoint k has every weight == k
             try:
@@ -256,6 +256,17 @@ def _kill_rounds(tmp_path: Path, rounds: int) -> None:
             finally:
                 os._exit(0)
         time.sleep(rng.uniform(0.2, 2.0) * save_s)
+        if round_ == rounds - 1 and children_seen == 0:
+            # On a loaded machine the random moments may all fall before the child's first
+            # save completes; let the last round see one complete save before the kill.
+            deadline = time.perf_counter() + 60
+            while time.perf_counter() < deadline:
+                try:
+                    if read_training_document(path)["train_step"] != original_step:
+                        break
+                except Exception:  # mid-rename: the folder is being swapped right now
+                    pass
+                time.sleep(0.01)
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         # Some complete checkpoint always loads and verifies, and it is one whole save.
