@@ -225,6 +225,8 @@ def run_recipe(
         import nnblocks
 
         nnblocks.save(model, out / "model")
+        if hasattr(data, "save_state"):  # tokenizers and fitted statistics, beside the weights
+            data.save_state(out / "model")
         _write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
     shown = int(train.get("show", 0))
     if shown:

@@ -39,6 +39,7 @@ def test_run_folder_holds_everything_needed(wine_recipe, tmp_path):
     ):
         assert (folder / name).is_file(), name
     assert (folder / "model" / "manifest.json").is_file()
+    assert (folder / "model" / "data.json").is_file()  # fitted normalisation, for new inputs
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["params"] == result.metrics["params"] > 0
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
