@@ -36,6 +36,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch", type=int, default=2, help="examples in the traced batch (default 2)"
     )
+    parser.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="SHAPE",
+        help="an example input when there is no data: 2x8 (random floats) or 2x16:tokens=50 "
+        "(random token ids below 50); repeat for several inputs",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -57,6 +65,32 @@ def example_batch(data: Any, size: int) -> tuple[Any, ...]:
     batch = collate([train[i] for i in range(n)])
     n_inputs = getattr(train, "n_inputs", 1)
     return tuple(batch[:n_inputs]) if isinstance(batch, (tuple, list)) else (batch,)
+
+
+def parse_input(text: str) -> torch.Tensor:
+    """``"2x8"`` -> ``randn(2, 8)``; ``"2x16:tokens=50"`` -> token ids in [3, 50) (past the specials).
+
+    Raises:
+        SpecError: a malformed shape.
+    """
+    shape_text, _, kind = text.partition(":")
+    try:
+        shape = [int(n) for n in shape_text.lower().split("x")]
+    except ValueError:
+        shape = []
+    if not shape or any(n <= 0 for n in shape):
+        raise SpecError(
+            f"expected a shape like 2x8 or 2x16:tokens=50. Received: {text!r}", path="--input"
+        )
+    if kind:
+        name, _, value = kind.partition("=")
+        if name != "tokens" or not value.isdigit() or int(value) < 4:
+            raise SpecError(
+                f"expected `tokens=VOCAB` (VOCAB >= 4) after the shape. Received: {kind!r}",
+                path="--input",
+            )
+        return torch.randint(3, int(value), shape)
+    return torch.randn(shape)
 
 
 def _from_recipe(path: str, size: int) -> tuple[nn.Module, tuple[Any, ...]]:
@@ -97,6 +131,8 @@ def load_target(
 
 def run(args: argparse.Namespace) -> int:
     model, inputs = load_target(args.target, recipe=args.recipe, size=args.batch)
+    if args.input:
+        inputs = tuple(parse_input(text) for text in args.input)
     report = audit_reuse(model, *inputs)
     report.title = f"audit {args.target} ({type(model).__name__})"
     if args.json:
