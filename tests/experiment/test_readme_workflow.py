@@ -27,7 +27,11 @@ def readme_commands() -> list[list[str]]:
         if line.startswith("```"):
             if inside:  # a block ends: join continued lines, keep the nnblocks commands
                 joined = "\n".join(block).replace("\\\n", " ")
-                commands += [shlex.split(c) for c in joined.splitlines() if c.startswith(".venv/bin/nnblocks")]
+                commands += [
+                    shlex.split(c)
+                    for c in joined.splitlines()
+                    if c.startswith(".venv/bin/nnblocks")
+                ]
             inside, block = not inside, []
         elif inside:
             block.append(line)
@@ -49,7 +53,9 @@ def test_readme_workflow_runs(tmp_path):
         if verb == "ablate":
             args += [*SMALL, "--seeds", "2", "--jobs", "2", "--out", str(tmp_path / "ablate")]
         proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, f"{' '.join(command)}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        assert proc.returncode == 0, (
+            f"{' '.join(command)}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        )
         if verb == "check":
             assert "0 failed" in proc.stdout
     assert (tmp_path / "run1" / "metrics.json").is_file()  # the part replaced the attention
