@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         overrides=args.overrides,
     )
     console = Console()
+    if not console.is_terminal:  # logs and CI: wide enough that the table does not fold
+        console = Console(width=160)
     console.print(to_rich(result.rows, result.metric, title=f"ablation: {result.metric}"))
     console.print("significance: Welch's t-test against the baseline (first variant), alpha=0.05")
     for w in result.warnings:

@@ -146,9 +146,23 @@ def bar_chart(rows: Sequence[Row], metric: str, path: Path, title: str = "ablati
     xs = range(len(rows))
     colors = ["tab:orange" if r.best else "tab:blue" for r in rows]
     ax.bar(xs, [r.mean for r in rows], yerr=[r.std for r in rows], capsize=4, color=colors)
+    for x, row in zip(xs, rows):  # every seed as a dot: three seeds are few, show them all
+        ax.plot([x] * len(row.values), row.values, "k.", alpha=0.6)
     ax.set_xticks(list(xs))
     ax.set_xticklabels([r.label for r in rows], rotation=30, ha="right")
-    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
+    ylabel = f"{metric}\n(mean ± std, dots: seeds)"
+    values = [v for r in rows for v in r.values]
+    if values:
+        lo, hi = (
+            min(values + [r.mean - r.std for r in rows]),
+            max(values + [r.mean + r.std for r in rows]),
+        )
+        span = hi - lo
+        # Near-equal scores far from zero would look identical on an axis from 0: zoom in.
+        if lo > 0 and 0 < span < 0.5 * abs(hi):
+            ax.set_ylim(lo - 0.5 * span, hi + 0.5 * span)
+            title += " (axis zoomed, not from 0)"
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
