@@ -217,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", default=str(Path(__file__).with_suffix(".json")))
+    parser.add_argument(
+        "--json", default=str(Path(__file__).parent / "results" / "loop_overhead.json")
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     os.environ.setdefault("CI", "true")  # plain progress lines: no terminal redraws in the timing
