@@ -185,7 +185,8 @@ def run_recipe(
         torch.set_num_threads(int(train["threads"]))
     deterministic = bool(train.get("deterministic", False))
     seed_everything(seed, deterministic=deterministic)
-    out = Path(folder) if folder is not None else None
+    # Absolute: the Learner resolves relative callback paths against its own path.
+    out = Path(folder).absolute() if folder is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         _write_text(out / "recipe.yaml", dump_recipe(recipe))

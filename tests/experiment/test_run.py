@@ -71,3 +71,11 @@ def test_saved_model_loads_and_matches(wine_recipe, tmp_path):
     result.model.eval()
     with torch.no_grad():
         assert torch.equal(loaded(x), result.model(x))
+
+
+def test_a_relative_run_folder_is_not_nested(wine_recipe, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_recipe(load_recipe(wine_recipe), "runs/rel", progress=False)
+    assert (tmp_path / "runs" / "rel" / "history.csv").is_file()
+    assert (tmp_path / "runs" / "rel" / "checkpoints" / "last").is_dir()
+    assert not (tmp_path / "runs" / "rel" / "runs").exists()
