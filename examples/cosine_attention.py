@@ -20,15 +20,16 @@ class CosineAttention(nn.Module):
     def __init__(self, dim, heads, init_scale=10.0):
         super().__init__()
         self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
         self.scale = nn.Parameter(torch.tensor(float(init_scale)))
 
     def forward(self, x, context=None, mask=None, causal=False):
         B, Tq, D = x.shape
         kv = x if context is None else context
-        q = self.qkv(x)[..., :D]
-        k, v = self.qkv(kv)[..., D:].chunk(2, dim=-1)
+        q = self.q(x)
+        k, v = self.kv(kv).chunk(2, dim=-1)
         q, k, v = (t.view(B, -1, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
         scores = self.scale * F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
         allowed = torch.ones(scores.shape[-2:], dtype=torch.bool, device=x.device)
