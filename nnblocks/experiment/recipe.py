@@ -67,6 +67,7 @@ TRAIN_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "threads": ((int, type(None)), "torch threads; null = torch's default"),
     "deterministic": (bool, "use deterministic algorithms"),
     "audit": (str, "warn (default), error or off: the reuse audit on the first batch"),
+    "hybridize": (str, "eager (default), compile, or auto: compile when it pays"),
     "checkpoint": (bool, "save best/last training checkpoints in the run folder"),
     "evaluate": ((dict, type(None)), "options for the task's evaluation after training"),
     "show": (int, "how many test examples to print after training"),

@@ -152,6 +152,7 @@ def _learner_kwargs(train: Mapping[str, Any]) -> dict[str, Any]:
         "loss",
         "metrics",
         "audit",
+        "hybridize",
     )
     return {k: train[k] for k in keys if k in train}
 

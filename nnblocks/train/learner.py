@@ -73,6 +73,10 @@ class Learner(Loop):
             ``"error"`` or ``"off"``.
         debug: run under ``nnblocks.check.numerics.watch_numerics`` (names the first module
             that produces NaN/Inf, forward or backward).
+        hybridize: ``"eager"`` (default: torch.compile costs tens of seconds and does not
+            always pay on CPU), ``"compile"`` (compile after checking it gives the same
+            outputs) or ``"auto"`` (time eager against compiled on the first training batch
+            and keep the faster); see ``nnblocks.hybrid.hybridize``.
         num_workers: DataLoader workers for non-tensor datasets (default: picked by cores).
 
     Raises:
@@ -114,11 +118,18 @@ class Learner(Loop):
         audit: str = "warn",
         debug: bool = False,
         num_workers: int | None = None,
+        hybridize: str = "eager",
     ):
         if not isinstance(model, nn.Module):
             raise TrainingError(
                 f"Received an invalid model: expected an nn.Module. Received: {type(model).__name__}"
             )
+        if hybridize not in ("eager", "auto", "compile"):
+            raise TrainingError(
+                f"hybridize must be 'eager', 'auto' or 'compile'. Received: hybridize={hybridize!r}"
+            )
+        self.hybridize_mode = hybridize
+        self.hybrid: Any = None  # what hybridize chose, after the first fit
         if audit not in ("warn", "error", "off"):
             raise TrainingError(
                 f"audit must be 'warn', 'error' or 'off'. Received: audit={audit!r}"
@@ -391,6 +402,23 @@ class Learner(Loop):
             autocast=self.autocast_for_check(),
         )
         audit_first_batch(self.model, first[: self.n_inputs], self.audit)
+        if self.hybridize_mode != "eager" and self.hybrid is None:
+            self._hybridize(first)
+
+    def _hybridize(self, first: tuple[Any, ...]) -> None:
+        """Compile when it pays: decided once, on the first training batch."""
+        from nnblocks.hybrid import hybridize
+
+        result = hybridize(
+            self.train_model,
+            tuple(first[: self.n_inputs]),
+            self.hybridize_mode,
+            loss_fn=self.loss_func,
+            targets=tuple(first[self.n_inputs :]),
+        )
+        log.info("hybridize=%s: %s", self.hybridize_mode, result.reason)
+        self.hybrid = result
+        self.train_model = result.model
 
     def autocast_for_check(self) -> Any:
         from nnblocks.train.callbacks.mixed_precision import MixedPrecision
