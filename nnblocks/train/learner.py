@@ -418,7 +418,7 @@ class Learner(Loop):
         )
         log.info("hybridize=%s: %s", self.hybridize_mode, result.reason)
         self.hybrid = result
-        self.train_model = result.model
+        self.train_model = result.model  # type: ignore[assignment]  # an OptimizedModule is an nn.Module
 
     def autocast_for_check(self) -> Any:
         from nnblocks.train.callbacks.mixed_precision import MixedPrecision
