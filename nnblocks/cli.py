@@ -24,6 +24,7 @@ COMMANDS = {
     "train": ("nnblocks.experiment.train_command", "train a recipe"),
     "ablate": ("nnblocks.experiment.ablate_command", "run an ablation grid over seeds"),
     "tune": ("nnblocks.experiment.tune_command", "search settings with Optuna"),
+    "export": ("nnblocks.commands.export", "export a saved model or a recipe's model to ONNX"),
 }
 
 

@@ -1,0 +1,62 @@
+"""`nnblocks export MODEL --onnx FILE`: export a saved model or a recipe's model to ONNX.
+
+The file is checked in onnxruntime against eager PyTorch (on the example and on a batch and
+length it was not traced with) before it is written; see ``nnblocks.hybrid.export_onnx``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from nnblocks.errors import SpecError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "target", metavar="CHECKPOINT_OR_RECIPE", help="a saved model folder or a recipe .yaml"
+    )
+    parser.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
+    parser.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="SHAPE",
+        help="an example input: 2x8 (random floats) or 2x16:tokens=50 (token ids below 50); "
+        "default: the first training examples of the recipe's data",
+    )
+    parser.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto")
+    parser.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    parser.add_argument("--static", action="store_true", help="fixed batch and sequence sizes")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nnblocks.check.audit_command import load_target, parse_input
+    from nnblocks.hybrid import export_onnx
+
+    model, inputs = load_target(args.target, size=2)
+    if args.input:
+        inputs = tuple(parse_input(text) for text in args.input)
+    if not inputs:
+        raise SpecError(
+            "no example inputs: give --input SHAPE (e.g. --input 2x16:tokens=50), or a recipe "
+            "with data",
+            path="nnblocks export",
+        )
+    result = export_onnx(
+        model.eval(),
+        inputs,
+        Path(args.onnx),
+        dynamic_batch=not args.static,
+        dynamic_sequence=not args.static,
+        exporter=args.exporter,
+        opset=args.opset,
+    )
+    Console().print(
+        f"wrote {result.path} ({result.exporter} exporter; inputs {result.input_names}; "
+        f"largest difference from PyTorch in onnxruntime {result.max_diff:.2e} over shapes "
+        f"{result.checked_shapes})"
+    )
+    return 0
