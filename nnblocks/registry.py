@@ -410,8 +410,11 @@ def build(
             _check_kind(kind, path=path)
         if inspect.isclass(spec) or (callable(spec) and not isinstance(spec, (str, dict))):
             what = getattr(spec, "__name__", repr(spec))
-            obj, _ = _construct(spec, {}, defaults, path=path, what=what)
+            obj, kwargs = _construct(spec, {}, defaults, path=path, what=what)
             _check_result(obj, kind, path=path, what=what)
+            entry = _entry_of(spec, kind)
+            if entry is not None:  # a registered class can report its spec (and be saved)
+                _remember(obj, entry, kwargs)
             return obj
         name, options = normalize(spec, path=path)
         part = _find(kind, name, path=path)
@@ -427,6 +430,17 @@ def build(
 
             apply_surgery(obj, surgery, path=path)
         return obj
+
+
+def _entry_of(factory: Any, kind: str | None) -> Part | None:
+    """The registry entry of a class or factory, if it is registered (in ``kind``)."""
+    _ensure_loaded()
+    kinds = [kind] if kind is not None else list(_PARTS)
+    for k in kinds:
+        for part in _PARTS[k].values():
+            if part.factory is factory:
+                return part
+    return None
 
 
 def _take_surgery(factory: Callable[..., Any], options: dict[str, Any]) -> Any:

@@ -291,3 +291,12 @@ def test_cli_parts_without_kind_lists_kinds_and_plugin(capsys):
 def test_cli_parts_unknown_kind(capsys):
     assert main(["parts", "nrom"]) == 1
     assert "Did you mean `norm`" in capsys.readouterr().err
+
+
+def test_a_registered_class_built_directly_reports_its_spec():
+    cls = nnblocks.get_part("norm", "rms")
+    module = nnblocks.build(cls, "norm", dim=8)
+    assert nnblocks.spec_of(module)["name"] == "rms"
+    assert nnblocks.spec_of(module)["dim"] == 8
+    rebuilt = nnblocks.build(nnblocks.spec_of(module), "norm")
+    assert type(rebuilt) is cls
