@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from nnblocks.errors import SpecError
+from nnblocks.experiment.recipe import read_value
 
 __all__ = ["Variant", "parse_vary", "expand_grid"]
 
@@ -56,21 +57,10 @@ def parse_vary(text: str) -> tuple[str, list[Any]]:
         if not isinstance(values, list):
             raise SpecError(f"expected a list of values. Received: {raw!r}", path=key)
     else:
-        values = [_scalar(v) for v in raw.split(",")]
+        values = [read_value(v, key=key) for v in raw.split(",")]
     if not values:
         raise SpecError("--vary needs at least one value", path=key)
     return key, values
-
-
-def _scalar(text: str) -> Any:
-    text = text.strip()
-    value = yaml.safe_load(text) if text else None
-    if isinstance(value, str):
-        try:
-            return float(value) if any(c in value for c in "eE.") else value
-        except ValueError:
-            return value
-    return value
 
 
 def expand_grid(varies: Sequence[tuple[str, list[Any]]]) -> list[Variant]:

@@ -28,6 +28,7 @@ __all__ = [
     "TRAIN_KEYS",
     "load_recipe",
     "parse_override",
+    "read_value",
     "apply_overrides",
     "get_key",
     "dump_recipe",
@@ -161,13 +162,22 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise SpecError(f"an override is KEY=VALUE with a dotted key. Received: {text!r}")
+    return key, read_value(raw, key=key)
+
+
+def read_value(raw: str, *, key: str = "") -> Any:
+    """A command-line value read as YAML (``"3e-3"`` -> 0.003, ``"[1, 2]"`` -> a list).
+
+    Raises:
+        SpecError: not valid YAML, naming ``key``.
+    """
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise SpecError(f"the value is not valid YAML: {exc}", path=key) from exc
+        raise SpecError(f"the value is not valid YAML: {exc}", path=key or None) from exc
     if isinstance(value, str) and _looks_like_float(value):
         value = float(value)  # YAML 1.1 reads "3e-3" as a string
-    return key, value
+    return value
 
 
 def _looks_like_float(text: str) -> bool:

@@ -31,6 +31,7 @@ from nnblocks.experiment.environment import describe_environment, seed_everythin
 from nnblocks.experiment.recipe import dump_recipe, validate_recipe
 from nnblocks.registry import build
 from nnblocks.spec import spec_path
+from nnblocks.train.callback import Callback
 
 __all__ = ["RunResult", "run_recipe", "build_from_recipe", "default_run_dir"]
 
@@ -232,47 +233,10 @@ def run_recipe(
         _write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
     shown = int(train.get("show", 0))
     if shown:
-        show_examples(learner, data, shown)
-    return RunResult(out, metrics, model, learner, data)
-
-
-def show_examples(learner: Any, data: Any, n: int) -> None:
-    """Print ``n`` test examples with the model's answers (decoded for seq2seq tasks)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    task = getattr(data, "task", None)
-    split = data.test if getattr(data, "test", None) is not None else data.valid
-    if task is None or split is None or not hasattr(task, "decode_example"):
-        learner.show_results(n)
-        return
-    model = learner.model
-    model.eval()
-    count = min(n, len(split))
-    batch = split[torch.arange(count)]
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        if hasattr(task, "generate"):  # seq2seq: show what greedy decoding answers
-            max_new = batch[-1].shape[1] + 2
-            predictions = task.generate(model, batch[0].to(device), max_new_tokens=max_new).cpu()
-        else:
-            predictions = model(*(t.to(device) for t in batch[: learner.n_inputs])).cpu()
-    table = Table(
-        title=f"{count} examples from the {'test' if split is data.test else 'validation'} split"
-    )
-    for column in ("input", "target", "prediction", ""):
-        table.add_column(column, overflow="fold")
-    for i in range(count):
-        sample = tuple(t[i] for t in batch)
-        row = task.decode_example(sample, predictions[i])
-        ok = row.get("prediction") == row.get("target")
-        table.add_row(
-            row["input"], row.get("target", ""), row.get("prediction", ""), "ok" if ok else "x"
+        learner.show_results(
+            shown, split="test" if getattr(data, "test", None) is not None else None
         )
-    console = Console()
-    if not console.is_terminal:  # logs and CI: wide enough that rows do not fold
-        console = Console(width=160)
-    console.print(table)
+    return RunResult(out, metrics, model, learner, data)
 
 
 def _final_metrics(learner: Any, data: Any, train: Mapping[str, Any]) -> dict[str, Any]:
@@ -315,13 +279,7 @@ def _write_json(path: Path, value: Any) -> None:
     _write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def _train_callback_base() -> type:
-    from nnblocks.train import Callback
-
-    return Callback
-
-
-class _StepTimer(_train_callback_base()):  # type: ignore[misc]
+class _StepTimer(Callback):
     """Mean wall time per optimizer step over the training phases (validation excluded)."""
 
     order = 0
@@ -344,7 +302,7 @@ class _StepTimer(_train_callback_base()):  # type: ignore[misc]
         return self.seconds / self.steps if self.steps else None
 
 
-class _TimeLimit(_train_callback_base()):  # type: ignore[misc]
+class _TimeLimit(Callback):
     """Stop training (cleanly, after the current batch) once a time budget is spent."""
 
     order = 5

@@ -147,6 +147,27 @@ def _layers_of(selector: str, n_layers: int, path: str) -> list[int]:
     return found
 
 
+def layer_options(
+    block: Any,
+    self_attention: Any,
+    feedforward: Any,
+    norm: Any,
+    norm_placement: str,
+    dropout: float,
+    drop_path: float,
+) -> dict[str, Any]:
+    """The options every layer of a Transformer stack starts from (rates checked)."""
+    return {
+        "block": block,
+        "self_attention": self_attention,
+        "feedforward": feedforward,
+        "norm": norm,
+        "norm_placement": norm_placement,
+        "dropout": rate("dropout", dropout),
+        "drop_path": rate("drop_path", drop_path),
+    }
+
+
 def stack_overrides(
     layer_overrides: Mapping[str, Any] | None,
     stacks: Mapping[str, Mapping[str, Any] | None],
@@ -414,14 +435,13 @@ def key_mask(tokens: torch.Tensor, pad_id: int | None) -> torch.Tensor | None:
     return mask
 
 
+# Looked up once: this runs on every forward (older torch lacks is_exporting).
+_is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+
+
 def _tracing() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    if compiler is not None:
-        if getattr(compiler, "is_compiling", lambda: False)():
-            return True
-        if getattr(compiler, "is_exporting", lambda: False)():
-            return True
-    return bool(torch.jit.is_tracing())
+    return bool(_is_compiling() or _is_exporting() or torch.jit.is_tracing())
 
 
 def tie_weight(source: nn.Module, target: nn.Module, *, slot: str) -> nn.Parameter:

@@ -19,9 +19,9 @@ from nnblocks.models._stack import (
     final_norm_spec,
     is_relative_position,
     key_mask,
+    layer_options,
     parse_overrides,
     positive_int,
-    rate,
     stack_overrides,
 )
 from nnblocks.registry import build, register
@@ -129,15 +129,9 @@ class TransformerClassifier(nn.Module):
                 path=current_path() or None,
             )
         self.pad_id = pad_id
-        options = {
-            "block": block,
-            "self_attention": self_attention,
-            "feedforward": feedforward,
-            "norm": norm,
-            "norm_placement": norm_placement,
-            "dropout": rate("dropout", dropout),
-            "drop_path": rate("drop_path", drop_path),
-        }
+        options = layer_options(
+            block, self_attention, feedforward, norm, norm_placement, dropout, drop_path
+        )
         per_layer = parse_overrides(
             stack_overrides(layer_overrides, {"encoder": encoder}, path=join_path(current_path())),
             {"encoder": (layers, _LAYER_OPTIONS)},

@@ -18,9 +18,9 @@ from nnblocks.models._stack import (
     final_norm_spec,
     is_relative_position,
     key_mask,
+    layer_options,
     parse_overrides,
     positive_int,
-    rate,
     stack_overrides,
     tie_weight,
     tied_groups,
@@ -129,15 +129,9 @@ class TransformerLM(nn.Module):
         positive_int("heads", heads)
         positive_int("layers", layers, minimum=0)
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
-        options = {
-            "block": block,
-            "self_attention": self_attention,
-            "feedforward": feedforward,
-            "norm": norm,
-            "norm_placement": norm_placement,
-            "dropout": rate("dropout", dropout),
-            "drop_path": rate("drop_path", drop_path),
-        }
+        options = layer_options(
+            block, self_attention, feedforward, norm, norm_placement, dropout, drop_path
+        )
         per_layer = parse_overrides(
             stack_overrides(layer_overrides, {"decoder": decoder}, path=join_path(current_path())),
             {"decoder": (layers, _LAYER_OPTIONS)},

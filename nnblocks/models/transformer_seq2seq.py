@@ -18,9 +18,9 @@ from nnblocks.models._stack import (
     final_norm_spec,
     is_relative_position,
     key_mask,
+    layer_options,
     parse_overrides,
     positive_int,
-    rate,
     stack_overrides,
     tie_weight,
     tied_groups,
@@ -162,15 +162,9 @@ class TransformerSeq2Seq(nn.Module):
         positive_int("encoder_layers", encoder_layers, minimum=0)
         positive_int("decoder_layers", decoder_layers, minimum=0)
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
-        options = {
-            "block": block,
-            "self_attention": self_attention,
-            "feedforward": feedforward,
-            "norm": norm,
-            "norm_placement": norm_placement,
-            "dropout": rate("dropout", dropout),
-            "drop_path": rate("drop_path", drop_path),
-        }
+        options = layer_options(
+            block, self_attention, feedforward, norm, norm_placement, dropout, drop_path
+        )
         per_layer = parse_overrides(
             stack_overrides(
                 layer_overrides,

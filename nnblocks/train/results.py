@@ -66,14 +66,14 @@ def show_results(learn: Learner, n: int = 8, split: str | None = None) -> list[d
     )
     k = learn.n_inputs
     learn.model.eval()
+    generates = (
+        task is not None and getattr(task, "name", "") == "seq2seq" and hasattr(task, "generate")
+    )
     with torch.inference_mode():
-        preds = learn.model(*batch[:k])
-        if (
-            task is not None
-            and getattr(task, "name", "") == "seq2seq"
-            and hasattr(task, "generate")
-        ):
+        if generates:  # seq2seq: show what greedy decoding answers, not teacher-forced logits
             preds = task.generate(learn.model, batch[0], max_new_tokens=batch[-1].shape[1] + 1)
+        else:
+            preds = learn.model(*batch[:k])
     rows = []
     for i in range(batch[0].shape[0]):
         sample = tuple(t[i].cpu() for t in batch)
@@ -97,9 +97,14 @@ def show_results(learn: Learner, n: int = 8, split: str | None = None) -> list[d
                 }
             )
     table = Table(title=f"results on {split}")
-    for column in ("input", "target", "prediction"):
+    for column in ("input", "target", "prediction", ""):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(str(row.get(c, "")) for c in ("input", "target", "prediction")))
-    Console().print(table)
+        same = "target" in row and row.get("target") == row.get("prediction")
+        cells = [str(row.get(c, "")) for c in ("input", "target", "prediction")]
+        table.add_row(*cells, "ok" if same else "")
+    console = Console()
+    if not console.is_terminal:  # logs and CI: wide enough that rows do not fold
+        console = Console(width=160)
+    console.print(table)
     return rows

@@ -112,6 +112,26 @@ class KeyValueAttention(nn.Module):
             ``(out [B, H, Tq, Dv], weights or None, valid)``: ``valid`` is None or
             ``[B|1, H|1, Tq, 1]`` bool, False for query rows that had no key to attend.
         """
+        return self._softmax_attend(
+            q, k, v, allowed=allowed, bias=bias, causal=causal, q_start=q_start,
+            k_start=k_start, need_weights=need_weights,
+        )  # fmt: skip
+
+    def _softmax_attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        *,
+        allowed: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        causal: bool,
+        q_start: int,
+        k_start: int,
+        need_weights: bool,
+        band: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Masks (and a sliding-window ``band``) combined, then the softmax kernel."""
         allowed, is_causal, valid = prepare_mask(
             q.shape[2],
             k.shape[2],
@@ -121,6 +141,7 @@ class KeyValueAttention(nn.Module):
             k_start=k_start,
             device=q.device,
             fused=not need_weights and bias is None,
+            band=band,
         )
         out, weights = dot_product_attention(
             q,

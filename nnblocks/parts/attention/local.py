@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from nnblocks.parts.attention._checks import check_option
-from nnblocks.parts.attention._kernel import dot_product_attention, prepare_mask
+from nnblocks.parts.attention._kernel import dot_product_attention
 from nnblocks.parts.attention._masks import band_mask, safe_rows
 from nnblocks.parts.attention.multihead import GroupedQueryAttention
 from nnblocks.registry import register
@@ -124,30 +124,10 @@ class LocalAttention(GroupedQueryAttention):
         band: torch.Tensor | None = None
         if max(reach_back, reach_ahead) >= window:
             band = band_mask(tq, tk, q_start, k_start, window, causal, q.device)  # [Tq, Tk]
-        allowed, is_causal, valid = prepare_mask(
-            tq,
-            tk,
-            mask=allowed,
-            causal=causal,
-            q_start=q_start,
-            k_start=k_start,
-            device=q.device,
-            fused=not need_weights and bias is None,
-            band=band,
-        )
-        out, weights = dot_product_attention(
-            q,
-            k,
-            v,
-            allowed=allowed,
-            is_causal=is_causal,
-            valid=valid,
-            bias=bias,
-            dropout_p=self.dropout if self.training else 0.0,
-            scale=self.scale,
-            need_weights=need_weights,
-        )
-        return out, weights, valid
+        return self._softmax_attend(
+            q, k, v, allowed=allowed, bias=bias, causal=causal, q_start=q_start,
+            k_start=k_start, need_weights=need_weights, band=band,
+        )  # fmt: skip
 
     def _attend_blocked(
         self,
