@@ -1,0 +1,82 @@
+"""Build hook: one reference page per kind, generated from the registry at build time.
+
+A part registered by a plugin package (entry point ``nnblocks.parts``) or listed in
+``NNBLOCKS_PLUGINS`` appears on its kind's page without anyone editing the docs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+from mkdocs.structure.files import File
+
+from nnblocks import registry
+
+# Where each kind's contract (the module docstring) lives.
+CONTRACT_MODULES = {
+    "model": "nnblocks.models",
+    "dataset": "nnblocks.data.registered",
+    "transform": "nnblocks.data.transforms",
+    "tokenizer": "nnblocks.data.tokenizers",
+}
+
+
+def contract_text(kind: str) -> str:
+    """The docstring of the module that states ``kind``'s contract, or its summary."""
+    candidates = [CONTRACT_MODULES.get(kind, ""), f"nnblocks.parts.{kind}"]
+    for name in filter(None, candidates):
+        try:
+            doc = inspect.getdoc(importlib.import_module(name))
+        except ImportError:
+            continue
+        if doc:
+            return doc
+    return next((k.summary for k in registry.kinds() if k.name == kind), "")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def kind_page(kind: registry.Kind) -> str:
+    lines = [f"# Kind `{kind.name}`", "", kind.summary, "", "## Contract", ""]
+    lines += ["```text", contract_text(kind.name), "```", "", "## Parts", ""]
+    lines += ["| part | arguments | summary | provided by |", "| --- | --- | --- | --- |"]
+    for name in registry.list_parts(kind.name):
+        entry = registry.get_entry(kind.name, name)
+        summary = entry.summary or "*undocumented*"
+        lines.append(
+            f"| `{name}` | `{_cell(entry.arguments) or '-'}` | {_cell(summary)} "
+            f"| `{_cell(str(entry.source))}` |"
+        )
+    lines += ["", f"List them in a terminal with `nnblocks parts {kind.name}`."]
+    return "\n".join(lines) + "\n"
+
+
+def index_page(kinds: list[registry.Kind]) -> str:
+    lines = ["# Reference: kinds and parts", "", "Generated from the registry when the site",
+             "is built: every registered part, built in or from a plugin, is listed.", "",
+             "| kind | parts | contract |", "| --- | --- | --- |"]
+    for kind in kinds:
+        count = len(registry.list_parts(kind.name))
+        lines.append(f"| [{kind.name}]({kind.name}.md) | {count} | {_cell(kind.summary)} |")
+    return "\n".join(lines) + "\n"
+
+
+def on_config(config):
+    """Put the generated kind pages into the navigation under "Reference"."""
+    kinds = [f"reference/{k.name}.md" for k in registry.kinds()]
+    for entry in config["nav"]:
+        if isinstance(entry, dict) and "Reference" in entry:
+            entry["Reference"] = ["reference/index.md", *kinds, *entry["Reference"]]
+    return config
+
+
+def on_files(files, config):
+    kinds = list(registry.kinds())
+    pages = {"reference/index.md": index_page(kinds)}
+    pages.update({f"reference/{k.name}.md": kind_page(k) for k in kinds})
+    for path, content in pages.items():
+        files.append(File.generated(config, path, content=content))
+    return files
