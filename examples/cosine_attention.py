@@ -22,12 +22,13 @@ class CosineAttention(nn.Module):
         self.heads = heads
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
-        self.out = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim, bias=False)  # so fully masked rows stay exactly zero
         self.scale = nn.Parameter(torch.tensor(float(init_scale)))
 
     def forward(self, x, context=None, mask=None, causal=False):
-        B, Tq, D = x.shape
         kv = x if context is None else context
+        self._check(x, kv, mask)
+        B, Tq, D = x.shape
         q = self.q(x)
         k, v = self.kv(kv).chunk(2, dim=-1)
         q, k, v = (t.view(B, -1, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
@@ -46,3 +47,17 @@ class CosineAttention(nn.Module):
         scores = scores.masked_fill(~allowed, float("-inf"))
         weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # fully masked rows -> 0
         return self.out((weights @ v).transpose(1, 2).reshape(B, Tq, D))
+
+    def _check(self, x, kv, mask):
+        # The contract asks for an nnblocks ShapeError naming the part, not a torch error.
+        dim = self.q.in_features
+        if x.dim() != 3 or kv.dim() != 3 or x.shape[-1] != dim or kv.shape[-1] != dim:
+            raise nnblocks.ShapeError(
+                f"attention `cosine`: expected x and context [B, T, {dim}]. "
+                f"Received: {tuple(x.shape)} and {tuple(kv.shape)}"
+            )
+        if mask is not None and (mask.dim() not in (2, 3, 4) or mask.shape[-1] != kv.shape[1]):
+            raise nnblocks.ShapeError(
+                f"attention `cosine`: expected a 2-D, 3-D or 4-D mask over {kv.shape[1]} keys. "
+                f"Received: mask of shape {tuple(mask.shape)}"
+            )
