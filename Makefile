@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test test-all lint clean
+.PHONY: setup demo test test-all lint docs clean
 
 setup: $(STAMP)
 
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	# Pin torch here: an unpinned torch pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[all,dev]"
+	$(PY) -m pip install -q -e ".[all,dev,docs]"
 	$(PY) -m pip install -q -e tests/plugin_pkg
 	touch $(STAMP)
 
@@ -31,5 +31,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check nnblocks tests benchmarks
 	$(VENV)/bin/mypy nnblocks
 
+# The documentation site: every page under docs/, reference pages generated from the
+# registry; --strict fails on a broken link or a missing reference.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info
