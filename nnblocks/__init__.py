@@ -42,6 +42,7 @@ __all__ = [
     "save",
     "load",
     "Learner",
+    "pipeline",
     "check",
     "NNBlocksError",
     "SpecError",
@@ -65,11 +66,13 @@ _LAZY = {
     "generate": ("nnblocks.generate", None),
     "surgery": ("nnblocks.surgery", None),
     "hybrid": ("nnblocks.hybrid", None),
+    "pipeline": ("nnblocks.text_pipeline", "pipeline"),
 }
 
 if TYPE_CHECKING:
     from nnblocks import check
     from nnblocks.io import load, save
+    from nnblocks.text_pipeline import pipeline
     from nnblocks.train import Learner
 
 

@@ -25,6 +25,7 @@ COMMANDS = {
     "ablate": ("nnblocks.experiment.ablate_command", "run an ablation grid over seeds"),
     "tune": ("nnblocks.experiment.tune_command", "search settings with Optuna"),
     "export": ("nnblocks.commands.export", "export a saved model or a recipe's model to ONNX"),
+    "predict": ("nnblocks.commands.predict", "a trained model's output for each text"),
 }
 
 
