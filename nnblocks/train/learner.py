@@ -468,7 +468,7 @@ class Learner(Loop):
 
     # -- freezing ------------------------------------------------------------------------
 
-    def freeze(self, *patterns: str, train_bn: bool = True) -> list[str]:
+    def freeze(self, *patterns: str, train_bn: bool | str = True) -> list[str]:
         """Freeze the modules whose names match ``patterns`` (slots or globs); see ``freeze.freeze``."""
         from nnblocks.train.freeze import freeze
 
@@ -487,6 +487,20 @@ class Learner(Loop):
             m for m in self.model.modules() if getattr(m, "_nnblocks_frozen_bn", False)
         ]
         return names
+
+    def fine_tune(
+        self,
+        epochs: int,
+        freeze_epochs: int = 1,
+        base_lr: float | None = None,
+        lr_mult: float = 100.0,
+        **options: Any,
+    ) -> list[dict[str, Any]]:
+        """Train the new parameters (head, or what surgery inserted), then all with
+        discriminative rates; one cycle in both phases. See ``nnblocks.train.fine_tune``."""
+        from nnblocks.train.fine_tune import fine_tune
+
+        return fine_tune(self, epochs, freeze_epochs, base_lr, lr_mult, **options)
 
     # -- using the model -----------------------------------------------------------------
 
