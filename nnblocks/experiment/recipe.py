@@ -72,6 +72,7 @@ TRAIN_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "checkpoint": (bool, "save best/last training checkpoints in the run folder"),
     "evaluate": ((dict, type(None)), "options for the task's evaluation after training"),
     "show": (int, "how many test examples to print after training"),
+    "fine_tune": ((dict, type(None)), "{epochs, freeze_epochs, base_lr, lr_mult}: Learner.fine_tune"),
 }
 
 

@@ -209,9 +209,12 @@ def run_recipe(
     )
     last = out / "checkpoints" / "last" if out is not None else None
     start = time.perf_counter()
-    learner.fit(
-        int(train.get("epochs", 1)), resume=last if resume and last and last.exists() else None
-    )
+    if train.get("fine_tune") is not None:
+        learner.fine_tune(**_fine_tune_options(train["fine_tune"], train))
+    else:
+        learner.fit(
+            int(train.get("epochs", 1)), resume=last if resume and last and last.exists() else None
+        )
     train_seconds = time.perf_counter() - start
 
     metrics = _final_metrics(learner, data, train)
@@ -237,6 +240,18 @@ def run_recipe(
             shown, split="test" if getattr(data, "test", None) is not None else None
         )
     return RunResult(out, metrics, model, learner, data)
+
+
+def _fine_tune_options(options: Any, train: Mapping[str, Any]) -> dict[str, Any]:
+    """``train.fine_tune`` checked against ``Learner.fine_tune``'s arguments."""
+    known = ("epochs", "freeze_epochs", "base_lr", "lr_mult")
+    if not isinstance(options, Mapping) or set(options) - set(known):
+        unknown = sorted(set(options) - set(known)) if isinstance(options, Mapping) else options
+        raise SpecError(
+            f"expected a mapping with keys among {', '.join(known)}. Received: {unknown!r}",
+            path="train.fine_tune",
+        )
+    return {"epochs": int(train.get("epochs", 1)), **options}
 
 
 def _final_metrics(learner: Any, data: Any, train: Mapping[str, Any]) -> dict[str, Any]:
