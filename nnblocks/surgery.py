@@ -60,6 +60,7 @@ __all__ = [
     "slots",
     "swap",
     "beside",
+    "grow",
     "apply_surgery",
     "freeze",
     "unfreeze",
@@ -74,7 +75,11 @@ _COPY_CHOICES = ("auto", True, False)
 MERGES = ("gate", "concat")
 # kind -> the part that runs parts of that kind side by side
 _COMBINATORS = {"attention": "parallel"}
-_RECORD_KEYS = {"swap": {"pattern", "spec", "kind"}, "beside": {"op", "pattern", "spec", "merge"}}
+_RECORD_KEYS = {
+    "swap": {"pattern", "spec", "kind"},
+    "beside": {"op", "pattern", "spec", "merge"},
+    "grow": {"op", "pattern", "out_features"},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,7 +323,7 @@ def _record(model: nn.Module, entry: dict[str, Any]) -> None:
     base = getattr(model, "_nnblocks_spec", None)
     if not isinstance(base, dict):
         return  # not built from a spec: nothing to rebuild from, nothing to record
-    spec = entry["spec"]
+    spec = entry.get("spec")
     if isinstance(spec, nn.Module) and kind_of(spec) is not None:
         spec = spec_of(spec)  # plain data, so the changed model can still be saved
     entry = {k: _plain_copy(spec if k == "spec" else v) for k, v in entry.items() if v is not None}
@@ -463,6 +468,60 @@ def _spec_or_module(module: nn.Module) -> Any:
     return spec_of(module) if kind_of(module) is not None else module
 
 
+def grow(model: nn.Module, pattern: str, out_features: int, *, record: bool = True) -> list[str]:
+    """Give the linear head(s) at ``pattern`` more outputs, keeping the old rows.
+
+    For class-incremental learning (Avalanche's ``IncrementalClassifier``): the head's
+    first ``old`` rows (weights and bias) are the trained ones, the new rows start as
+    ``nn.Linear`` initialises them, so the old classes score exactly as before.
+
+    Args:
+        model: the model, changed in place.
+        pattern: a module path or glob matching ``nn.Linear`` modules (``"head"``).
+        out_features: the new number of outputs (at least the present number).
+        record: append ``{"op": "grow", "pattern", "out_features"}`` to the model's spec,
+            so ``nnblocks.save``/``load`` rebuild the grown head.
+
+    Returns:
+        The module paths grown.
+
+    Raises:
+        SpecError: the pattern matches nothing or a module that is not ``nn.Linear``, or
+            ``out_features`` is smaller than a head's present outputs (nothing changed).
+    """
+    targets = _match(model, pattern)
+    for paths, old in targets:
+        if not isinstance(old, nn.Linear):
+            raise SpecError(
+                f"grow widens a linear head, but `{paths[0]}` is a {type(old).__name__}. "
+                f"Close slots: {', '.join(close_slots(model, pattern))}",
+                path=pattern,
+            )
+        if isinstance(out_features, bool) or not isinstance(out_features, int) or out_features < old.out_features:
+            raise SpecError(
+                f"Received an invalid value for `out_features`: expected an integer >= "
+                f"{old.out_features} (the head's present outputs). Received: {out_features!r}",
+                path=paths[0],
+            )
+    done = []
+    for paths, old in targets:
+        new = nn.Linear(old.in_features, out_features, bias=old.bias is not None)
+        _match_placement(old, new)
+        with torch.no_grad():
+            new.weight[: old.out_features].copy_(old.weight)
+            if old.bias is not None:
+                new.bias[: old.out_features].copy_(old.bias)
+        for path in paths:
+            parent, _, child = path.rpartition(".")
+            setattr(model.get_submodule(parent), child, new)
+        done.extend(paths)
+    _retie(model)
+    mark_inserted(model, done)
+    if record:
+        _record(model, {"op": "grow", "pattern": pattern, "spec": None, "out_features": out_features})
+    return done
+
+
 def apply_surgery(model: nn.Module, records: Any, *, path: str = "") -> nn.Module:
     """Replay recorded surgery on a freshly built model (``nnblocks.build`` calls this).
 
@@ -494,7 +553,9 @@ def apply_surgery(model: nn.Module, records: Any, *, path: str = "") -> nn.Modul
         )
     for i, entry in enumerate(records):
         op = _check_record(entry, at=f"{where}[{i}]")
-        if op == "beside":
+        if op == "grow":
+            grow(model, entry["pattern"], entry.get("out_features"))  # type: ignore[arg-type]
+        elif op == "beside":
             beside(model, entry["pattern"], entry["spec"], merge=entry.get("merge", "gate"))
         else:
             swap(model, entry["pattern"], entry["spec"], kind=entry.get("kind"), copy_weights=False)
@@ -506,7 +567,7 @@ def _check_record(entry: Any, *, at: str) -> str:
     if (
         not isinstance(entry, Mapping)
         or not isinstance(entry.get("pattern"), str)
-        or "spec" not in entry
+        or ("spec" not in entry and entry.get("op") != "grow")
     ):
         raise SpecError(
             f'a surgery record is {{"pattern": "<slot glob>", "spec": <part spec>}}. '
