@@ -44,6 +44,7 @@ TOP_LEVEL_KEYS = {
     "tune": "search space for `nnblocks tune`: {dotted.key: {choices | low/high}}",
     "description": "free text",
     "plugins": "Python files or modules to import first (they register user parts)",
+    "continual": "continual learning: {rehearsal, ewc, lwf, grow_head} (nnblocks.train.continual)",
 }
 
 # Training settings a recipe may hold, with their types (for --set checks) and meaning. Names
