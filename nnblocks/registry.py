@@ -36,7 +36,6 @@ from nnblocks.spec import (
     close_matches,
     current_path,
     describe_arguments,
-    join_path,
     normalize,
     spec_path,
     split_name,
@@ -55,6 +54,7 @@ __all__ = [
     "get_entry",
     "spec_of",
     "kind_of",
+    "add_build_hook",
 ]
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,17 @@ for _k in _BUILTIN_KINDS:
     _KINDS[_k.name] = _k
     _PARTS[_k.name] = {}
 
-# Modules whose import registers the built-in parts; imported on first lookup.
-_BUILTIN_MODULES = ["nnblocks.parts", "nnblocks.models", "nnblocks.data.registered"]
+# Modules whose import registers the built-in parts and build hooks; imported on first
+# lookup, as plugins are (nnblocks.surgery adds the hook that replays "surgery" records).
+_BUILTIN_MODULES = [
+    "nnblocks.parts",
+    "nnblocks.models",
+    "nnblocks.data.registered",
+    "nnblocks.surgery",
+]
+
+# spec key -> hook(built_object, value, path=spec_path), run after the part is constructed.
+_BUILD_HOOKS: dict[str, Callable[..., Any]] = {}
 
 
 def add_kind(name: str, summary: str, *, builds_modules: bool = True) -> Kind:
@@ -142,6 +151,18 @@ def add_kind(name: str, summary: str, *, builds_modules: bool = True) -> Kind:
         _KINDS[name] = kind
         _PARTS[name] = {}
         return kind
+
+
+def add_build_hook(key: str, hook: Callable[..., Any]) -> None:
+    """Handle the spec key ``key`` after construction: ``hook(obj, value, path=...)``.
+
+    The key is taken out of the spec's options before the part is built (unless the part
+    takes an argument of that name) and handed to the hook with the built object. This is
+    how ``nnblocks.surgery`` replays its ``"surgery"`` records without the registry
+    knowing surgery: a hook registered twice for one key keeps the last.
+    """
+    with _lock:
+        _BUILD_HOOKS[key] = hook
 
 
 def kinds() -> list[Kind]:
@@ -250,11 +271,7 @@ def _ensure_loaded() -> None:
         _loading = True
         try:
             for module in _BUILTIN_MODULES:
-                try:
-                    importlib.import_module(module)
-                except ModuleNotFoundError as exc:
-                    if exc.name != module:  # only tolerate a module not written yet
-                        raise
+                importlib.import_module(module)
             _load_entry_points()
             _loaded = True
         finally:
@@ -419,16 +436,14 @@ def build(
         name, options = normalize(spec, path=path)
         part = _find(kind, name, path=path)
         what = f"{part.kind} part `{part.name}`"
-        surgery = _take_surgery(part.factory, options)
+        hooked = _take_hooked(part.factory, options)
         obj, kwargs = _construct(part.factory, options, defaults, path=path, what=what)
         _check_result(obj, part.kind, path=path, what=what)
         _remember(obj, part, kwargs)
-        if surgery is not None:
-            # Swaps recorded by nnblocks.surgery.swap, replayed so a saved swapped model
-            # rebuilds as it was. Imported late: surgery builds parts through this module.
-            from nnblocks.surgery import apply_surgery
-
-            apply_surgery(obj, surgery, path=path)
+        for key, value in hooked.items():
+            # e.g. swaps recorded by nnblocks.surgery, replayed so a saved model rebuilds
+            # as it was (the hook puts its key back into the remembered spec).
+            _BUILD_HOOKS[key](obj, value, path=path)
         return obj
 
 
@@ -443,14 +458,13 @@ def _entry_of(factory: Any, kind: str | None) -> Part | None:
     return None
 
 
-def _take_surgery(factory: Callable[..., Any], options: dict[str, Any]) -> Any:
-    """Pop the ``"surgery"`` records from a spec's options (unless the part takes its own)."""
-    if "surgery" not in options:
-        return None
+def _take_hooked(factory: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    """Pop the options a build hook handles (``"surgery"``), unless the part takes them."""
+    keys = [k for k in _BUILD_HOOKS if k in options]
+    if not keys:
+        return {}
     accepted = _accepted_names(factory)
-    if accepted is not None and "surgery" in accepted:
-        return None
-    return options.pop("surgery")
+    return {k: options.pop(k) for k in keys if accepted is None or k not in accepted}
 
 
 def _check_result(obj: Any, kind: str | None, *, path: str, what: str) -> None:
@@ -499,8 +513,3 @@ def _deep_copy(value: Any) -> Any:
     if isinstance(value, tuple):
         return tuple(_deep_copy(v) for v in value)
     return value
-
-
-def describe_slot(path: str, kind: str) -> str:
-    """'slot `path` (kind `kind`)': one wording for messages."""
-    return f"slot `{join_path(path)}` (kind `{kind}`)"

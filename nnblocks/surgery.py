@@ -1,28 +1,37 @@
-"""Model surgery: swap parts inside a built or trained model; freeze; parameter groups.
+"""Model surgery: swap parts inside a built or trained model, or add new parts beside them.
 
 A slot is a place in a model that holds a part of one kind, named as ``named_modules()``
-spells it (``decoder.layers.0.self_attention``). ``swap`` replaces the parts at the slots
-a glob pattern matches with new parts of the same kind, built with the old part's own
-constructor arguments (``dim``, ``heads``) as defaults and the weights copied where names
-and shapes match::
+spells it (``decoder.layers.0.self_attention``; see ``nnblocks.slots``). ``swap`` replaces
+the parts at the slots a glob pattern matches with new parts of the same kind, built with
+the old part's own constructor arguments (``dim``, ``heads``) as defaults and the weights
+copied where names and shapes match::
 
     model = nnblocks.load("runs/lm")
     nnblocks.surgery.swap(model, "decoder.layers.*.self_attention", {"name": "gqa", "kv_heads": 1})
     nnblocks.save(model, "runs/lm_gqa")      # nnblocks.load rebuilds the swapped model
 
-Swaps are recorded in the model's spec under the key ``"surgery"``, a list applied in order
+``beside`` keeps the trained part and runs a new one next to it: each matching attention
+becomes a ``parallel`` part whose first branch is the trained part itself (same weights) and
+whose merge starts as that branch alone, so the model's outputs do not change until
+training moves the new branch in::
+
+    nnblocks.surgery.beside(model, "decoder.layers.*.self_attention", {"name": "local", "window": 8})
+
+Both are recorded in the model's spec under the key ``"surgery"``, a list applied in order
 after the model is built::
 
     {"name": "transformer_lm", "dim": 256, ...,
-     "surgery": [{"pattern": "decoder.layers.*.self_attention", "spec": {"name": "gqa", ...}}]}
+     "surgery": [{"pattern": "decoder.layers.*.self_attention", "spec": {"name": "gqa", ...}},
+                 {"op": "beside", "pattern": "...", "spec": "local", "merge": "gate"}]}
 
 Each model's options map to its slots in its own way (``layer_overrides`` in a
-Transformer, nothing in an MLP), so a swap cannot in general be written back as a change
-of those options; the record can be replayed on any model. ``nnblocks.build`` applies it
-(``apply_surgery``) for every spec that carries the key, so ``nnblocks.load`` rebuilds the
-swapped architecture before loading its weights.
+Transformer, nothing in an MLP), so a change cannot in general be written back as a change
+of those options; the record can be replayed on any model. ``nnblocks.build`` replays it
+(through the build hook this module registers, ``apply_surgery``), so ``nnblocks.load``
+rebuilds the changed architecture before loading its weights. Surgery also remembers which
+modules it put in (``nnblocks.slots.inserted``): ``Learner.fine_tune`` trains those first.
 
-``freeze`` and ``unfreeze`` are the Learner's (``nnblocks.train.freeze``), re-exported.
+``freeze`` and ``unfreeze`` are the Learner's (``nnblocks.freezing``), re-exported.
 """
 
 from __future__ import annotations
@@ -36,18 +45,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnblocks.errors import SpecError
-from nnblocks.registry import build, kind_of, spec_of
-from nnblocks.spec import close_matches, join_path
-from nnblocks.train.freeze import freeze, unfreeze
-from nnblocks.train.optim import split_groups
+from nnblocks.errors import SpecError, TrainingError
+from nnblocks.freezing import freeze, unfreeze
+from nnblocks.registry import add_build_hook, build, kind_of, spec_of
+from nnblocks.slots import Slot, close_slots, find, mark_inserted, outermost, part_name, slots
+from nnblocks.spec import join_path
 
 __all__ = [
     "SURGERY_KEY",
+    "MERGES",
     "Slot",
     "Swap",
+    "Beside",
     "slots",
     "swap",
+    "beside",
+    "grow",
     "apply_surgery",
     "freeze",
     "unfreeze",
@@ -58,15 +71,15 @@ log = logging.getLogger(__name__)
 
 SURGERY_KEY = "surgery"
 _COPY_CHOICES = ("auto", True, False)
-
-
-@dataclasses.dataclass(frozen=True)
-class Slot:
-    """A place in a model holding a part: its module path, kind and part name."""
-
-    path: str
-    kind: str
-    name: str
+# The merges of a `parallel` part that can start as its first branch alone.
+MERGES = ("gate", "concat")
+# kind -> the part that runs parts of that kind side by side
+_COMBINATORS = {"attention": "parallel"}
+_RECORD_KEYS = {
+    "swap": {"pattern", "spec", "kind"},
+    "beside": {"op", "pattern", "spec", "merge"},
+    "grow": {"op", "pattern", "out_features"},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,26 +100,22 @@ class Swap:
     fresh: tuple[str, ...]
 
 
-def _part_name(module: nn.Module) -> str:
-    spec = getattr(module, "_nnblocks_spec", None)
-    return spec["name"] if isinstance(spec, Mapping) and "name" in spec else type(module).__name__
+@dataclasses.dataclass(frozen=True)
+class Beside:
+    """One trained part with a new part put beside it.
 
-
-def slots(model: nn.Module) -> list[Slot]:
-    """Every slot of ``model``: the modules built from a spec, in ``named_modules`` order.
-
-    A part shared by several slots (tied embeddings) is listed at each of them.
-
-    Example:
-        >>> [s.path for s in slots(lm) if s.kind == "attention"]   # doctest: +SKIP
-        ['decoder.layers.0.self_attention', 'decoder.layers.1.self_attention']
+    Attributes:
+        paths: the slots (now holding a ``parallel`` part) it was done at.
+        old, new: the part names of the trained part (``branches.0``) and the new one
+            (``branches.1``).
+        inserted: module paths of what was added (the new branch and the merge), the
+            parameters ``Learner.fine_tune`` trains first.
     """
-    out = []
-    for path, module in model.named_modules(remove_duplicate=False):
-        kind = kind_of(module)
-        if path and kind is not None:
-            out.append(Slot(path, kind, _part_name(module)))
-    return out
+
+    paths: tuple[str, ...]
+    old: str
+    new: str
+    inserted: tuple[str, ...]
 
 
 def swap(
@@ -179,14 +188,15 @@ def swap(
         for path in paths:
             parent, _, child = path.rpartition(".")
             setattr(model.get_submodule(parent), child, new)
-        done.append(Swap(tuple(paths), _part_name(old), _part_name(new), copied, fresh))
+        done.append(Swap(tuple(paths), part_name(old), part_name(new), copied, fresh))
         log.info(
             "swapped %s: %s -> %s (%d tensors copied, %d new)",
             ", ".join(paths), done[-1].old, done[-1].new, len(copied), len(fresh),
         )  # fmt: skip
     _retie(model)
+    mark_inserted(model, [path for swapped in done for path in swapped.paths])
     if record:
-        _record(model, slot_pattern, spec, kind)
+        _record(model, {"pattern": slot_pattern, "spec": spec, "kind": kind})
     return done
 
 
@@ -198,34 +208,15 @@ def _match(model: nn.Module, pattern: str) -> list[tuple[list[str], nn.Module]]:
             f"Received: {pattern!r}",
             path="surgery",
         )
-    named = [(p, m) for p, m in model.named_modules(remove_duplicate=False) if p]
-    hits = [p for p, _ in named if fnmatch.fnmatchcase(p, pattern)]
+    hits = find(model, pattern)
     if not hits:
-        raise SpecError(_no_match(model, pattern, [p for p, _ in named]), path=pattern)
-    outer = [p for p in hits if not any(p.startswith(h + ".") for h in hits)]
-    by_module: dict[int, tuple[list[str], nn.Module]] = {}
-    for path in outer:
-        module = model.get_submodule(path)
-        by_module.setdefault(id(module), ([], module))
-    for path, module in named:  # a shared part is replaced wherever it sits
-        if id(module) in by_module and path not in by_module[id(module)][0]:
-            by_module[id(module)][0].append(path)
-    return list(by_module.values())
-
-
-def _no_match(model: nn.Module, pattern: str, paths: list[str]) -> str:
-    parts = [s.path for s in slots(model)] or paths
-    close = close_matches(pattern, parts, n=5)
-    head = pattern.split("*")[0].split("?")[0].split("[")[0]
-    while not close and head:  # a glob rarely looks like a path: try its literal head
-        close = [p for p in parts if p.startswith(head)][:5]
-        head = head[: head.rfind(".") + 1] if not head.endswith(".") else head[:-1]
-        head = head if "." in head else ""
-    close = close or parts[:8]
-    return (
-        f"slot pattern `{pattern}` matches no module of {type(model).__name__}. Expected a "
-        f"module path as named_modules() spells it, or a glob. Close slots: {', '.join(close)}"
-    )
+        raise SpecError(
+            f"slot pattern `{pattern}` matches no module of {type(model).__name__}. Expected a "
+            "module path as named_modules() spells it, or a glob. Close slots: "
+            f"{', '.join(close_slots(model, pattern))}",
+            path=pattern,
+        )
+    return outermost(model, hits)
 
 
 def _plan(
@@ -241,7 +232,7 @@ def _plan(
     slot_kind = kind_of(old)
     if kind is not None and slot_kind is not None and kind != slot_kind:
         raise SpecError(
-            f"the slot holds a `{slot_kind}` part (`{_part_name(old)}`), but kind={kind!r} "
+            f"the slot holds a `{slot_kind}` part (`{part_name(old)}`), but kind={kind!r} "
             "was given. Expected the slot's own kind.",
             path=where,
         )
@@ -260,7 +251,7 @@ def _plan(
     if new_kind is not None and new_kind != slot_kind:
         raise SpecError(
             f"the slot holds a `{slot_kind}` part, but the new module is a `{new_kind}` part "
-            f"(`{_part_name(new)}`). Expected a `{slot_kind}` part.",
+            f"(`{part_name(new)}`). Expected a `{slot_kind}` part.",
             path=where,
         )
     if not isinstance(new, nn.Module):
@@ -328,15 +319,14 @@ def _retie(model: nn.Module) -> None:
     setattr(model, "tied_parameters", kept)  # noqa: B010  (nn.Module types attributes as modules)
 
 
-def _record(model: nn.Module, pattern: str, spec: Any, kind: str | None) -> None:
+def _record(model: nn.Module, entry: dict[str, Any]) -> None:
     base = getattr(model, "_nnblocks_spec", None)
     if not isinstance(base, dict):
         return  # not built from a spec: nothing to rebuild from, nothing to record
+    spec = entry.get("spec")
     if isinstance(spec, nn.Module) and kind_of(spec) is not None:
-        spec = spec_of(spec)  # plain data, so the swapped model can still be saved
-    entry: dict[str, Any] = {"pattern": pattern, "spec": _plain_copy(spec)}
-    if kind is not None:
-        entry["kind"] = kind
+        spec = spec_of(spec)  # plain data, so the changed model can still be saved
+    entry = {k: _plain_copy(spec if k == "spec" else v) for k, v in entry.items() if v is not None}
     spec_now = {**base, SURGERY_KEY: [*base.get(SURGERY_KEY, []), entry]}
     setattr(model, "_nnblocks_spec", spec_now)  # noqa: B010
 
@@ -349,17 +339,201 @@ def _plain_copy(value: Any) -> Any:
     return value
 
 
+def beside(
+    model: nn.Module,
+    pattern: str,
+    spec: Any,
+    merge: str = "gate",
+    *,
+    record: bool = True,
+) -> list[Beside]:
+    """Put a new part beside the trained part at every slot matching ``pattern``.
+
+    Each matching part becomes the first branch of a ``parallel`` part (the module itself,
+    its weights untouched), the part built from ``spec`` the second, and the merge starts
+    as the first branch alone (``parallel(start="first")``): right after the call the
+    model computes exactly what it computed before, and training then moves the merge and
+    the new branch. The new part is built with the old part's constructor arguments as
+    defaults (``dim``, ``heads``), as in ``swap``. Nothing changes unless every match can
+    be done.
+
+    Args:
+        model: the model, changed in place.
+        pattern: a module path or glob over module paths (``decoder.layers.*.self_attention``).
+            Every outermost match must be a slot of a kind with a side-by-side part
+            (attention: ``parallel``).
+        spec: the new part: a name, a dict spec or a class (not a ready module, so each
+            slot gets its own part).
+        merge: ``"gate"``: ``out = old + tanh(g(x)) * new`` with a zero-initialised gate
+            ``g`` per position; ``"concat"``: a projection of both outputs that starts as
+            ``[I, 0]``.
+        record: append ``{"op": "beside", "pattern", "spec", "merge"}`` to the model's
+            spec, so ``nnblocks.save``/``load`` rebuild the model with the new parts.
+
+    Returns:
+        One ``Beside`` per changed part.
+
+    Raises:
+        SpecError: the pattern matches nothing, or a module that is not a slot of such a
+            kind (naming the pattern and the close slots of the right kind); an unknown
+            ``merge``; a ready module; a spec that builds no part of the slot's kind.
+
+    Example:
+        >>> lm = nnblocks.build({"name": "transformer_lm", "vocab_size": 100, "dim": 32,
+        ...                      "heads": 4, "layers": 2})
+        >>> done = beside(lm, "decoder.layers.*.self_attention", {"name": "local", "window": 4})
+        >>> [d.new for d in done]
+        ['local', 'local']
+    """
+    if merge not in MERGES:
+        raise SpecError(
+            f"Received an invalid value for `merge`: expected one of {', '.join(MERGES)} "
+            f"(a merge that can start as the trained part alone). Received: merge={merge!r}",
+            path=pattern if isinstance(pattern, str) else "beside",
+        )
+    if isinstance(spec, nn.Module):
+        raise SpecError(
+            "beside builds a new part for each slot: pass a name, a dict spec or a class. "
+            f"Received: a ready {type(spec).__name__}",
+            path=pattern if isinstance(pattern, str) else "beside",
+        )
+    targets = _match(model, pattern)
+    _check_beside_kinds(model, pattern, targets)
+    planned = [_plan_beside(old, paths, spec, merge) for paths, old in targets]
+    done = []
+    for (paths, old), combined in zip(targets, planned):
+        for path in paths:
+            parent, _, child = path.rpartition(".")
+            setattr(model.get_submodule(parent), child, combined)
+        merged = "gate" if merge == "gate" else "proj"
+        added = tuple(f"{p}.{name}" for p in paths for name in ("branches.1", merged))
+        done.append(Beside(tuple(paths), part_name(old), part_name(combined.branches[1]), added))
+        log.info("put %s beside %s at %s", done[-1].new, done[-1].old, ", ".join(paths))
+    mark_inserted(model, [p for d in done for p in d.inserted])
+    if record:
+        _record(model, {"op": "beside", "pattern": pattern, "spec": spec, "merge": merge})
+    return done
+
+
+def _check_beside_kinds(
+    model: nn.Module, pattern: str, targets: list[tuple[list[str], nn.Module]]
+) -> None:
+    wrong = [(paths[0], kind_of(m)) for paths, m in targets if kind_of(m) not in _COMBINATORS]
+    if not wrong:
+        return
+    kinds = ", ".join(_COMBINATORS)
+    shown = ", ".join(
+        f"`{p}` ({'a ' + k + ' part' if k else 'not a slot: ' + type(model.get_submodule(p)).__name__})"
+        for p, k in wrong[:4]
+    )
+    close = [c for k in _COMBINATORS for c in close_slots(model, pattern, kind=k)]
+    raise SpecError(
+        f"beside puts a new part beside a trained {kinds} part, but slot pattern `{pattern}` "
+        f"matches {shown}. Nothing was changed. Close {kinds} slots: "
+        f"{', '.join(close) or '(none)'}",
+        path=pattern,
+    )
+
+
+def _plan_beside(old: nn.Module, paths: list[str], spec: Any, merge: str) -> nn.Module:
+    """The ``parallel`` part holding ``old`` and a new part (nothing is placed yet)."""
+    where = paths[0]
+    slot_kind = kind_of(old)
+    assert slot_kind is not None  # checked by _check_beside_kinds
+    defaults = {k: v for k, v in spec_of(old).items() if k not in ("name", SURGERY_KEY)}
+    new = build(spec, slot_kind, at=f"{where}.branches.1", **defaults)
+    if kind_of(new) not in (None, slot_kind):
+        raise SpecError(
+            f"the slot holds a `{slot_kind}` part, but the new module is a `{kind_of(new)}` "
+            f"part (`{part_name(new)}`). Expected a `{slot_kind}` part.",
+            path=where,
+        )
+    _match_placement(old, new)
+    outer = {k: defaults[k] for k in ("dim", "heads") if k in defaults}
+    combined = build(
+        {"name": _COMBINATORS[slot_kind], "branches": [old, new], "merge": merge, "start": "first"},
+        slot_kind,
+        at=where,
+        **outer,
+    )
+    # The combinator remembers its branches as modules; as specs it can be rebuilt and saved.
+    remembered = getattr(combined, "_nnblocks_spec", None)
+    if isinstance(remembered, dict):
+        remembered["branches"] = [_spec_or_module(old), _spec_or_module(new)]
+    _match_placement(old, combined)
+    return combined
+
+
+def _spec_or_module(module: nn.Module) -> Any:
+    return spec_of(module) if kind_of(module) is not None else module
+
+
+def grow(model: nn.Module, pattern: str, out_features: int, *, record: bool = True) -> list[str]:
+    """Give the linear head(s) at ``pattern`` more outputs, keeping the old rows.
+
+    For class-incremental learning (Avalanche's ``IncrementalClassifier``): the head's
+    first ``old`` rows (weights and bias) are the trained ones, the new rows start as
+    ``nn.Linear`` initialises them, so the old classes score exactly as before.
+
+    Args:
+        model: the model, changed in place.
+        pattern: a module path or glob matching ``nn.Linear`` modules (``"head"``).
+        out_features: the new number of outputs (at least the present number).
+        record: append ``{"op": "grow", "pattern", "out_features"}`` to the model's spec,
+            so ``nnblocks.save``/``load`` rebuild the grown head.
+
+    Returns:
+        The module paths grown.
+
+    Raises:
+        SpecError: the pattern matches nothing or a module that is not ``nn.Linear``, or
+            ``out_features`` is smaller than a head's present outputs (nothing changed).
+    """
+    targets = _match(model, pattern)
+    for paths, old in targets:
+        if not isinstance(old, nn.Linear):
+            raise SpecError(
+                f"grow widens a linear head, but `{paths[0]}` is a {type(old).__name__}. "
+                f"Close slots: {', '.join(close_slots(model, pattern))}",
+                path=pattern,
+            )
+        if isinstance(out_features, bool) or not isinstance(out_features, int) or out_features < old.out_features:
+            raise SpecError(
+                f"Received an invalid value for `out_features`: expected an integer >= "
+                f"{old.out_features} (the head's present outputs). Received: {out_features!r}",
+                path=paths[0],
+            )
+    done = []
+    for paths, old in targets:
+        new = nn.Linear(old.in_features, out_features, bias=old.bias is not None)
+        _match_placement(old, new)
+        with torch.no_grad():
+            new.weight[: old.out_features].copy_(old.weight)
+            if old.bias is not None:
+                new.bias[: old.out_features].copy_(old.bias)
+        for path in paths:
+            parent, _, child = path.rpartition(".")
+            setattr(model.get_submodule(parent), child, new)
+        done.extend(paths)
+    _retie(model)
+    mark_inserted(model, done)
+    if record:
+        _record(model, {"op": "grow", "pattern": pattern, "spec": None, "out_features": out_features})
+    return done
+
+
 def apply_surgery(model: nn.Module, records: Any, *, path: str = "") -> nn.Module:
-    """Replay recorded swaps on a freshly built model (``nnblocks.build`` calls this).
+    """Replay recorded surgery on a freshly built model (``nnblocks.build`` calls this).
 
     Args:
         model: the model built from its spec without the ``"surgery"`` key.
-        records: the list under ``"surgery"``: ``[{"pattern": ..., "spec": ...,
-            "kind": (optional)}, ...]``, applied in order with fresh weights.
+        records: the list under ``"surgery"``: swaps ``{"pattern": ..., "spec": ...,
+            "kind": (optional)}`` and ``{"op": "beside", "pattern": ..., "spec": ...,
+            "merge": ...}``, applied in order with fresh weights.
         path: the model's spec path, for messages.
 
     Returns:
-        The model, swapped in place; its spec holds the records again.
+        The model, changed in place; its spec holds the records again.
 
     Raises:
         SpecError: a malformed record (naming ``surgery[i]``), or a swap that fails.
@@ -378,25 +552,42 @@ def apply_surgery(model: nn.Module, records: Any, *, path: str = "") -> nn.Modul
             path=where,
         )
     for i, entry in enumerate(records):
-        at = f"{where}[{i}]"
-        if (
-            not isinstance(entry, Mapping)
-            or not isinstance(entry.get("pattern"), str)
-            or "spec" not in entry
-        ):
-            raise SpecError(
-                f'a surgery record is {{"pattern": "<slot glob>", "spec": <part spec>}}. '
-                f"Received: {entry!r:.120}",
-                path=at,
-            )
-        unknown = sorted(set(entry) - {"pattern", "spec", "kind"})
-        if unknown:
-            raise SpecError(
-                f"unknown key(s) {unknown} in a surgery record; expected pattern, spec, kind.",
-                path=at,
-            )
-        swap(model, entry["pattern"], entry["spec"], kind=entry.get("kind"), copy_weights=False)
+        op = _check_record(entry, at=f"{where}[{i}]")
+        if op == "grow":
+            grow(model, entry["pattern"], entry.get("out_features"))  # type: ignore[arg-type]
+        elif op == "beside":
+            beside(model, entry["pattern"], entry["spec"], merge=entry.get("merge", "gate"))
+        else:
+            swap(model, entry["pattern"], entry["spec"], kind=entry.get("kind"), copy_weights=False)
     return model
+
+
+def _check_record(entry: Any, *, at: str) -> str:
+    """The record's operation ("swap" or "beside"), after checking its shape."""
+    if (
+        not isinstance(entry, Mapping)
+        or not isinstance(entry.get("pattern"), str)
+        or ("spec" not in entry and entry.get("op") != "grow")
+    ):
+        raise SpecError(
+            f'a surgery record is {{"pattern": "<slot glob>", "spec": <part spec>}}. '
+            f"Received: {entry!r:.120}",
+            path=at,
+        )
+    op = entry.get("op", "swap")
+    if op not in _RECORD_KEYS:
+        raise SpecError(
+            f"Received an invalid value for `op` of a surgery record: expected one of "
+            f"{', '.join(_RECORD_KEYS)}. Received: op={op!r}",
+            path=at,
+        )
+    unknown = sorted(set(entry) - _RECORD_KEYS[op] - {"op"})
+    if unknown:
+        expected = ", ".join(sorted(_RECORD_KEYS[op] - {"op"}))
+        raise SpecError(
+            f"unknown key(s) {unknown} in a surgery record; expected {expected}.", path=at
+        )
+    return str(op)
 
 
 def param_groups(
@@ -436,8 +627,29 @@ def param_groups(
                 f"positive number. Received: {mult!r}",
                 path="param_groups",
             )
-    groups = split_groups(model, [[p, f"{p}.*"] for p in patterns])
-    mults = [float(lr_mults[p]) for p in patterns] + [1.0]
+    named = list(model.named_parameters())
+    taken: set[str] = set()
+    groups = []
+    for pattern in patterns:
+        # A pattern names modules (or parameters): it takes every parameter inside them.
+        group = [
+            (n, p)
+            for n, p in named
+            if n not in taken
+            and (fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(n, f"{pattern}.*"))
+        ]
+        if not group:
+            raise TrainingError(
+                f"param_groups: pattern {pattern!r} matches no parameter of the model. "
+                f"Parameter names look like: {', '.join(n for n, _ in named[:5])}"
+            )
+        taken.update(n for n, _ in group)
+        groups.append(group)
+    rest = [(n, p) for n, p in named if n not in taken]
+    mults = [float(lr_mults[p]) for p in patterns]
+    if rest:
+        groups.append(rest)
+        mults.append(1.0)
     out = []
     for group, mult in zip(groups, mults):
         entry: dict[str, Any] = {
@@ -449,3 +661,6 @@ def param_groups(
             entry["lr"] = lr * mult
         out.append(entry)
     return out
+
+
+add_build_hook(SURGERY_KEY, apply_surgery)

@@ -264,3 +264,105 @@ def test_param_groups_errors():
         surgery.param_groups(small_lm(), {"encoderz": 0.1})
     with pytest.raises(SpecError, match="multiplier"):
         surgery.param_groups(small_lm(), {"decoder": 0})
+
+
+# --- beside ------------------------------------------------------------------------------
+
+
+def _trained_lm():
+    torch.manual_seed(0)
+    model = small_lm()
+    with torch.no_grad():  # weights far from any init, as after training
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("merge", ["gate", "concat"])
+def test_beside_keeps_the_trained_part_and_its_outputs(merge):
+    model = _trained_lm()
+    x = tokens()
+    before = model(x)
+    old = model.decoder.layers[0].self_attention
+    done = surgery.beside(model, ATTENTION, {"name": "local", "window": 3}, merge=merge)
+    assert [d.paths for d in done] == [(f"decoder.layers.{i}.self_attention",) for i in (0, 1)]
+    assert [(d.old, d.new) for d in done] == [("mha", "local")] * 2
+    combined = model.decoder.layers[0].self_attention
+    assert nnblocks.kind_of(combined) == "attention"
+    assert combined.branches[0] is old  # the trained module itself, weights untouched
+    torch.testing.assert_close(model(x), before, atol=1e-6, rtol=0)
+    record = nnblocks.spec_of(model)["surgery"][-1]
+    assert record == {"op": "beside", "pattern": ATTENTION, "spec": {"name": "local", "window": 3}, "merge": merge}
+
+
+def test_beside_saves_and_reloads_with_the_same_outputs(tmp_path):
+    model = _trained_lm()
+    surgery.beside(model, "decoder.layers.1.self_attention", "mha")
+    with torch.no_grad():  # move the new branch and the gate, as training would
+        for name, p in model.named_parameters():
+            if ".branches.1." in name or ".gate." in name:
+                p.add_(0.2 * torch.randn_like(p))
+    nnblocks.save(model, tmp_path / "m")
+    loaded = nnblocks.load(tmp_path / "m").eval()
+    assert same_architecture(loaded, model)
+    x = tokens()
+    torch.testing.assert_close(loaded(x), model(x), atol=1e-6, rtol=0)
+    from nnblocks.slots import inserted
+
+    assert inserted(loaded) == [
+        "decoder.layers.1.self_attention.branches.1",
+        "decoder.layers.1.self_attention.gate",
+    ]
+
+
+def test_training_moves_the_new_branch_from_the_trained_outputs():
+    model = _trained_lm().train()
+    surgery.beside(model, ATTENTION, "mha")
+    surgery.freeze(model)
+    surgery.unfreeze(model, "*.branches.1", "*.gate")
+    new = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    old = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    assert new and all(".branches.1." in n or ".gate." in n for n in new)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    x = tokens(4, 9)
+    for _ in range(5):
+        logits = model(x[:, :-1])
+        loss = nn.functional.cross_entropy(logits.reshape(-1, V), x[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    params = dict(model.named_parameters())
+    assert all(not torch.equal(params[n], t) for n, t in new.items() if n.endswith("gate.weight"))
+    moved = [n for n, t in new.items() if ".branches.1." in n and not torch.equal(params[n], t)]
+    assert moved  # the new branch itself learns once its gate has opened
+    assert all(torch.equal(params[n], t) for n, t in old.items())
+
+
+def test_beside_bad_input_names_the_pattern_and_changes_nothing():
+    model = small_lm()
+    spec_before = nnblocks.spec_of(model)
+    types_before = [type(m) for m in model.modules()]
+    with pytest.raises(SpecError, match=r"decoder\.layer\.\*\.self_attention.*Close slots"):
+        surgery.beside(model, "decoder.layer.*.self_attention", "mha")
+    with pytest.raises(SpecError, match=r"(?s)feedforward.*feedforward` \(a feedforward part\).*Close attention slots: decoder\.layers"):
+        surgery.beside(model, "decoder.layers.*.feedforward", "mha")
+    # one match of the right kind and one of another: nothing half-applied
+    with pytest.raises(SpecError, match="a norm part"):
+        surgery.beside(model, "decoder.layers.0.self_attention*", "mha")
+    with pytest.raises(SpecError, match="merge"):
+        surgery.beside(model, ATTENTION, "mha", merge="sum")
+    with pytest.raises(SpecError, match="feedforward"):
+        surgery.beside(model, ATTENTION, "mlp")  # a part of another kind
+    assert nnblocks.spec_of(model) == spec_before
+    assert [type(m) for m in model.modules()] == types_before
+
+
+def test_beside_in_a_recipe_style_spec():
+    spec = {"name": "transformer_lm", "vocab_size": V, "dim": D, "heads": H, "layers": 2}
+    records = [{"op": "beside", "pattern": ATTENTION, "spec": "mha", "merge": "gate"}]
+    model = nnblocks.build({**spec, "surgery": records})
+    assert nnblocks.spec_of(model.decoder.layers[0].self_attention)["name"] == "parallel"
+    with pytest.raises(SpecError, match=r"surgery\[0\].*kind"):
+        nnblocks.build({**spec, "surgery": [{**records[0], "kind": "attention"}]})
+    with pytest.raises(SpecError, match=r"surgery\[0\].*op"):
+        nnblocks.build({**spec, "surgery": [{**records[0], "op": "next_to"}]})

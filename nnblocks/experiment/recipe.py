@@ -44,6 +44,7 @@ TOP_LEVEL_KEYS = {
     "tune": "search space for `nnblocks tune`: {dotted.key: {choices | low/high}}",
     "description": "free text",
     "plugins": "Python files or modules to import first (they register user parts)",
+    "continual": "continual learning: {rehearsal, ewc, lwf, grow_head} (nnblocks.train.continual)",
 }
 
 # Training settings a recipe may hold, with their types (for --set checks) and meaning. Names
@@ -72,6 +73,7 @@ TRAIN_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "checkpoint": (bool, "save best/last training checkpoints in the run folder"),
     "evaluate": ((dict, type(None)), "options for the task's evaluation after training"),
     "show": (int, "how many test examples to print after training"),
+    "fine_tune": ((dict, type(None)), "{epochs, freeze_epochs, base_lr, lr_mult}: Learner.fine_tune"),
 }
 
 

@@ -28,10 +28,13 @@ import torch
 
 from nnblocks.errors import SpecError
 from nnblocks.experiment.environment import describe_environment, seed_everything
+from nnblocks.experiment.continue_run import continue_model, previous_run
 from nnblocks.experiment.recipe import dump_recipe, validate_recipe
 from nnblocks.registry import build
 from nnblocks.spec import spec_path
 from nnblocks.train.callback import Callback
+from nnblocks.train.continual import continual_callbacks
+from nnblocks.train.continual import save_state as save_continual_state
 
 __all__ = ["RunResult", "run_recipe", "build_from_recipe", "default_run_dir"]
 
@@ -165,6 +168,7 @@ def run_recipe(
     progress: bool = True,
     resume: bool = False,
     extra_callbacks: list[Any] | None = None,
+    start_from: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Train ``recipe`` and write its run folder (``folder=None``: write nothing).
 
@@ -174,6 +178,9 @@ def run_recipe(
         progress: show the progress bar.
         resume: continue from ``folder/checkpoints/last`` when it exists.
         extra_callbacks: more Learner callbacks (e.g. Optuna's pruning reporter).
+        start_from: a finished run folder or a training checkpoint folder whose model this
+            run continues on the recipe's data (``nnblocks train --from``); the recipe's
+            ``continual:`` section then reads the state that run kept.
 
     Returns:
         A RunResult with the final metrics (also in ``metrics.json``).
@@ -181,6 +188,7 @@ def run_recipe(
     from nnblocks.train import Learner
 
     validate_recipe(recipe)
+    previous = previous_run(start_from) if start_from is not None else None
     train = dict(recipe.get("train") or {})
     seed = int(recipe.get("seed", 0))
     if train.get("threads"):
@@ -197,7 +205,14 @@ def run_recipe(
         )
 
     data, model = build_from_recipe(recipe)
-    callbacks = _callbacks(recipe, out, model) + list(extra_callbacks or [])
+    if previous is not None:
+        model = continue_model(previous, model, data, recipe.get("continual") or {})
+    continual = (
+        continual_callbacks(recipe["continual"], previous.root if previous else None)
+        if recipe.get("continual") is not None
+        else []
+    )
+    callbacks = _callbacks(recipe, out, model) + continual + list(extra_callbacks or [])
     learner = Learner(
         model,
         data,
@@ -209,9 +224,12 @@ def run_recipe(
     )
     last = out / "checkpoints" / "last" if out is not None else None
     start = time.perf_counter()
-    learner.fit(
-        int(train.get("epochs", 1)), resume=last if resume and last and last.exists() else None
-    )
+    if train.get("fine_tune") is not None:
+        learner.fine_tune(**_fine_tune_options(train["fine_tune"], train))
+    else:
+        learner.fit(
+            int(train.get("epochs", 1)), resume=last if resume and last and last.exists() else None
+        )
     train_seconds = time.perf_counter() - start
 
     metrics = _final_metrics(learner, data, train)
@@ -230,6 +248,8 @@ def run_recipe(
         nnblocks.save(model, out / "model")
         if hasattr(data, "save_state"):  # tokenizers and fitted statistics, beside the weights
             data.save_state(out / "model")
+        if continual:
+            save_continual_state(out, continual)  # for the next task's --from
         _write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
     shown = int(train.get("show", 0))
     if shown:
@@ -237,6 +257,18 @@ def run_recipe(
             shown, split="test" if getattr(data, "test", None) is not None else None
         )
     return RunResult(out, metrics, model, learner, data)
+
+
+def _fine_tune_options(options: Any, train: Mapping[str, Any]) -> dict[str, Any]:
+    """``train.fine_tune`` checked against ``Learner.fine_tune``'s arguments."""
+    known = ("epochs", "freeze_epochs", "base_lr", "lr_mult")
+    if not isinstance(options, Mapping) or set(options) - set(known):
+        unknown = sorted(set(options) - set(known)) if isinstance(options, Mapping) else options
+        raise SpecError(
+            f"expected a mapping with keys among {', '.join(known)}. Received: {unknown!r}",
+            path="train.fine_tune",
+        )
+    return {"epochs": int(train.get("epochs", 1)), **options}
 
 
 def _final_metrics(learner: Any, data: Any, train: Mapping[str, Any]) -> dict[str, Any]:

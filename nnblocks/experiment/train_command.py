@@ -29,6 +29,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue from the run folder's last checkpoint"
     )
+    parser.add_argument(
+        "--from",
+        dest="start_from",
+        metavar="RUN_OR_CHECKPOINT",
+        help="continue the model of a finished run (or a training checkpoint) on this recipe's data",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the final metrics as JSON")
 
@@ -41,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
     check_recipe(recipe)  # every key checked before data is made or training starts
     folder = Path(args.out) if args.out else default_run_dir(recipe)
     progress = not args.no_progress and os.environ.get("NNBLOCKS_PROGRESS", "1") != "0"
-    result = run_recipe(recipe, folder, progress=progress, resume=args.resume)
+    result = run_recipe(
+        recipe, folder, progress=progress, resume=args.resume, start_from=args.start_from
+    )
     if args.json:
         print(json.dumps(result.metrics, indent=2, sort_keys=True))
     else:

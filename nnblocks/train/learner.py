@@ -22,6 +22,7 @@ from torch import nn
 from nnblocks.errors import DataError, TrainingError
 from nnblocks.train import distributed
 from nnblocks.train.callback import Callback, CallbackTable
+from nnblocks.train.freeze import freeze, frozen_norms, unfreeze
 from nnblocks.train.loaders import make_loader
 from nnblocks.train.loop import Loop
 from nnblocks.train.metrics import MetricSet
@@ -263,6 +264,8 @@ class Learner(Loop):
         if not isinstance(epochs, int) or epochs < 1:
             raise TrainingError(f"epochs must be a positive integer. Received: epochs={epochs!r}")
         self._ensure_optimizer()
+        # Norms frozen in eval mode (train_bn="eval"), by the Learner or by a plain freeze().
+        self._frozen_bn = frozen_norms(self.model)
         if lr is not None:
             self.lr = lr
         set_lr(self.opt, self.lr)
@@ -468,25 +471,31 @@ class Learner(Loop):
 
     # -- freezing ------------------------------------------------------------------------
 
-    def freeze(self, *patterns: str, train_bn: bool = True) -> list[str]:
+    def freeze(self, *patterns: str, train_bn: bool | str = True) -> list[str]:
         """Freeze the modules whose names match ``patterns`` (slots or globs); see ``freeze.freeze``."""
-        from nnblocks.train.freeze import freeze
-
         names = freeze(self.model, *patterns, train_bn=train_bn)
-        self._frozen_bn = [
-            m for m in self.model.modules() if getattr(m, "_nnblocks_frozen_bn", False)
-        ]
+        self._frozen_bn = frozen_norms(self.model)
         return names
 
     def unfreeze(self, *patterns: str) -> list[str]:
         """Make the matching modules (all when no pattern) trainable again."""
-        from nnblocks.train.freeze import unfreeze
-
         names = unfreeze(self.model, *patterns)
-        self._frozen_bn = [
-            m for m in self.model.modules() if getattr(m, "_nnblocks_frozen_bn", False)
-        ]
+        self._frozen_bn = frozen_norms(self.model)
         return names
+
+    def fine_tune(
+        self,
+        epochs: int,
+        freeze_epochs: int = 1,
+        base_lr: float | None = None,
+        lr_mult: float = 100.0,
+        **options: Any,
+    ) -> list[dict[str, Any]]:
+        """Train the new parameters (head, or what surgery inserted), then all with
+        discriminative rates; one cycle in both phases. See ``nnblocks.train.fine_tune``."""
+        from nnblocks.train.fine_tune import fine_tune
+
+        return fine_tune(self, epochs, freeze_epochs, base_lr, lr_mult, **options)
 
     # -- using the model -----------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from nnblocks.spec import current_path, join_path
 __all__ = ["parallel", "sequential", "Parallel", "Sequential"]
 
 _MERGES = ("sum", "gate", "concat")
+_STARTS = ("equal", "first")
 
 
 def _takes(module: nn.Module, name: str) -> bool:
@@ -142,11 +143,19 @@ class Parallel(_Combinator):
     part_name = "parallel"
     inner_slot = "branches"
 
-    def __init__(self, dim: int, branches: list[nn.Module], merge: str):
+    def __init__(self, dim: int, branches: list[nn.Module], merge: str, start: str = "equal"):
         super().__init__(dim, branches)
         self.merge = merge
+        self.start = start
         n = len(branches)
-        if merge == "gate":
+        if merge == "gate" and start == "first":
+            # out = b0 + sum_i tanh(g_i(x)) * b_i with g zero-initialised: at insertion the
+            # output is exactly the first (trained) branch's, and the new branches join as
+            # their gates move (the tanh gating of Flamingo, Alayrac et al. 2022).
+            self.gate = nn.Linear(dim, n - 1)
+            nn.init.zeros_(self.gate.weight)
+            nn.init.zeros_(self.gate.bias)
+        elif merge == "gate":
             # Starts at equal weights (zero logits), so a new branch joins gradually.
             self.gate = nn.Linear(dim, n)
             nn.init.zeros_(self.gate.weight)
@@ -154,6 +163,10 @@ class Parallel(_Combinator):
         elif merge == "concat":
             # No bias: a fully masked query row must still come out as zeros.
             self.proj = nn.Linear(n * dim, dim, bias=False)
+            if start == "first":  # [I, 0, ..., 0]: the first branch passes through unchanged
+                with torch.no_grad():
+                    self.proj.weight.zero_()
+                    self.proj.weight[:, :dim].copy_(torch.eye(dim))
 
     def _run(self, x, context, mask, causal, need_weights, cache):  # type: ignore[no-untyped-def]
         self._check_input(x)
@@ -166,6 +179,12 @@ class Parallel(_Combinator):
         coefficients = None
         if self.merge == "sum":
             merged = torch.stack(outs).sum(dim=0)  # [B, Tq, D]
+        elif self.merge == "gate" and self.start == "first":
+            gate = torch.tanh(self.gate(x))  # [B, Tq, N-1], per query position
+            merged = outs[0] + sum(gate[..., i - 1 : i] * out for i, out in enumerate(outs) if i)
+            scale = torch.cat([torch.ones_like(gate[..., :1]), gate.abs()], dim=-1)  # [B, Tq, N]
+            scale = scale / scale.sum(dim=-1, keepdim=True)  # weights rows still sum to 1
+            coefficients = [scale[:, None, :, i, None] for i in range(len(outs))]  # [B,1,Tq,1]
         elif self.merge == "gate":
             gate = torch.softmax(self.gate(x), dim=-1)  # [B, Tq, N], per query position
             merged = sum(gate[..., i : i + 1] * out for i, out in enumerate(outs))
@@ -176,7 +195,8 @@ class Parallel(_Combinator):
         return merged, mean, {self.inner_slot: caches}
 
     def extra_repr(self) -> str:
-        return f"{self.dim}, merge={self.merge!r}"
+        start = f", start={self.start!r}" if self.start != "equal" else ""
+        return f"{self.dim}, merge={self.merge!r}{start}"
 
 
 class Sequential(_Combinator):
@@ -292,6 +312,7 @@ def parallel(
     branches: Sequence[Any] = ("mha", "mha"),
     merge: str = "sum",
     position: Any = None,
+    start: str = "equal",
 ) -> Parallel:
     """Runs two or more attention parts on the same input and merges their outputs.
 
@@ -307,6 +328,12 @@ def parallel(
             equal weights); ``"concat"`` concatenates them and projects ``N*D -> D``
             (no bias, so fully masked rows stay zero).
         position: a relative position spec offered to every branch that takes ``position=``.
+        start: ``"equal"``: the merge starts from equal weights; ``"first"``: it starts
+            as the first branch alone, so a trained part wrapped as ``branches.0`` keeps
+            its outputs exactly (``nnblocks.surgery.beside``). With ``merge="gate"`` the
+            output is then ``b0 + sum_i tanh(g_i(x)) * b_i`` with zero-initialised gates
+            ``g``; with ``"concat"`` the projection starts as ``[I, 0, ...]``; ``"sum"``
+            cannot start as one branch and is rejected.
 
     Call arguments:
         x: ``[B, Tq, D]``; context: ``[B, Tk, D]`` or None; mask: bool, True = may attend
@@ -321,7 +348,8 @@ def parallel(
         ``(out, cache)`` or ``(out, weights, cache)``.
 
     Raises:
-        SpecError: fewer than one branch, an unknown merge, a branch that is not attention.
+        SpecError: fewer than one branch, an unknown merge or start, a branch that is not
+            attention.
         ShapeError: ``x`` is not ``[B, T, D]`` (a branch names its own shape errors).
 
     Example:
@@ -336,11 +364,24 @@ def parallel(
             f"of {', '.join(_MERGES)}. Received: merge={merge!r}",
             path=current_path() or None,
         )
+    if start not in _STARTS or (start == "first" and merge == "sum"):
+        raise SpecError(
+            "Received an invalid value for `start` of attention part `parallel`: expected "
+            f'one of {", ".join(_STARTS)} ("first" with merge gate or concat). '
+            f"Received: start={start!r}, merge={merge!r}",
+            path=current_path() or None,
+        )
     inner = _build_inner(
         branches, slot="branches", dim=dim, heads=heads, position=position, part="parallel"
     )
+    if start == "first" and len(inner) < 2:
+        raise SpecError(
+            'attention part `parallel` with start="first" needs at least two branches (the '
+            f"first and a new one). Received: {len(inner)} branch(es)",
+            path=current_path() or None,
+        )
     cls = _with_capabilities(Parallel, *_capabilities(inner))
-    return cls(dim, inner, merge)  # type: ignore[call-arg,return-value]
+    return cls(dim, inner, merge, start)  # type: ignore[call-arg,return-value]
 
 
 @register("attention", "sequential")
