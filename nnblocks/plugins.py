@@ -8,6 +8,7 @@ child processes of an ablation inherit it) and a recipe's ``plugins:`` list.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -113,8 +114,14 @@ def distribution_of(top_level: str) -> str | None:
     ``importlib.metadata.packages_distributions`` maps import names to distribution names,
     which differ often (``import sklearn`` comes from ``scikit-learn``).
     """
-    try:
-        found = importlib.metadata.packages_distributions().get(top_level)
-    except Exception:  # a broken environment's metadata must not stop a save
-        return None
+    found = _distributions().get(top_level)
     return found[0] if found else None
+
+
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    # Reading every installed distribution's metadata takes about a second: once a process.
+    try:
+        return dict(importlib.metadata.packages_distributions())
+    except Exception:  # a broken environment's metadata must not stop a save
+        return {}
