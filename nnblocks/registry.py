@@ -130,7 +130,12 @@ for _k in _BUILTIN_KINDS:
     _PARTS[_k.name] = {}
 
 # Modules whose import registers the built-in parts; imported on first lookup.
-_BUILTIN_MODULES = ["nnblocks.parts", "nnblocks.models", "nnblocks.data.registered"]
+_BUILTIN_MODULES = [
+    "nnblocks.parts",
+    "nnblocks.models",
+    "nnblocks.data.registered",
+    "nnblocks.interop.torch_stacks",  # the feature-sequence stacks that from_torch builds
+]
 
 
 def add_kind(name: str, summary: str, *, builds_modules: bool = True) -> Kind:

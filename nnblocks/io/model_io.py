@@ -221,7 +221,9 @@ def _meta_build(document: Mapping[str, Any], spec_path: Path) -> nn.Module | Non
     except CheckpointError:
         raise
     except Exception as exc:  # a part that computes with its weights in __init__
-        log.debug("`%s` cannot be built on the meta device (%s); building it for real", spec_path, exc)
+        log.debug(
+            "`%s` cannot be built on the meta device (%s); building it for real", spec_path, exc
+        )
         return None
 
 

@@ -198,7 +198,9 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     return {k: v for k, v in header.metadata.items() if k != ALIASES_KEY}
 
 
-def describe_tensors(path: str | os.PathLike[str]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+def describe_tensors(
+    path: str | os.PathLike[str],
+) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """``{name: (shape, dtype)}`` of every tensor in the file, aliases included, read from
     the validated header alone (no tensor data is read).
 

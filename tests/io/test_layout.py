@@ -134,7 +134,9 @@ def test_dtype_family_mismatch_is_refused(tmp_path, extra_parts):
     model = nnblocks.build({"name": "io_big_table"})
     model.code = model.code.float()  # saved as float where the spec builds an integer
     folder = nnblocks.save(model, tmp_path)
-    with pytest.raises(CheckpointError, match="`code` expected a integer dtype.*found torch.float32"):
+    with pytest.raises(
+        CheckpointError, match="`code` expected a integer dtype.*found torch.float32"
+    ):
         nnblocks.load(folder)
 
 
