@@ -25,6 +25,8 @@ COMMANDS = {
     "ablate": ("nnblocks.experiment.ablate_command", "run an ablation grid over seeds"),
     "tune": ("nnblocks.experiment.tune_command", "search settings with Optuna"),
     "export": ("nnblocks.commands.export", "export a saved model or a recipe's model to ONNX"),
+    "generate": ("nnblocks.commands.generate", "generate text from a saved model and a prompt"),
+    "import": ("nnblocks.commands.import_model", "import a Hugging Face folder as an nnblocks one"),
 }
 
 
