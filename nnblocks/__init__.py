@@ -67,6 +67,7 @@ _LAZY = {
     "surgery": ("nnblocks.surgery", None),
     "hybrid": ("nnblocks.hybrid", None),
     "pipeline": ("nnblocks.text_pipeline", "pipeline"),
+    "interop": ("nnblocks.interop", None),
 }
 
 if TYPE_CHECKING:

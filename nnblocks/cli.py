@@ -26,6 +26,8 @@ COMMANDS = {
     "tune": ("nnblocks.experiment.tune_command", "search settings with Optuna"),
     "export": ("nnblocks.commands.export", "export a saved model or a recipe's model to ONNX"),
     "predict": ("nnblocks.commands.predict", "a trained model's output for each text"),
+    "generate": ("nnblocks.commands.generate", "generate text from a saved model and a prompt"),
+    "import": ("nnblocks.commands.import_model", "import a Hugging Face folder as an nnblocks one"),
 }
 
 

@@ -8,8 +8,10 @@ child processes of an ablation inherit it) and a recipe's ``plugins:`` list.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -19,7 +21,15 @@ from types import ModuleType
 
 from nnblocks.errors import SpecError
 
-__all__ = ["import_plugin", "import_plugins", "plugins_from_env", "ENV_VAR"]
+__all__ = [
+    "ENV_VAR",
+    "distribution_of",
+    "export_to_env",
+    "import_plugin",
+    "import_plugins",
+    "plugin_file_of",
+    "plugins_from_env",
+]
 
 ENV_VAR = "NNBLOCKS_PLUGINS"
 _imported: dict[str, ModuleType] = {}
@@ -84,3 +94,34 @@ def export_to_env(refs: Iterable[str]) -> None:
         if resolved not in current:
             current.append(resolved)
     os.environ[ENV_VAR] = os.pathsep.join(current)
+
+
+def plugin_file_of(module_name: str) -> Path | None:
+    """The plugin file imported as the module ``module_name`` (None for other modules).
+
+    A part registered by a plugin file reports that module as its source; a saved model
+    records the file, so loading it elsewhere can say which file to pass.
+    """
+    for key, module in _imported.items():
+        if module.__name__ == module_name:
+            return Path(key)
+    return None
+
+
+def distribution_of(top_level: str) -> str | None:
+    """The installed distribution (what ``pip install`` takes) providing ``top_level``.
+
+    ``importlib.metadata.packages_distributions`` maps import names to distribution names,
+    which differ often (``import sklearn`` comes from ``scikit-learn``).
+    """
+    found = _distributions().get(top_level)
+    return found[0] if found else None
+
+
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    # Reading every installed distribution's metadata takes about a second: once a process.
+    try:
+        return dict(importlib.metadata.packages_distributions())
+    except Exception:  # a broken environment's metadata must not stop a save
+        return {}

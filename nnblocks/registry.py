@@ -135,6 +135,7 @@ _BUILTIN_MODULES = [
     "nnblocks.parts",
     "nnblocks.models",
     "nnblocks.data.registered",
+    "nnblocks.interop.torch_stacks",  # the feature-sequence stacks that from_torch builds
     "nnblocks.surgery",
 ]
 

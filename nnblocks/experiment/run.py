@@ -7,7 +7,8 @@ A run folder holds everything needed to trust and repeat the result::
     history.csv       one row per epoch
     metrics.json      final metrics, parameter count, step time, peak memory (written last)
     loss_curves.png   training and validation loss
-    model/            nnblocks.save(model): spec.json + model.safetensors + manifest.json
+    model/            nnblocks.save(model): config.json + model.safetensors + data.json
+                      (+ tokenizer.json) + README.md + manifest.json
     checkpoints/      training checkpoints (best/last), for `--resume`
 """
 
@@ -245,9 +246,8 @@ def run_recipe(
     if out is not None:
         import nnblocks
 
-        nnblocks.save(model, out / "model")
-        if hasattr(data, "save_state"):  # tokenizers and fitted statistics, beside the weights
-            data.save_state(out / "model")
+        # Tokenizers and fitted statistics go beside the weights; the card shows the recipe.
+        nnblocks.save(model, out / "model", data=data, recipe=recipe, metrics=metrics)
         if continual:
             save_continual_state(out, continual)  # for the next task's --from
         _write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run

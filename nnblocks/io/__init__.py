@@ -17,20 +17,37 @@ from nnblocks.io.manifest import (
     verify_manifest,
     write_manifest,
 )
-from nnblocks.io.model_io import WEIGHTS_NAME, load, save
+from nnblocks.io.model_card import CARD_NAME, model_card
+from nnblocks.io.model_io import (
+    DATA_NAME,
+    TOKENIZER_CONFIG_NAME,
+    TOKENIZER_NAME,
+    WEIGHTS_NAME,
+    load,
+    model_files,
+    save,
+)
 from nnblocks.io.pickle_policy import read_pickle_weights
 from nnblocks.io.safetensors_check import MAX_HEADER_BYTES, check_file
 from nnblocks.io.safetensors_io import (
+    describe_tensors,
     read_metadata,
     read_tensors,
     serialize_tensors,
     write_tensors,
 )
-from nnblocks.io.spec_file import SPEC_NAME
+from nnblocks.io.spec_file import CONFIG_NAME, SPEC_NAME, is_nnblocks_config
+from nnblocks.io.weights import check_weights, load_weights
 
 __all__ = [
     "save",
     "load",
+    "model_files",
+    "model_card",
+    "check_weights",
+    "load_weights",
+    "is_nnblocks_config",
+    "describe_tensors",
     "atomic_files",
     "atomic_path",
     "atomic_write_bytes",
@@ -48,5 +65,10 @@ __all__ = [
     "MANIFEST_NAME",
     "MAX_HEADER_BYTES",
     "SPEC_NAME",
+    "CONFIG_NAME",
+    "CARD_NAME",
+    "DATA_NAME",
+    "TOKENIZER_NAME",
+    "TOKENIZER_CONFIG_NAME",
     "WEIGHTS_NAME",
 ]

@@ -21,10 +21,11 @@ from safetensors.torch import load_file, save_file
 from nnblocks.errors import CheckpointError
 from nnblocks.io._json import parse_json
 from nnblocks.io.atomic import atomic_path
-from nnblocks.io.safetensors_check import Header, check_file
+from nnblocks.io.safetensors_check import DTYPES, Header, check_file
 
 __all__ = [
     "ALIASES_KEY",
+    "describe_tensors",
     "read_metadata",
     "read_tensors",
     "serialize_tensors",
@@ -195,3 +196,20 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """
     header = check_file(path)
     return {k: v for k, v in header.metadata.items() if k != ALIASES_KEY}
+
+
+def describe_tensors(
+    path: str | os.PathLike[str],
+) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """``{name: (shape, dtype)}`` of every tensor in the file, aliases included, read from
+    the validated header alone (no tensor data is read).
+
+    Raises:
+        CheckpointError: as :func:`read_tensors`.
+    """
+    path = Path(path)
+    header = check_file(path)
+    out = {name: (e.shape, DTYPES[e.dtype]) for name, e in header.entries.items()}
+    for alias, target in _aliases(path, header).items():
+        out[alias] = out[target]
+    return out

@@ -1,15 +1,21 @@
-"""``spec.json``: what a saved model is, so it can be rebuilt without the user's code.
+"""The model document: what to build and which packages provide its parts.
 
-Format::
+A saved model's ``config.json`` (the name the community's tools look for; ``spec.json`` in
+folders written before format 2, still read)::
 
-    {"format": "nnblocks.model", "format_version": 1, "nnblocks_version": "0.1.0",
-     "kind": "model", "spec": {"name": "transformer_lm", "dim": 256, ...},
+    {"library_name": "nnblocks", "format": "nnblocks.model", "format_version": 2,
+     "nnblocks_version": "0.1.0", "kind": "model",
+     "spec": {"name": "transformer_lm", "dim": 256, ...},
      "parts": [{"kind": "model", "name": "transformer_lm", "source": "nnblocks"},
-               {"kind": "attention", "name": "my_attention", "source": "my_plugin"}, ...]}
+               {"kind": "attention", "name": "my_attention", "source": "my_plugin",
+                "package": "my-plugin-dist"},
+               {"kind": "norm", "name": "my_norm", "source": "nnblocks_user_...",
+                "plugin": "my_norm.py"}, ...]}
 
-``parts`` lists every registered part inside the model with the top-level package that
-registered it, so loading where a plugin is missing names the package to install instead of
-failing deep inside ``build``.
+``parts`` lists every registered part inside the model with the top-level module that
+registered it and, for parts that are not built in, the distribution to install
+(``package``) or the plugin file to pass (``plugin``), so loading where a part is missing
+says what to install instead of failing deep inside ``build``.
 """
 
 from __future__ import annotations
@@ -24,13 +30,25 @@ from torch import nn
 
 from nnblocks.errors import CheckpointError, RegistryError, SpecError
 from nnblocks.io._json import parse_json, read_small_file
+from nnblocks.plugins import ENV_VAR, distribution_of, plugin_file_of
 from nnblocks.registry import get_entry, kind_of, spec_of
 
-__all__ = ["SPEC_NAME", "check_parts", "dump_spec_document", "read_spec_document", "spec_document"]
+__all__ = [
+    "CONFIG_NAME",
+    "SPEC_NAME",
+    "check_parts",
+    "dump_spec_document",
+    "is_nnblocks_config",
+    "model_document_path",
+    "read_spec_document",
+    "spec_document",
+]
 
-SPEC_NAME = "spec.json"
+CONFIG_NAME = "config.json"
+SPEC_NAME = "spec.json"  # the name before format 2; read, never written
+LIBRARY_NAME = "nnblocks"
 _FORMAT = "nnblocks.model"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 _MAX_SPEC_BYTES = 16 * 1024 * 1024
 
 
@@ -60,6 +78,21 @@ def _source(kind: str, name: str, module: nn.Module) -> str:
         return get_entry(kind, name).source
     except (RegistryError, SpecError):  # unregistered since it was built
         return type(module).__module__.split(".")[0]
+
+
+def _part_record(kind: str, name: str, module: nn.Module) -> dict[str, str]:
+    source = _source(kind, name, module)
+    record = {"kind": kind, "name": name, "source": source}
+    if source in ("nnblocks", "__main__"):
+        return record
+    plugin = plugin_file_of(source)
+    if plugin is not None:
+        record["plugin"] = plugin.name
+        return record
+    package = distribution_of(source)
+    if package is not None:
+        record["package"] = package
+    return record
 
 
 def spec_document(model: nn.Module, *, folder: str | os.PathLike[str] = "") -> dict[str, Any]:
@@ -97,10 +130,11 @@ def spec_document(model: nn.Module, *, folder: str | os.PathLike[str] = "") -> d
         name = spec_of(module)["name"]
         if (kind, name) not in seen:
             seen.add((kind, name))
-            parts.append({"kind": kind, "name": name, "source": _source(kind, name, module)})
+            parts.append(_part_record(kind, name, module))
     from nnblocks import __version__
 
     return {
+        "library_name": LIBRARY_NAME,
         "format": _FORMAT,
         "format_version": _FORMAT_VERSION,
         "nnblocks_version": __version__,
@@ -116,9 +150,31 @@ def dump_spec_document(document: Mapping[str, Any]) -> bytes:
 
 
 def _is_str_record(value: Any) -> bool:
-    return isinstance(value, dict) and all(
-        isinstance(value.get(k), str) for k in ("kind", "name", "source")
+    return (
+        isinstance(value, dict)
+        and all(isinstance(value.get(k), str) for k in ("kind", "name", "source"))
+        and all(isinstance(value.get(k, ""), str) for k in ("package", "plugin"))
     )
+
+
+def is_nnblocks_config(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is an nnblocks model document (not, e.g., a Hugging Face
+    ``config.json``); False for anything else, including unreadable files."""
+    try:
+        doc = parse_json(read_small_file(path, _MAX_SPEC_BYTES, what="a config"), where="")
+    except CheckpointError:
+        return False
+    return isinstance(doc, dict) and doc.get("format") == _FORMAT
+
+
+def model_document_path(folder: str | os.PathLike[str]) -> Path:
+    """``folder/config.json`` when it is an nnblocks document, else ``folder/spec.json``
+    (format 1) when present, else ``folder/config.json`` (so messages name the new file)."""
+    folder = Path(folder)
+    config, legacy = folder / CONFIG_NAME, folder / SPEC_NAME
+    if not config.is_file() and legacy.is_file():
+        return legacy
+    return config
 
 
 def read_spec_document(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -132,7 +188,15 @@ def read_spec_document(path: str | os.PathLike[str]) -> dict[str, Any]:
         read_small_file(path, _MAX_SPEC_BYTES, what="the model spec"), where=f"`{path}`"
     )
     if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
-        raise CheckpointError(f"`{path}`: expected an nnblocks model spec (format `{_FORMAT}`).")
+        hint = (
+            " It looks like a Hugging Face model folder: import it with "
+            "nnblocks.interop.from_transformers(folder) or `nnblocks import`."
+            if isinstance(doc, dict) and "model_type" in doc
+            else ""
+        )
+        raise CheckpointError(
+            f"`{path}`: expected an nnblocks model spec (format `{_FORMAT}`).{hint}"
+        )
     version = doc.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version > _FORMAT_VERSION:
         raise CheckpointError(
@@ -147,7 +211,8 @@ def read_spec_document(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"`{path}`: expected `kind` to be a kind name.")
     if not (isinstance(parts, list) and all(_is_str_record(p) for p in parts)):
         raise CheckpointError(
-            f"`{path}`: expected `parts` to be a list of {{'kind', 'name', 'source'}} strings."
+            f"`{path}`: expected `parts` to be a list of {{'kind', 'name', 'source'}} strings "
+            "(and optional 'package' / 'plugin' strings)."
         )
     return doc
 
@@ -170,6 +235,17 @@ def check_parts(document: Mapping[str, Any], *, path: str | os.PathLike[str]) ->
                 )
             elif source == "__main__":
                 how = "It was registered by a script; run the code that registers it first."
+            elif part.get("plugin"):
+                how = (
+                    f"It was registered by the plugin file `{part['plugin']}`: pass it "
+                    f"(`nnblocks --plugin {part['plugin']} ...`, or {ENV_VAR}=path/to/"
+                    f"{part['plugin']} for nnblocks.load) and load again."
+                )
+            elif part.get("package"):
+                how = (
+                    f"It was registered by the package `{source}`: `pip install "
+                    f"{part['package']}` (or import the module that registers it) and load again."
+                )
             else:
                 how = (
                     f"It was registered by the package `{source}`: install `{source}` (or "

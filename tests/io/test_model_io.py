@@ -12,7 +12,18 @@ from torch import nn
 
 import nnblocks
 from nnblocks.errors import CheckpointError, NNBlocksError
-from nnblocks.io import MANIFEST_NAME, SPEC_NAME, WEIGHTS_NAME, check_file, write_manifest
+from nnblocks.io import (
+    CARD_NAME,
+    CONFIG_NAME,
+    MANIFEST_NAME,
+    WEIGHTS_NAME,
+    check_file,
+    write_manifest,
+)
+
+# The files of a saved model (format 2: config.json replaced spec.json, and a model card).
+SAVED = sorted([CARD_NAME, CONFIG_NAME, MANIFEST_NAME, WEIGHTS_NAME])
+SPEC_NAME = CONFIG_NAME
 
 
 def outputs(model: nn.Module) -> torch.Tensor:
@@ -22,7 +33,7 @@ def outputs(model: nn.Module) -> torch.Tensor:
 
 
 def edit_spec(folder, change) -> None:
-    """Rewrite spec.json (and the manifest, so only the edit is tested)."""
+    """Rewrite config.json (and the manifest, so only the edit is tested)."""
     doc = json.loads((folder / SPEC_NAME).read_text())
     change(doc)
     (folder / SPEC_NAME).write_text(json.dumps(doc))
@@ -31,7 +42,7 @@ def edit_spec(folder, change) -> None:
 
 def test_round_trip_rebuilds_model_with_tied_weights(tmp_path, tiny_model):
     folder = nnblocks.save(tiny_model, tmp_path / "ckpt")
-    assert sorted(os.listdir(folder)) == [MANIFEST_NAME, WEIGHTS_NAME, SPEC_NAME]
+    assert sorted(os.listdir(folder)) == SAVED
     loaded = nnblocks.load(folder)
     assert type(loaded) is type(tiny_model) and loaded is not tiny_model
     assert not loaded.training
@@ -74,7 +85,7 @@ def test_save_overwrites_an_existing_checkpoint(tmp_path, tiny_model):
     torch.testing.assert_close(
         outputs(nnblocks.load(tmp_path)), outputs(tiny_model), rtol=0, atol=0
     )
-    assert sorted(os.listdir(tmp_path)) == [MANIFEST_NAME, WEIGHTS_NAME, SPEC_NAME]
+    assert sorted(os.listdir(tmp_path)) == SAVED
 
 
 def test_model_not_built_from_a_spec_is_refused_before_writing(tmp_path):

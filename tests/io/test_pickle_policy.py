@@ -9,7 +9,8 @@ import torch
 
 import nnblocks
 from nnblocks.errors import CheckpointError
-from nnblocks.io import SPEC_NAME, read_pickle_weights
+from nnblocks.io import CONFIG_NAME as SPEC_NAME
+from nnblocks.io import read_pickle_weights
 from nnblocks.io.pickle_policy import is_pickle_path
 
 
@@ -88,7 +89,7 @@ def test_trust_never_falls_back_to_a_full_unpickle(tmp_path, tiny_model, hostile
 def test_trusted_pickle_without_spec_explains_how_to_convert(tmp_path, tiny_model):
     path = tmp_path / "weights.pt"
     torch.save(tiny_model.state_dict(), path)
-    with pytest.raises(CheckpointError, match="spec.json` is missing.*read_pickle_weights"):
+    with pytest.raises(CheckpointError, match="config.json` is missing.*read_pickle_weights"):
         nnblocks.load(path, trust_pickle=True)
     state = read_pickle_weights(path, trust_pickle=True)
     assert torch.equal(state["mix.weight"], tiny_model.mix.weight)

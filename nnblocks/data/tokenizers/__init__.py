@@ -1,4 +1,5 @@
-"""Tokenizers (kind `tokenizer`): character, word, lexicon (morphemes) and BPE.
+"""Tokenizers (kind `tokenizer`): character, word, lexicon (morphemes), BPE, and pretrained
+ones read from a ``tokenizer.json`` file (which keep their own special ids).
 
 All share the specials ``<pad>`` = 0, ``<bos>`` = 1, ``<eos>`` = 2, ``<unk>`` = 3, are
 fitted on the training split only, and round-trip through ``to_dict()`` /
@@ -23,6 +24,7 @@ from nnblocks.data.tokenizers.base import (
 from nnblocks.data.tokenizers.bpe import BPETokenizer
 from nnblocks.data.tokenizers.char import CharTokenizer
 from nnblocks.data.tokenizers.lexicon import LexiconTokenizer
+from nnblocks.data.tokenizers.pretrained import PretrainedTokenizer
 from nnblocks.data.tokenizers.word import WordTokenizer
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "WordTokenizer",
     "LexiconTokenizer",
     "BPETokenizer",
+    "PretrainedTokenizer",
     "tokenizer_from_dict",
     "load_tokenizer",
 ]

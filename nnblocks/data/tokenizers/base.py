@@ -80,6 +80,16 @@ class Tokenizer:
     def _load_state(self, state: dict[str, Any]) -> None:
         pass
 
+    def tokenizer_json(self) -> str | None:
+        """The tokenizer in the `tokenizers` library's ``tokenizer.json`` format, or None
+        when it has no such form (a saved model then keeps it in ``data.json`` only)."""
+        return None
+
+    def special_tokens(self) -> dict[str, str]:
+        """``{"pad_token": ..., "bos_token": ..., "eos_token": ..., "unk_token": ...}``: the
+        names ``tokenizer_config.json`` records beside ``tokenizer.json``."""
+        return dict(zip(("pad_token", "bos_token", "eos_token", "unk_token"), SPECIALS))
+
     # -- shared ---------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not self.fitted:

@@ -112,6 +112,11 @@ class BPETokenizer(Tokenizer):
     def _state(self) -> dict[str, Any]:
         return {"tokenizer_json": self._tok.to_str()}
 
+    def tokenizer_json(self) -> str:
+        """The trained tokenizer as ``tokenizer.json`` text (specials at ids 0-3)."""
+        self._check_fitted()
+        return str(self._tok.to_str())
+
     def _load_state(self, state: dict[str, Any]) -> None:
         from tokenizers import Tokenizer as HFTokenizer
 
