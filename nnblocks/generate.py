@@ -173,18 +173,24 @@ def _decode(
 ) -> torch.Tensor:
     """One token per step for each sequence, picked by ``choose(logits [B, V]) -> [B]``."""
     with _decoding(model):
-        tokens, state = _start(model, src, prefix, batch_size)
+        start, state = _start(model, src, prefix, batch_size)
         eos, fill = int(model.eos_id), _fill_id(model)
-        done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
-        for _ in range(_budget(model, tokens.shape[1], max_new_tokens)):
-            logits, state = model.step(tokens, state, use_cache=use_cache)  # [B, V]
-            nxt = choose(logits.float())  # [B]
-            nxt = torch.where(done, torch.full_like(nxt, fill), nxt)
-            tokens = torch.cat([tokens, nxt[:, None]], dim=1)  # [B, t + 1]
-            done = done | (nxt == eos)
+        rows, t = start.shape
+        # One buffer for every token (the prefix handed to each step is a view of it), so
+        # no step copies the tokens so far.
+        tokens = start.new_full((rows, t + _budget(model, t, max_new_tokens)), fill)
+        tokens[:, :t] = start
+        done = torch.zeros(rows, dtype=torch.bool, device=start.device)
+        fills = torch.full((rows,), fill, dtype=torch.long, device=start.device)
+        while t < tokens.shape[1]:
+            logits, state = model.step(tokens[:, :t], state, use_cache=use_cache)  # [B, V]
+            nxt = torch.where(done, fills, choose(logits.float()))  # [B]
+            tokens[:, t] = nxt
+            t += 1
+            done |= nxt == eos
             if bool(done.all()):
                 break
-        return tokens
+        return tokens[:, :t].contiguous()  # [B, t0 + n]
 
 
 def greedy(
@@ -356,44 +362,72 @@ def beam(
         or length_penalty < 0
     ):
         raise _invalid("length_penalty", "a number >= 0", length_penalty)
-    k, alpha = beam_size, float(length_penalty)
     with _decoding(model):
-        tokens, state = _start(model, src, prefix, batch_size)
-        n, device = tokens.shape[0], tokens.device
-        eos, fill = int(model.eos_id), _fill_id(model)
-        expand = torch.arange(n, device=device).repeat_interleave(k)  # [n*k]
-        tokens, state = tokens[expand], reorder_state(state, expand)
-        # Only the first copy of each sequence is alive at first, so the first step does not
-        # pick the same token k times.
-        scores = torch.full((n, k), float("-inf"), device=device)  # raw log P, [n, k]
-        scores[:, 0] = 0.0
-        lengths = torch.zeros(n, k, dtype=torch.long, device=device)
-        done = torch.zeros(n, k, dtype=torch.bool, device=device)
-        rows = torch.arange(n, device=device)[:, None] * k  # [n, 1]
-        for _ in range(_budget(model, tokens.shape[1], max_new_tokens)):
-            logits, state = model.step(tokens, state, use_cache=use_cache)  # [n*k, V]
-            logp = logits.float().log_softmax(dim=-1).view(n, k, -1)  # [n, k, V]
-            vocab = logp.shape[-1]
-            # An ended hypothesis continues only with the fill token, at no cost.
-            ended = torch.full((vocab,), float("-inf"), device=device)
-            ended[fill] = 0.0
-            logp = torch.where(done[..., None], ended, logp)
-            candidates = scores[..., None] + logp  # [n, k, V]
-            grown = lengths + (~done).long()  # [n, k]
-            ranked = candidates / gnmt_length_penalty(grown, alpha)[..., None]
-            best = ranked.view(n, -1).topk(k, dim=-1).indices  # [n, k] over k*V
-            source, token = best // vocab, best % vocab  # [n, k]
-            scores = candidates.view(n, -1).gather(1, best)
-            lengths = grown.gather(1, source)
-            done = done.gather(1, source) | (token == eos)
-            pick = (rows + source).view(-1)  # [n*k] rows of the flat batch
-            tokens = torch.cat([tokens[pick], token.view(-1, 1)], dim=1)
+        start, state = _start(model, src, prefix, batch_size)
+        search = _Beams(start, beam_size, float(length_penalty), int(model.eos_id), _fill_id(model))
+        state = reorder_state(state, search.expand)
+        for _ in range(_budget(model, start.shape[1], max_new_tokens)):
+            logits, state = model.step(search.tokens, state, use_cache=use_cache)  # [n*k, V]
+            pick = search.advance(logits)
             state = reorder_state(state, pick)
-            if bool(done.all()):
+            if bool(search.done.all()):
                 break
-        final = scores / gnmt_length_penalty(lengths, alpha)  # [n, k]
-        final, order = final.sort(dim=-1, descending=True)
-        tokens = tokens.view(n, k, -1).gather(1, order[..., None].expand(-1, -1, tokens.shape[1]))
+        tokens, final = search.ranked()
         if return_all:
             return tokens, final
         return tokens[:, 0]
+
+
+class _Beams:
+    """The hypotheses of a beam search: ``k`` rows per sequence in one flat batch.
+
+    Attributes:
+        tokens: ``[n*k, t]`` every hypothesis so far.
+        scores: ``[n, k]`` raw log-probabilities; lengths ``[n, k]`` generated tokens
+            (EOS included); done ``[n, k]`` whether a hypothesis has ended.
+        expand: ``[n*k]`` the source row of each flat row (to expand the model's state).
+    """
+
+    def __init__(self, start: torch.Tensor, k: int, alpha: float, eos: int, fill: int):
+        n, device = start.shape[0], start.device
+        self.n, self.k, self.alpha, self.eos, self.fill = n, k, alpha, eos, fill
+        self.expand = torch.arange(n, device=device).repeat_interleave(k)  # [n*k]
+        self.tokens = start[self.expand]
+        # Only the first copy of each sequence is alive at first, so the first step does not
+        # pick the same token k times.
+        self.scores = torch.full((n, k), float("-inf"), device=device)
+        self.scores[:, 0] = 0.0
+        self.lengths = torch.zeros(n, k, dtype=torch.long, device=device)
+        self.done = torch.zeros(n, k, dtype=torch.bool, device=device)
+        self.rows = torch.arange(n, device=device)[:, None] * k  # [n, 1]
+        self._ended: torch.Tensor | None = None
+
+    def advance(self, logits: torch.Tensor) -> torch.Tensor:
+        """Grow every hypothesis by one token; returns the flat rows that survive ``[n*k]``."""
+        n, k = self.n, self.k
+        logp = logits.float().log_softmax(dim=-1).view(n, k, -1)  # [n, k, V]
+        vocab = logp.shape[-1]
+        if self._ended is None or self._ended.shape[0] != vocab:
+            # An ended hypothesis continues only with the fill token, at no cost.
+            self._ended = torch.full((vocab,), float("-inf"), device=logp.device)
+            self._ended[self.fill] = 0.0
+        logp = torch.where(self.done[..., None], self._ended, logp)
+        candidates = self.scores[..., None] + logp  # [n, k, V]
+        grown = self.lengths + (~self.done).long()  # [n, k]
+        ranked = candidates / gnmt_length_penalty(grown, self.alpha)[..., None]
+        best = ranked.view(n, -1).topk(k, dim=-1).indices  # [n, k] over k*V
+        source, token = best // vocab, best % vocab  # [n, k]
+        self.scores = candidates.view(n, -1).gather(1, best)
+        self.lengths = grown.gather(1, source)
+        self.done = self.done.gather(1, source) | (token == self.eos)
+        pick = (self.rows + source).view(-1)  # [n*k] rows of the flat batch
+        self.tokens = torch.cat([self.tokens[pick], token.view(-1, 1)], dim=1)
+        return pick
+
+    def ranked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(tokens [n, k, t], scores [n, k])``, best first, scores length-normalised."""
+        n, k = self.n, self.k
+        final = self.scores / gnmt_length_penalty(self.lengths, self.alpha)  # [n, k]
+        final, order = final.sort(dim=-1, descending=True)
+        tokens = self.tokens.view(n, k, -1)
+        return tokens.gather(1, order[..., None].expand(-1, -1, tokens.shape[2])), final

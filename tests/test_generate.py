@@ -1,6 +1,9 @@
 """Decoding: greedy, sampling, beam search; cached decoding equals uncached decoding."""
 
+import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -279,3 +282,47 @@ def test_docstring_examples_run():
         generate, extraglobs={"nnblocks": nnblocks, "torch": torch}, optionflags=doctest.ELLIPSIS
     )
     assert result.attempted > 0 and result.failed == 0
+
+
+# Fixed tokens: decoding after the speed work (issue 14: preallocated caches, tables made
+# once per call) gives exactly the tokens the first implementation gave, recorded in
+# tests/generate_reference.json by `python tests/test_generate.py --record` before the change.
+
+REFERENCE = Path(__file__).with_name("generate_reference.json")
+REFERENCE_CASES = {
+    **{case_id: case for case_id, case in zip(CASE_IDS, CASES)},
+    "lm-llama": ("lm", "rotary", {"name": "gqa", "kv_heads": 1, "bias": False}),
+    "lm-local": ("lm", "rotary", {"name": "local", "window": 4}),
+    "lm-linear": ("lm", "learned", "linear"),
+    "lm-mqa-sinusoidal": ("lm", "sinusoidal", "mqa"),
+    "s2s-alibi-local": ("seq2seq", "alibi", {"name": "local", "window": 3}),
+}
+
+
+def _reference_tokens(case_id, method, use_cache):
+    kind, position, attention = REFERENCE_CASES[case_id]
+    torch.manual_seed(sum(map(ord, case_id)))
+    model = _sharpen((_lm if kind == "lm" else _seq2seq)(position, attention))
+    inputs = _inputs(kind)
+    kwargs = {"beam_size": 3} if method == "beam" else {}
+    return getattr(generate, method)(
+        model, max_new_tokens=14, use_cache=use_cache, **inputs, **kwargs
+    ).tolist()
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+@pytest.mark.parametrize("case_id", sorted(REFERENCE_CASES))
+def test_decoding_gives_the_recorded_tokens(case_id, method):
+    recorded = json.loads(REFERENCE.read_text())[f"{case_id}/{method}"]
+    assert _reference_tokens(case_id, method, use_cache=True) == recorded
+    assert _reference_tokens(case_id, method, use_cache=False) == recorded
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
+    recorded = {
+        f"{case_id}/{method}": _reference_tokens(case_id, method, use_cache=True)
+        for case_id in sorted(REFERENCE_CASES)
+        for method in ("greedy", "beam")
+    }
+    lines = [f"  {json.dumps(key)}: {json.dumps(rows)}" for key, rows in recorded.items()]
+    REFERENCE.write_text("{\n" + ",\n".join(lines) + "\n}\n")

@@ -212,6 +212,14 @@ class LearnedPosition(nn.Module):
         return x + self.weight[offset : offset + x.shape[1]]  # [B, T, D]
 
 
+_is_compiling = torch.compiler.is_compiling
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # older torch lacks it
+
+
+def _tracing() -> bool:
+    return bool(_is_compiling() or _is_exporting() or torch.jit.is_tracing())
+
+
 @register("position", "rotary")
 class RotaryPosition(nn.Module):
     """Rotary position embedding, RoPE (Su et al. 2021, RoFormer).
@@ -253,6 +261,8 @@ class RotaryPosition(nn.Module):
         ok = isinstance(base, (int, float)) and not isinstance(base, bool) and base > 1
         check_option("rotary", "base", base, ok, "a number greater than 1")
         self.dim, self.heads, self.base = dim, heads, float(base)
+        # cos/sin tables per (device, dtype): derived values, not state (never saved).
+        self._tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, base={self.base}"
@@ -266,21 +276,67 @@ class RotaryPosition(nn.Module):
                 f"position part `rotary`: expected heads of width dim={self.dim}. "
                 f"Received: a tensor of shape {shape_of(x)}"
             )
-        work = torch.float64 if x.dtype == torch.float64 else torch.float32
+        return self._turn(x, *self._cos_sin(pos, x))
+
+    def _turn(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         half = self.dim // 2
-        rates = self.base ** (
-            -torch.arange(0, half, device=x.device, dtype=work) / half
-        )  # [Dh/2]; base^(-2i/Dh)
-        angles = pos.to(work)[:, None] * rates[None, :]  # [T, Dh/2]
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         x1, x2 = x[..., :half], x[..., half:]
         return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+    def _cos_sin(self, pos: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cos`` and ``sin`` of the angles at ``pos``, ``[T, Dh/2]`` in the dtype of ``x``.
+
+        Decoding asks for one position per step; the table of every position up to the
+        longest seen is computed once (the same arithmetic, so the same values) and kept
+        per device and dtype. Traced graphs compute the angles instead (no stored tensors).
+        """
+        if _tracing() or pos.numel() == 0:
+            return self._angles(pos, x.dtype, x.device)
+        cos, sin = self._table(int(pos.max()) + 1, x)
+        return cos.index_select(0, pos), sin.index_select(0, pos)
+
+    def _table(self, longest: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin ``[L, Dh/2]`` of positions ``0 .. L-1``, ``L >= longest``."""
+        key = (x.device, x.dtype)
+        table = self._tables.get(key)
+        if table is None or table[0].shape[0] < longest:
+            size = max(longest, 2 * (0 if table is None else table[0].shape[0]), 256)
+            table = self._angles(torch.arange(size, device=x.device), x.dtype, x.device)
+            self._tables[key] = table
+        return table
+
+    def _angles(
+        self, pos: torch.Tensor, dtype: torch.dtype, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        work = torch.float64 if dtype == torch.float64 else torch.float32
+        half = self.dim // 2
+        rates = self.base ** (
+            -torch.arange(0, half, device=device, dtype=work) / half
+        )  # [Dh/2]; base^(-2i/Dh)
+        angles = pos.to(work)[:, None] * rates[None, :]  # [T, Dh/2]
+        return angles.cos().to(dtype), angles.sin().to(dtype)
 
     def adjust(
         self, q: torch.Tensor, k: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, None]:
         """Rotate queries and keys by their positions; no bias."""
         return self._rotate(q, q_pos), self._rotate(k, k_pos), None
+
+    def adjust_cached_from(
+        self, q: torch.Tensor, k_new: torch.Tensor, start: int
+    ) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """``adjust_cached`` when the queries and the new keys both start at ``start``.
+
+        The decoding step's case: positions as an int let the table be sliced (a view)
+        instead of indexed, with no position tensor made and no value read back.
+        """
+        t = q.shape[2]
+        if _tracing():
+            cos, sin = self._angles(torch.arange(start, start + t, device=q.device), q.dtype, q.device)
+        else:
+            cos, sin = self._table(start + t, q)
+            cos, sin = cos[start : start + t], sin[start : start + t]  # [T, Dh/2]
+        return self._turn(q, cos, sin), self._turn(k_new, cos, sin), None
 
     def adjust_cached(
         self, q: torch.Tensor, k_new: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor

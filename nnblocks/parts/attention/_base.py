@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from nnblocks.errors import ShapeError, SpecError
+from nnblocks.parts.attention._cache import cached_keys, write_ahead
 from nnblocks.parts.attention._checks import check_cache, check_sequence, shape_of
 from nnblocks.parts.attention._kernel import dot_product_attention, pack_outputs, prepare_mask
 from nnblocks.parts.attention._masks import normalize_mask
@@ -53,8 +54,9 @@ class KeyValueAttention(nn.Module):
     ``_output(o [B, Tq, H * Dv]) -> [B, Tq, dim]``.
 
     Cache layout (every tensor batch-first): ``k``, ``v`` (self-attention keys and values,
-    ``[B, Hkv, T, Dh]``), ``context_k``, ``context_v`` (projected context, cross-attention),
-    ``offset`` (int, positions decoded so far).
+    ``[B, Hkv, T, Dh]``; from the second step on buffers allocated ahead, of which the first
+    ``filled`` positions hold keys, see ``_cache.py``), ``context_k``, ``context_v``
+    (projected context, cross-attention), ``offset`` (int, positions decoded so far).
     """
 
     part_name = "attention"
@@ -222,8 +224,12 @@ class KeyValueAttention(nn.Module):
                 pos = self._positions(0, tq, x.device)
                 q, k, bias = position.adjust(q, k, pos, pos)
             return q, k, v, bias, 0
-        previous = state.get("k")
-        k_start = offset - (0 if previous is None else self._check_cached(previous, x, offset))
+        k_start = offset - (self._check_cached(state, x, offset) if "k" in state else 0)
+        if position is not None and hasattr(position, "adjust_cached_from"):
+            # The same, with positions as an int (rotary slices its cos/sin table).
+            q, k, bias = position.adjust_cached_from(q, k, offset)
+            k, v = self._append(state, k, v)
+            return q, k, v, bias, k_start
         q_pos = self._positions(offset, tq, x.device) if position is not None else None
         bias = None
         if position is not None and hasattr(position, "adjust_cached"):
@@ -238,34 +244,46 @@ class KeyValueAttention(nn.Module):
                 q, k, bias = position.adjust(q, k, q_pos, k_pos)
         return q, k, v, bias, k_start
 
-    def _check_cached(self, previous: Any, x: torch.Tensor, offset: int) -> int:
+    def _check_cached(self, state: dict[str, Any], x: torch.Tensor, offset: int) -> int:
+        """How many keys the cache holds (its buffers may be longer than that)."""
+        previous = state["k"]
         if (
             not isinstance(previous, torch.Tensor)
             or previous.dim() != 4
             or previous.shape[0] != x.shape[0]
-            or previous.shape[2] > offset
         ):
             raise ShapeError(
                 f"attention part `{self.part_name}`: the cache does not fit this call: "
                 f"expected cached keys [B={x.shape[0]}, Hkv, T<={offset}, Dh] from an earlier "
                 f"step of the same batch. Received: cache['k'] of shape {shape_of(previous)}"
             )
-        return previous.shape[2]
+        held = cached_keys(state)
+        if held > offset:
+            raise ShapeError(
+                f"attention part `{self.part_name}`: the cache does not fit this call: it "
+                f"holds {held} keys but covers only offset={offset} positions. Pass the "
+                "dict the part returned at the previous step."
+            )
+        return held
 
     def _append(
         self, state: dict[str, Any], k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cached + new keys and values; the cache keeps the last ``keep_keys`` of them."""
-        if "k" in state:
-            k = torch.cat([state["k"], k], dim=2)  # [B, Hkv, T_cached + T_new, Dh]
-            v = torch.cat([state["v"], v], dim=2)
         keep = self.keep_keys
-        if keep is None or k.shape[2] <= keep:
-            state["k"], state["v"] = k, v
-        else:
-            state["k"], state["v"] = k[:, :, k.shape[2] - keep :], v[:, :, v.shape[2] - keep :]
-        return k, v
-
+        if keep is not None or "k" not in state or k.requires_grad:
+            # A window is short, a first step has nothing to extend, and autograd must
+            # not see a buffer written in place: concatenation serves these cases.
+            if "k" in state:
+                k = torch.cat([state["k"], k], dim=2)  # [B, Hkv, T_cached + T_new, Dh]
+                v = torch.cat([state["v"], v], dim=2)
+            if keep is None or k.shape[2] <= keep:
+                state["k"], state["v"] = k, v
+            else:
+                state["k"], state["v"] = k[:, :, k.shape[2] - keep :], v[:, :, v.shape[2] - keep :]
+            state.pop("filled", None)
+            return k, v
+        return write_ahead(state, k, v)
     def _cross_keys(
         self,
         context: torch.Tensor,
