@@ -20,8 +20,9 @@ sequence_classification    ``tokens [B, T]``, ``y [B]``                cross-ent
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 Renderer = Callable[[Sequence[torch.Tensor]], str]
+# gather(data, step, batch_size) -> (per-batch step values, per-batch target tuples)
+Gather = Callable[..., tuple[Any, ...]]
 
 
 class Task:
@@ -98,37 +101,47 @@ class Task:
             )
         return self._splits[split]
 
-    def batches(self, data: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        """Batches of ``data`` in order (TensorData by slicing; other datasets by a DataLoader)."""
-        if isinstance(data, TensorData):
-            plain = data.plain() if hasattr(data, "plain") else data  # never augment evaluation
-            for start in range(0, len(plain), batch_size):
-                yield plain[start : start + batch_size]
-            return
-        from torch.utils.data import DataLoader
-
-        yield from DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=self.collate)
-
     @staticmethod
     def _n_inputs(data: Any) -> int:
         return int(getattr(data, "n_inputs", 1))
 
-    def outputs(
-        self, model: nn.Module, split: str | Any, *, batch_size: int = 256, device: Any = None
-    ) -> Iterator[tuple[tuple[torch.Tensor, ...], Any]]:
-        """Run ``model`` over a split in eval mode; yields ``(batch on device, output)``."""
-        data = self.split_data(split)
-        n_inputs = self._n_inputs(data)
-        device = _device_of(model) if device is None else torch.device(device)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                for batch in self.batches(data, batch_size):
-                    batch = tuple(t.to(device) for t in batch)
-                    yield batch, model(*batch[:n_inputs])
-        finally:
-            model.train(was_training)
+    def predict_step(self, model: nn.Module, batch: Sequence[Any], n_inputs: int) -> Any:
+        """The prediction a person reads for one batch (``show_results``): the model's output.
+
+        Args:
+            model: the model (in eval mode, under inference mode).
+            batch: inputs then targets, on the model's device.
+            n_inputs: how many of ``batch`` are inputs.
+        """
+        return model(*batch[:n_inputs])
+
+    def predictions(
+        self,
+        model: nn.Module,
+        data: Any,
+        step: Callable[..., Any],
+        *,
+        batch_size: int,
+        device: Any = None,
+        gather: Gather | None = None,
+    ) -> tuple[list[Any], list[tuple[torch.Tensor, ...]]]:
+        """Per-batch ``step(model, batch, n_inputs)`` values and targets over ``data``, in order.
+
+        Args:
+            model: the model.
+            data: the split's data.
+            step: what to compute per batch (small values: a task reduces logits in it).
+            batch_size: examples per batch.
+            device: where to run without ``gather`` (default: the model's device).
+            gather: ``gather(data, step, batch_size) -> (values, targets)``: the Learner's
+                ``get_preds`` (its loaders, batch function, autocast), which
+                ``Learner.evaluate`` and recipes pass. Without it (a bare model) the
+                batches are taken in order here, in eval mode.
+        """
+        if gather is not None:
+            values, targets = gather(data, step, batch_size)[:2]
+            return list(values), list(targets)
+        return _in_order(model, data, step, batch_size, device, self.collate)
 
     def evaluate(
         self,
@@ -137,14 +150,16 @@ class Task:
         *,
         batch_size: int = 512,
         device: Any = None,
+        gather: Gather | None = None,
     ) -> dict[str, float]:
-        """Task-level metrics of ``model`` on a split (after training).
+        """Task-level metrics of ``model`` on a split (after training), from its predictions.
 
         Args:
             model: the trained model (run in eval mode; its mode is restored after).
             split: a split name (``"test"``, ``"valid"``, ``"long"``...) or data.
             batch_size: examples per forward pass.
-            device: where to run (default: the model's device).
+            device: where to run without ``gather`` (default: the model's device).
+            gather: where the predictions come from (see ``predictions``).
         """
         raise NotImplementedError
 
@@ -209,6 +224,42 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _output(model: nn.Module, batch: Sequence[Any], n_inputs: int) -> Any:
+    return model(*batch[:n_inputs])
+
+
+def _in_order(
+    model: nn.Module,
+    data: Any,
+    step: Callable[..., Any],
+    batch_size: int,
+    device: Any,
+    collate: Any,
+) -> tuple[list[Any], list[tuple[torch.Tensor, ...]]]:
+    """``predictions`` for a bare model (no Learner): batches in order, eval mode."""
+    n_inputs = int(getattr(data, "n_inputs", 1))
+    device = _device_of(model) if device is None else torch.device(device)
+    if isinstance(data, TensorData):
+        plain = data.plain() if hasattr(data, "plain") else data  # never augment evaluation
+        batches: Any = (plain[i : i + batch_size] for i in range(0, len(plain), batch_size))
+    else:
+        from torch.utils.data import DataLoader
+
+        batches = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    values, targets = [], []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for batch in batches:
+                batch = tuple(t.to(device) for t in batch)
+                values.append(step(model, batch, n_inputs))
+                targets.append(batch[n_inputs:])
+    finally:
+        model.train(was_training)
+    return values, targets
+
+
 def _labels(labels: Sequence[Any] | None, n: int) -> list[str]:
     return [str(c) for c in labels] if labels is not None else [str(i) for i in range(n)]
 
@@ -266,6 +317,7 @@ class ClassificationTask(Task):
         *,
         batch_size: int = 512,
         device: Any = None,
+        gather: Gather | None = None,
     ) -> dict[str, float]:
         """Accuracy, macro F1 and mean loss of ``model`` on a split.
 
@@ -274,13 +326,14 @@ class ClassificationTask(Task):
         """
         from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
-        logits, targets = [], []
-        for batch, out in self.outputs(model, split, batch_size=batch_size, device=device):
-            logits.append(out.float())
-            targets.append(batch[-1])
+        logits, targets = self.predictions(
+            model, self.split_data(split), _output, batch_size=batch_size, device=device,
+            gather=gather,
+        )  # fmt: skip
         if not logits:
             raise DataError(f"cannot evaluate on the `{split}` split: it is empty.")
-        out, y = torch.cat(logits), torch.cat(targets)
+        out = torch.cat([o.float() for o in logits])
+        y = torch.cat([t[-1] for t in targets]).to(out.device)
         c = self.num_classes
         return {
             "accuracy": float(multiclass_accuracy(out, y, num_classes=c, average="micro")),
@@ -377,15 +430,17 @@ class MultiLabelTask(Task):
         *,
         batch_size: int = 512,
         device: Any = None,
+        gather: Gather | None = None,
     ) -> dict[str, float]:
         """Per-decision accuracy, macro F1 and exact (whole-set) match on a split."""
         from torchmetrics.functional.classification import multilabel_accuracy, multilabel_f1_score
 
-        logits, targets = [], []
-        for batch, out in self.outputs(model, split, batch_size=batch_size, device=device):
-            logits.append(out.float())
-            targets.append(batch[-1])
-        out, y = torch.cat(logits), torch.cat(targets).long()
+        logits, targets = self.predictions(
+            model, self.split_data(split), _output, batch_size=batch_size, device=device,
+            gather=gather,
+        )  # fmt: skip
+        out = torch.cat([o.float() for o in logits])
+        y = torch.cat([t[-1] for t in targets]).long().to(out.device)
         n, th = len(self.labels), self.threshold
         exact = ((torch.sigmoid(out) > self.threshold) == (y > 0)).all(1).float().mean()
         return {
@@ -458,15 +513,18 @@ class RegressionTask(Task):
         *,
         batch_size: int = 512,
         device: Any = None,
+        gather: Gather | None = None,
     ) -> dict[str, float]:
         """MSE, MAE and R² in the targets' original units (averaged over targets)."""
         from torchmetrics.functional import mean_absolute_error, mean_squared_error, r2_score
 
-        preds, targets = [], []
-        for batch, out in self.outputs(model, split, batch_size=batch_size, device=device):
-            preds.append(out.float().reshape(len(out), -1))
-            targets.append(batch[-1].float().reshape(len(out), -1))
-        p, y = self._original(torch.cat(preds)), self._original(torch.cat(targets))
+        outs, targets = self.predictions(
+            model, self.split_data(split), _output, batch_size=batch_size, device=device,
+            gather=gather,
+        )  # fmt: skip
+        out = torch.cat([o.float().reshape(len(o), -1) for o in outs])
+        y = torch.cat([t[-1].float().reshape(len(t[-1]), -1) for t in targets]).to(out.device)
+        p, y = self._original(out), self._original(y)
         return {
             "mse": float(mean_squared_error(p, y)),
             "mae": float(mean_absolute_error(p, y)),
@@ -491,6 +549,17 @@ def _cut_at_eos(ids: torch.Tensor, eos_id: int, pad_id: int, *, mark_pad: bool) 
     if mark_pad:
         ids = ids.masked_fill((ids == pad_id) & ~after, -1)
     return ids.masked_fill(after, pad_id)
+
+
+def _token_accuracy(values: list[dict[str, Any]], pad_id: int) -> float:
+    """Micro accuracy of predicted ids over non-pad target tokens, from per-batch values."""
+    from torchmetrics.classification import MulticlassAccuracy
+
+    classes = max(int(v["classes"]) for v in values)
+    acc = MulticlassAccuracy(num_classes=classes, average="micro", ignore_index=pad_id)
+    for v in values:
+        acc.update(v["ids"].cpu(), v["target"].cpu())
+    return float(acc.compute())
 
 
 def exact_match(
@@ -593,6 +662,7 @@ class Seq2SeqTask(Task):
         device: Any = None,
         decode: Callable[..., torch.Tensor] | None = None,
         limit: int | None = None,
+        gather: Gather | None = None,
     ) -> dict[str, float]:
         """Exact match of decoded sequences, plus teacher-forced loss and token accuracy.
 
@@ -600,7 +670,8 @@ class Seq2SeqTask(Task):
             model: a model with the decoding protocol (docs/interfaces.md).
             split: a split name or data.
             batch_size: sequences decoded at once.
-            device: where to run (default: the model's device).
+            device: where to run without ``gather`` (default: the model's device).
+            gather: where the predictions come from (see ``Task.predictions``).
             decode: ``decode(model, src, max_new_tokens=...) -> ids [B, L]``; default
                 ``nnblocks.generate.greedy`` (pass a beam search to compare).
             limit: evaluate only the first ``limit`` examples.
@@ -608,43 +679,54 @@ class Seq2SeqTask(Task):
         Returns:
             ``{"exact_match", "token_accuracy", "loss", "n"}``.
         """
-        from torchmetrics.classification import MulticlassAccuracy
-
         data = self.split_data(split)
         if limit is not None:
             data = data.subset(torch.arange(min(limit, len(data))))
-        tok = self.tgt_tokenizer
-        acc = None
-        hits, total, loss_sum, tokens = 0, 0, 0.0, 0
-        for batch, logits in self.outputs(model, data, batch_size=batch_size, device=device):
-            src, _, tgt_out = batch
-            if acc is None:
-                acc = MulticlassAccuracy(
-                    num_classes=logits.shape[-1], average="micro", ignore_index=tok.pad_id
-                ).to(logits.device)
-            acc.update(logits.argmax(-1), tgt_out)
-            real = int((tgt_out != tok.pad_id).sum())
-            loss_sum += float(self.loss(logits.float(), tgt_out)) * real
-            tokens += real
-            with torch.inference_mode():
-                # tgt_out's width covers the longest target and its EOS: enough to judge every row
-                generated = self.generate(
-                    model, src, max_new_tokens=tgt_out.shape[1], decode=decode
-                )
-            match = exact_match(
-                generated, tgt_out, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id
-            )
-            hits += int(match.sum())
-            total += len(match)
-        if total == 0:
+        step = functools.partial(self._eval_step, decode=decode)
+        values, _ = self.predictions(
+            model, data, step, batch_size=batch_size, device=device, gather=gather
+        )
+        if not values:
             raise DataError(f"cannot evaluate on the `{split}` split: it is empty.")
-        assert acc is not None
+        match = torch.cat([v["match"] for v in values])
+        tokens = sum(int(v["tokens"]) for v in values)
         return {
-            "exact_match": hits / total,
-            "token_accuracy": float(acc.compute()),
-            "loss": loss_sum / max(tokens, 1),
-            "n": total,
+            "exact_match": float(match.float().mean()),
+            "token_accuracy": _token_accuracy(values, self.tgt_tokenizer.pad_id),
+            "loss": float(sum(v["loss_sum"] for v in values)) / max(tokens, 1),
+            "n": len(match),
         }
+
+    def _eval_step(
+        self,
+        model: nn.Module,
+        batch: Sequence[torch.Tensor],
+        n_inputs: int,
+        *,
+        decode: Callable[..., torch.Tensor] | None = None,
+    ) -> dict[str, Any]:
+        """One batch's share of ``evaluate``: small values, so no logits are kept."""
+        src, tgt_out, tok = batch[0], batch[-1], self.tgt_tokenizer
+        logits = model(*batch[:n_inputs])  # teacher-forced [B, T, V]
+        real = (tgt_out != tok.pad_id).sum()
+        # tgt_out's width covers the longest target and its EOS: enough to judge every row
+        generated = self.generate(model, src, max_new_tokens=tgt_out.shape[1], decode=decode)
+        match = exact_match(
+            generated, tgt_out, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id
+        )
+        return {
+            "ids": logits.argmax(-1),
+            "target": tgt_out,
+            "classes": logits.shape[-1],
+            "loss_sum": self.loss(logits.float(), tgt_out) * real,
+            "tokens": real,
+            "match": match,
+        }
+
+    def predict_step(self, model: nn.Module, batch: Sequence[Any], n_inputs: int) -> Any:
+        """What greedy decoding answers (not teacher-forced logits): ids ``[B, L]``."""
+        width = batch[-1].shape[1] + 1 if len(batch) > n_inputs else self.model_args["max_len"]
+        return self.generate(model, batch[0], max_new_tokens=width)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -697,32 +779,37 @@ class LanguageModelTask(Task):
         *,
         batch_size: int = 64,
         device: Any = None,
+        gather: Gather | None = None,
     ) -> dict[str, float]:
         """Mean loss per token, perplexity (exp of the loss) and next-token accuracy."""
-        from torchmetrics.classification import MulticlassAccuracy
-
-        acc = None
-        loss_sum, tokens = 0.0, 0
-        for batch, logits in self.outputs(model, split, batch_size=batch_size, device=device):
-            target = batch[-1]
-            if acc is None:
-                acc = MulticlassAccuracy(
-                    num_classes=logits.shape[-1],
-                    average="micro",
-                    ignore_index=self.tokenizer.pad_id,
-                ).to(logits.device)
-            acc.update(logits.argmax(-1), target)
-            real = int((target != self.tokenizer.pad_id).sum())
-            loss_sum += float(self.loss(logits.float(), target)) * real
-            tokens += real
-        if acc is None:
+        values, _ = self.predictions(
+            model, self.split_data(split), self._eval_step, batch_size=batch_size,
+            device=device, gather=gather,
+        )  # fmt: skip
+        if not values:
             raise DataError(f"cannot evaluate on the `{split}` split: it is empty.")
+        tokens = sum(int(v["tokens"]) for v in values)
+        loss_sum = float(sum(v["loss_sum"] for v in values))
         loss = loss_sum / max(tokens, 1)
         return {
             "loss": loss,
             "perplexity": math.exp(min(loss, 50.0)),
-            "accuracy": float(acc.compute()),
+            "accuracy": _token_accuracy(values, self.tokenizer.pad_id),
             "tokens": tokens,
+        }
+
+    def _eval_step(
+        self, model: nn.Module, batch: Sequence[torch.Tensor], n_inputs: int
+    ) -> dict[str, Any]:
+        """One batch's share of ``evaluate``: small values, so no logits are kept."""
+        logits, target = model(*batch[:n_inputs]), batch[-1]  # [B, T, V], [B, T]
+        real = (target != self.tokenizer.pad_id).sum()
+        return {
+            "ids": logits.argmax(-1),
+            "target": target,
+            "classes": logits.shape[-1],
+            "loss_sum": self.loss(logits.float(), target) * real,
+            "tokens": real,
         }
 
     def describe(self) -> dict[str, Any]:

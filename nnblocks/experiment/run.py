@@ -282,7 +282,7 @@ def _final_metrics(learner: Any, data: Any, train: Mapping[str, Any]) -> dict[st
     if callable(evaluate):
         split = "test" if getattr(data, "test", None) is not None else "valid"
         options = dict(train.get("evaluate") or {})
-        for key, value in evaluate(learner.model, split=split, **options).items():
+        for key, value in learner.task_metrics(split, **options).items():
             metrics[f"{split}_{key}" if not key.startswith(split) else key] = _plain(value)
     return metrics
 

@@ -1,9 +1,12 @@
 """The training loop's events and the exceptions that let a callback cancel part of it.
 
-The loop is nested: fit -> epoch -> train / validate -> batch, and a training batch runs
-forward -> loss -> backward -> step. Each step fires ``before_<step>`` and ``after_<step>``;
-the steps a callback may cancel also fire ``after_cancel_<step>``. This list is the single
-source of truth: the Learner precomputes, for every event, the callbacks that override it.
+The loop is nested: fit -> epoch -> train / validate -> batch, and a batch runs forward ->
+loss, then (training only) backward -> step. Validation batches go through the same batch
+function as training batches, so they fire forward and loss events too (``learn.training``
+tells them apart). Each level fires ``before_<level>`` and ``after_<level>``; the levels a
+callback may cancel fire ``after_cancel_<level>`` and then ``after_<level>`` when cancelled.
+This list is the single source of truth: the Learner precomputes, for every event, the
+callbacks that override it, so an event nobody overrides costs a lookup and no call.
 
 =====================  =========================================================
 event                  the Learner's state a callback may read or change
@@ -19,10 +22,11 @@ after_loss             ``loss`` (replace it to change what is recorded/back-prop
 before_backward        ``loss_grad`` (what ``backward`` runs on; scale it here)
 after_backward         gradients in ``.grad``
 before_step            raise ``CancelStep`` to skip this step and keep the gradients
-after_step             parameters updated, gradients not yet cleared
+after_step             parameters updated (unless the step was cancelled), gradients
+                       cleared
 after_batch            ``iter`` is this batch's index; ``train_step`` counts it
 after_train            ``train_loss`` of the epoch
-before_validate        model in eval mode, inference mode on
+before_validate        model in eval mode (batches run under inference mode)
 after_validate         ``valid_loss``, ``valid_metrics``
 after_epoch            ``history[-1]`` holds the epoch's row; set ``stop_training``
                        to end the fit after this epoch
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 __all__ = [
     "EVENTS",
+    "STEPS",
     "CancelBatch",
     "CancelStep",
     "CancelTrain",
@@ -71,8 +76,8 @@ class CancelFit(Exception):
     """Raised by a callback to stop training; ``after_fit`` still runs."""
 
 
-# The nested steps of the loop and the cancel exception of each (None: cannot be cancelled).
-_STEPS = {
+# The nested levels of the loop and the cancel exception of each (None: cannot be cancelled).
+STEPS: dict[str, type[Exception] | None] = {
     "fit": CancelFit,
     "epoch": CancelEpoch,
     "train": CancelTrain,
@@ -86,7 +91,7 @@ _STEPS = {
 
 EVENTS: tuple[str, ...] = tuple(
     event
-    for step, cancel in _STEPS.items()
+    for step, cancel in STEPS.items()
     for event in (
         (f"before_{step}", f"after_{step}")
         + ((f"after_cancel_{step}",) if cancel is not None else ())

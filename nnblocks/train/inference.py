@@ -1,11 +1,15 @@
-"""Using a trained model: ``predict`` and ``evaluate`` over a split or any data, in order.
+"""Using a model: ``get_preds`` (the one evaluation path), ``predict`` and ``evaluate``.
 
-Both run the model itself (never the DDP wrapper) in eval mode under ``inference_mode``,
-never shuffle, and use the Learner's mixed-precision context.
+Every pass over data after training goes through the Learner's loaders and its batch
+function (``Loop._do_batch``, the same one training and validation use), in eval mode under
+``inference_mode`` with the Learner's mixed-precision context, never shuffled, with the
+callbacks quiet. A task's own evaluation (``Task.evaluate``) gets its predictions from here:
+the Learner hands it ``gather``, so the task only scores them.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -16,15 +20,10 @@ from nnblocks.train.loaders import make_loader
 if TYPE_CHECKING:
     from nnblocks.train.learner import Learner
 
-__all__ = ["loader_for", "predict", "evaluate"]
+__all__ = ["loader_for", "get_preds", "predict", "evaluate", "task_metrics", "concat"]
 
 
-def loader_for(learn: Learner, data: Any, batch_size: int | None = None) -> Any:
-    """An unshuffled loader for a split name (default: test, else valid), data or a tensor.
-
-    Raises:
-        DataError: an unknown or missing split.
-    """
+def _resolve(learn: Learner, data: Any) -> Any:
     if data is None:
         data = "test" if learn.splits.get("test") is not None else "valid"
     if isinstance(data, str):
@@ -37,8 +36,17 @@ def loader_for(learn: Learner, data: Any, batch_size: int | None = None) -> Any:
         from nnblocks.data.tensors import TensorData
 
         data = TensorData(data, n_inputs=1)
+    return data.plain() if hasattr(data, "plain") else data  # never augment a prediction
+
+
+def loader_for(learn: Learner, data: Any, batch_size: int | None = None) -> Any:
+    """An unshuffled loader for a split name (default: test, else valid), data or a tensor.
+
+    Raises:
+        DataError: an unknown or missing split.
+    """
     return make_loader(
-        data,
+        _resolve(learn, data),
         batch_size or learn.valid_batch_size,
         shuffle=False,
         device=learn.device,
@@ -47,15 +55,8 @@ def loader_for(learn: Learner, data: Any, batch_size: int | None = None) -> Any:
     )
 
 
-def _to_cpu(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.cpu()
-    if isinstance(x, (tuple, list)):
-        return type(x)(_to_cpu(v) for v in x)
-    return x
-
-
-def _concat(parts: list[Any]) -> Any:
+def concat(parts: list[Any]) -> Any:
+    """Per-batch tensors joined along the batch axis (the list itself when shapes differ)."""
     if parts and all(isinstance(p, torch.Tensor) for p in parts):
         try:
             return torch.cat(parts)
@@ -64,24 +65,49 @@ def _concat(parts: list[Any]) -> Any:
     return parts
 
 
+def get_preds(
+    learn: Learner,
+    data: Any = None,
+    *,
+    step: Any = None,
+    with_loss: bool = False,
+    batch_size: int | None = None,
+    concat_batches: bool = True,
+) -> tuple[Any, ...]:
+    """See ``Learner.get_preds``."""
+    loader = loader_for(learn, data, batch_size)
+    n = 1 if isinstance(data, torch.Tensor) else None
+    outs, tgts, losses = learn._gather(loader, step=step, with_loss=with_loss, n_inputs=n)
+    if not concat_batches:
+        return (outs, tgts, losses) if with_loss else (outs, tgts)
+    width = len(tgts[0]) if tgts else 0
+    joined = tuple(concat([t[i] for t in tgts]) for i in range(width))
+    targets = joined[0] if len(joined) == 1 else joined
+    out = concat(outs)
+    return (out, targets, torch.stack(losses) if losses else None) if with_loss else (out, targets)
+
+
 def predict(
     learn: Learner, data: Any = None, *, with_targets: bool = False, batch_size: int | None = None
 ) -> Any:
     """See ``Learner.predict``."""
-    loader = loader_for(learn, data, batch_size)
-    n = 1 if isinstance(data, torch.Tensor) else learn.n_inputs
-    outs, tgts = [], []
-    learn.model.eval()
-    with torch.inference_mode(), learn.autocast:
-        for batch in loader:
-            outs.append(_to_cpu(learn.model(*batch[:n])))
-            if with_targets:
-                tgts.append(tuple(_to_cpu(t) for t in batch[n:]))
-    out = _concat(outs)
-    if not with_targets:
-        return out
-    targets = tuple(_concat([t[i] for t in tgts]) for i in range(len(tgts[0]))) if tgts else ()
-    return out, targets[0] if len(targets) == 1 else targets
+    out, targets = get_preds(learn, data, batch_size=batch_size)
+    return (out, targets) if with_targets else out
+
+
+def task_metrics(learn: Learner, split: Any, **options: Any) -> dict[str, Any]:
+    """The task's own evaluation of ``learn.model`` on ``split``, fed by ``get_preds``."""
+    task_eval = getattr(learn.task, "evaluate", None)
+    if not callable(task_eval):
+        return {}
+
+    def gather(data: Any, step: Any, batch_size: int | None = None) -> tuple[Any, ...]:
+        return get_preds(learn, data, step=step, batch_size=batch_size, concat_batches=False)
+
+    # A task written before `gather` existed still works; it batches by itself.
+    if "gather" in inspect.signature(task_eval).parameters:
+        options["gather"] = gather
+    return dict(task_eval(learn.model, split, **options))
 
 
 def evaluate(
@@ -92,11 +118,8 @@ def evaluate(
     if data is None:
         split = "test" if learn.splits.get("test") is not None else "valid"
     loader = loader_for(learn, split or data, batch_size)
-    loss, metrics = learn._evaluate_loader(loader, fire=False)
+    loss, metrics = learn._quiet_pass(lambda: learn._validate(loader), learn._end_validate)
     result = {"loss": loss, **metrics}
-    task_eval = getattr(learn.task, "evaluate", None)
-    if split is not None and callable(task_eval):
-        learn.model.eval()
-        with torch.inference_mode():
-            result.update(task_eval(learn.model, split=split))
+    if split is not None:
+        result.update(task_metrics(learn, split))
     return result

@@ -21,6 +21,7 @@ from torch import nn
 
 from nnblocks.errors import DataError, TrainingError
 from nnblocks.train import distributed
+from nnblocks.train.activations import checkpoint_activations
 from nnblocks.train.callback import Callback, CallbackTable
 from nnblocks.train.freeze import freeze, frozen_norms, unfreeze
 from nnblocks.train.loaders import make_loader
@@ -58,13 +59,15 @@ class Learner(Loop):
         schedule: the learning-rate schedule ``fit`` uses: ``"one_cycle"`` (with momentum
             cycling), ``"cosine"``, ``"constant"``, ``"linear"``, a Schedule, or ``None``.
         clip_grad: clip the global gradient norm to this value.
-        mixed_precision: ``None``, ``"bf16"`` (CPU and CUDA) or ``"fp16"`` (CUDA, with a
-            gradient scaler).
+        mixed_precision: ``"auto"`` (bf16 autocast on a CUDA device that supports it, else
+            none), ``None``, ``"bf16"`` (CPU and CUDA) or ``"fp16"`` (CUDA, with a gradient
+            scaler).
         grad_accumulation: accumulate gradients over this many batches per step.
         callbacks: more callbacks.
         progress: show a progress bar (plain lines when not in a terminal or when CI=true).
         nan_guard: stop at the first non-finite loss, naming the epoch and batch.
-        path: folder for files the run writes (loss curves, lr_find plot); ``None``: none.
+        path: folder for files the run writes (``loss_curves.png`` after each fit, the
+            lr_find plot); ``None``: none.
         device: default: ``cuda:LOCAL_RANK`` when CUDA is available, else CPU.
         seed: seeds the training order (default: drawn from torch's global RNG).
         n_inputs: how many leading batch tensors go to the model (default: the training
@@ -79,6 +82,10 @@ class Learner(Loop):
             outputs) or ``"auto"`` (time eager against compiled on the first training batch
             and keep the faster); see ``nnblocks.hybrid.hybridize``.
         num_workers: DataLoader workers for non-tensor datasets (default: picked by cores).
+        checkpoint_activations: glob pattern(s) over module names (``"decoder.layers.*"``):
+            the matching modules recompute their activations in the backward pass instead
+            of keeping them (``torch.utils.checkpoint``, non-reentrant), trading compute
+            for memory; same losses and gradients.
 
     Raises:
         DataError: data in a form the Learner does not accept.
@@ -106,7 +113,7 @@ class Learner(Loop):
         param_groups: Any = None,
         schedule: Any = "one_cycle",
         clip_grad: float | None = None,
-        mixed_precision: str | None = None,
+        mixed_precision: str | None = "auto",
         grad_accumulation: int = 1,
         callbacks: Iterable[Callback] = (),
         progress: bool = True,
@@ -120,21 +127,33 @@ class Learner(Loop):
         debug: bool = False,
         num_workers: int | None = None,
         hybridize: str = "eager",
+        checkpoint_activations: str | Sequence[str] | None = None,
     ):
-        if not isinstance(model, nn.Module):
-            raise TrainingError(
-                f"Received an invalid model: expected an nn.Module. Received: {type(model).__name__}"
-            )
-        if hybridize not in ("eager", "auto", "compile"):
-            raise TrainingError(
-                f"hybridize must be 'eager', 'auto' or 'compile'. Received: hybridize={hybridize!r}"
-            )
-        self.hybridize_mode = hybridize
+        _check_options(model, hybridize, audit)
+        self.hybridize_mode, self.audit, self.debug = hybridize, audit, debug
         self.hybrid: Any = None  # what hybridize chose, after the first fit
-        if audit not in ("warn", "error", "off"):
-            raise TrainingError(
-                f"audit must be 'warn', 'error' or 'off'. Received: audit={audit!r}"
+        self._set_data(data, loss, metrics, train_metrics, n_inputs)
+        self._place_model(model, device, checkpoint_activations)
+        self.opt_spec, self.lr, self.wd, self.param_groups = opt, lr, wd, param_groups
+        self.batch_size = batch_size
+        self.valid_batch_size = valid_batch_size or 2 * batch_size
+        self.schedule = schedule
+        self.path = Path(path) if path is not None else None
+        self.seed = seed
+        self.num_workers = num_workers
+        self.opt = None  # type: ignore[assignment]  # built on the first fit
+        self._reset_loop_state()
+        self.cbs = CallbackTable(
+            self._default_callbacks(
+                progress, nan_guard, clip_grad, mixed_precision, grad_accumulation
             )
+        )
+        self.cbs.add(*callbacks)
+
+    def _set_data(
+        self, data: Any, loss: Any, metrics: Any, train_metrics: bool, n_inputs: int | None
+    ) -> None:
+        """Splits, task, loss and metrics: what the data asks for unless given."""
         self.splits, self.task = split_data(data)
         if self.splits["train"] is None:
             raise DataError("the data has no training split (`train` is None).")
@@ -143,44 +162,48 @@ class Learner(Loop):
         self.metrics = MetricSet(specs)
         # Training metrics get their own copies: a Metric object must not mix both phases.
         self.train_metrics = MetricSet(copy.deepcopy(specs) if train_metrics else None)
-        self.dist, self.device = distributed.setup(device)
-        self.model = model.to(self.device)
-        self.train_model = distributed.wrap_ddp(self.model, self.device)
         self.n_inputs = (
             n_inputs if n_inputs is not None else getattr(self.splits["train"], "n_inputs", 1)
         )
-        self.opt_spec, self.lr, self.wd, self.param_groups = opt, lr, wd, param_groups
-        self.batch_size = batch_size
-        self.valid_batch_size = valid_batch_size or 2 * batch_size
-        self.schedule = schedule
-        self.path = Path(path) if path is not None else None
-        self.seed = seed
-        self.audit = audit
-        self.debug = debug
-        self.num_workers = num_workers
-        self.opt = None  # type: ignore[assignment]  # built on the first fit
+
+    def _place_model(self, model: nn.Module, device: Any, checkpointed: Any) -> None:
+        """Device, DDP wrapper and activation checkpointing: how the model will run."""
+        self.dist, self.device = distributed.setup(device)
+        self.model = model.to(self.device)
+        self.checkpointed = checkpoint_activations(self.model, checkpointed)
+        self.train_model = distributed.wrap_ddp(self.model, self.device)
+
+    def _reset_loop_state(self) -> None:
+        """The loop's counters and records (documented on ``Loop``), before any fit."""
         self.autocast: Any = contextlib.nullcontext()
         self.scaler: Any = None
         self.step_fn: Callable[[], Any] = self._plain_step
         self.history: list[dict[str, Any]] = []
         self.loss_log: list[torch.Tensor] = []
-        self._losses: list[torch.Tensor] = []
-        self._frozen_bn: list[nn.Module] = []
+        self.epoch_losses: list[torch.Tensor] = []
+        self.frozen_bn: list[nn.Module] = []
+        self.fit_seed = 0
+        self.pending_resume: dict[str, Any] | None = None
         self._fits = 0
-        self._fit_seed = 0
-        self._pending_resume = None
+        self._fit_callbacks: list[Callback] = []
         self.epoch = self.iter = self.train_step = self.n_iter = 0
         self.n_epochs = self.total_steps = 0
         self.start_epoch = self.start_iter = 0
+        self.next_position = (0, 0)
         self.training = False
         self.loaders: dict[str, Any] = {}
         self.error: BaseException | None = None
-        self.cbs = CallbackTable(
-            self._default_callbacks(
-                progress, nan_guard, clip_grad, mixed_precision, grad_accumulation
-            )
-        )
-        self.cbs.add(*callbacks)
+
+    # train/checkpoint.py (kept by another module's owner) still uses these private names;
+    # they are the public attributes above under their old spelling.
+    _losses = property(
+        lambda self: self.epoch_losses, lambda self, v: setattr(self, "epoch_losses", v)
+    )
+    _fit_seed = property(lambda self: self.fit_seed, lambda self, v: setattr(self, "fit_seed", v))
+    _next_pos = property(lambda self: self.next_position)
+    _pending_resume = property(
+        lambda self: self.pending_resume, lambda self, v: setattr(self, "pending_resume", v)
+    )
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -194,19 +217,23 @@ class Learner(Loop):
     ) -> list[Callback]:
         from nnblocks.train.callbacks.grad_accumulation import GradientAccumulation
         from nnblocks.train.callbacks.grad_clip import GradientClip
-        from nnblocks.train.callbacks.mixed_precision import MixedPrecision
+        from nnblocks.train.callbacks.loss_curves import LossCurves
+        from nnblocks.train.callbacks.mixed_precision import MixedPrecision, resolve_precision
         from nnblocks.train.callbacks.nan_guard import NanGuard
         from nnblocks.train.callbacks.progress import Progress
 
         out: list[Callback] = []
-        if mixed_precision is not None:
-            out.append(MixedPrecision(mixed_precision))
+        precision = resolve_precision(mixed_precision, self.device)
+        if precision is not None:
+            out.append(MixedPrecision(precision))
         if grad_accumulation != 1:
             out.append(GradientAccumulation(grad_accumulation))
         if clip_grad is not None:
             out.append(GradientClip(clip_grad))
         if nan_guard:
             out.append(NanGuard())
+        if self.path is not None and self.dist.rank == 0:
+            out.append(LossCurves())
         if progress and self.dist.rank == 0:
             out.append(Progress())
         return out
@@ -237,7 +264,7 @@ class Learner(Loop):
             data,
             batch_size or (self.batch_size if train else self.valid_batch_size),
             shuffle=train,
-            seed=self._fit_seed if train else 0,
+            seed=self.fit_seed if train else 0,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
             device=self.device,
@@ -265,11 +292,11 @@ class Learner(Loop):
             raise TrainingError(f"epochs must be a positive integer. Received: epochs={epochs!r}")
         self._ensure_optimizer()
         # Norms frozen in eval mode (train_bn="eval"), by the Learner or by a plain freeze().
-        self._frozen_bn = frozen_norms(self.model)
+        self.frozen_bn = frozen_norms(self.model)
         if lr is not None:
             self.lr = lr
         set_lr(self.opt, self.lr)
-        self._fit_seed = self._draw_seed()
+        self.fit_seed = self._draw_seed()
         self._fits += 1
         self.loaders = {"train": self.make_loader(self.splits["train"], train=True)}
         for split in ("valid", "test"):
@@ -285,7 +312,7 @@ class Learner(Loop):
         self.total_steps = epochs * self.n_iter
         self.epoch = self.iter = self.train_step = 0
         self.start_epoch = self.start_iter = 0
-        self.history, self.loss_log, self._losses = [], [], []
+        self.history, self.loss_log, self.epoch_losses = [], [], []
         self._fit_callbacks = self._schedule_callbacks(
             schedule if schedule is not None else self.schedule
         )
@@ -344,10 +371,6 @@ class Learner(Loop):
                 self._run_fit()
         finally:
             self.cbs.remove(*self._fit_callbacks)
-        if self.path is not None and self.dist.rank == 0 and self.loss_log:
-            from nnblocks.train.plots import plot_loss_curves
-
-            plot_loss_curves(self, self.path / "loss_curves.png")
         return self.history
 
     def fit_one_cycle(
@@ -474,13 +497,13 @@ class Learner(Loop):
     def freeze(self, *patterns: str, train_bn: bool | str = True) -> list[str]:
         """Freeze the modules whose names match ``patterns`` (slots or globs); see ``freeze.freeze``."""
         names = freeze(self.model, *patterns, train_bn=train_bn)
-        self._frozen_bn = frozen_norms(self.model)
+        self.frozen_bn = frozen_norms(self.model)
         return names
 
     def unfreeze(self, *patterns: str) -> list[str]:
         """Make the matching modules (all when no pattern) trainable again."""
         names = unfreeze(self.model, *patterns)
-        self._frozen_bn = frozen_norms(self.model)
+        self.frozen_bn = frozen_norms(self.model)
         return names
 
     def fine_tune(
@@ -521,6 +544,56 @@ class Learner(Loop):
         from nnblocks.train.inference import predict
 
         return predict(self, data, with_targets=with_targets, batch_size=batch_size)
+
+    def get_preds(
+        self,
+        data: Any = None,
+        *,
+        step: Any = None,
+        with_loss: bool = False,
+        batch_size: int | None = None,
+        concat: bool = True,
+    ) -> tuple[Any, ...]:
+        """Run the model over ``data`` in order: the one path every evaluation takes.
+
+        The same loaders and batch function as training, in eval mode under inference mode
+        and the Learner's autocast, never shuffled, callbacks quiet; the Learner's state
+        and the model's train/eval modes are as before afterwards.
+
+        Args:
+            data: a split name (default: test, else valid), a TensorData, a Dataset, a
+                DataLoader, or a tensor of inputs.
+            step: ``step(model, batch, n_inputs) -> prediction`` instead of the model's
+                output (a task's ``predict_step``: greedy decoding for seq2seq).
+            with_loss: also return the loss of each batch.
+            batch_size: default: ``valid_batch_size``.
+            concat: join the batches (a list of per-batch values where shapes differ);
+                ``False``: per-batch lists.
+
+        Returns:
+            ``(predictions, targets)`` (one tensor, or a tuple, of targets), plus the
+            per-batch losses with ``with_loss``; on the CPU.
+
+        Raises:
+            DataError: an unknown or missing split.
+        """
+        from nnblocks.train.inference import get_preds
+
+        return get_preds(
+            self, data, step=step, with_loss=with_loss, batch_size=batch_size, concat_batches=concat
+        )
+
+    def task_metrics(self, split: Any = "test", **options: Any) -> dict[str, Any]:
+        """The task's own evaluation (``task.evaluate``: exact match of greedy decoding,
+        F1, R²...) of the model on ``split``, fed by ``get_preds``; ``{}`` without a task.
+
+        Args:
+            split: a split name of the task (incl. the bundle's extra ones) or data.
+            **options: passed to ``task.evaluate`` (``batch_size``, ``decode``, ``limit``...).
+        """
+        from nnblocks.train.inference import task_metrics
+
+        return task_metrics(self, split, **options)
 
     def evaluate(self, data: Any = None, *, batch_size: int | None = None) -> dict[str, float]:
         """Loss and metrics on ``data`` (default: the test split, else valid), plus the task's
@@ -570,15 +643,29 @@ class Learner(Loop):
 
     def recent_loss(self, n: int = 20) -> float:
         """Mean of the last ``n`` training losses of this epoch (reads the device once)."""
-        if not self._losses:
+        if not self.epoch_losses:
             return math.nan
-        return float(torch.stack([x.float() for x in self._losses[-n:]]).mean())
+        return float(torch.stack([x.float() for x in self.epoch_losses[-n:]]).mean())
 
     def __repr__(self) -> str:
         return (
             f"Learner({type(self.model).__name__}, device={self.device}, batch_size={self.batch_size}, "
             f"callbacks=[{', '.join(cb.name for cb in self.cbs.callbacks)}])"
         )
+
+
+def _check_options(model: Any, hybridize: str, audit: str) -> None:
+    """Refuse bad arguments before anything is built or moved."""
+    if not isinstance(model, nn.Module):
+        raise TrainingError(
+            f"Received an invalid model: expected an nn.Module. Received: {type(model).__name__}"
+        )
+    if hybridize not in ("eager", "auto", "compile"):
+        raise TrainingError(
+            f"hybridize must be 'eager', 'auto' or 'compile'. Received: hybridize={hybridize!r}"
+        )
+    if audit not in ("warn", "error", "off"):
+        raise TrainingError(f"audit must be 'warn', 'error' or 'off'. Received: audit={audit!r}")
 
 
 def _length(data: Any) -> str:

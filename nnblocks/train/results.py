@@ -14,16 +14,26 @@ if TYPE_CHECKING:
 __all__ = ["show_results"]
 
 
-def _first(data: Any, n: int, collate: Any) -> tuple[torch.Tensor, ...]:
+def _first(data: Any, n: int, collate: Any) -> tuple[Any, tuple[torch.Tensor, ...]]:
+    """The first ``n`` examples of ``data``: as data (for ``get_preds``) and as one batch."""
     n = min(n, len(data))
     if hasattr(data, "tensors"):
         plain = data.plain() if hasattr(data, "plain") else data
-        return plain[torch.arange(n)]
-    from torch.utils.data import default_collate
+        return plain.subset(torch.arange(n)), plain[torch.arange(n)]
+    from torch.utils.data import Subset, default_collate
 
     items = [data[i] for i in range(n)]
     batch = (collate or default_collate)(items)
-    return tuple(batch) if isinstance(batch, (list, tuple)) else (batch,)
+    return Subset(data, range(n)), tuple(batch) if isinstance(batch, (list, tuple)) else (batch,)
+
+
+def _rows(preds: Any) -> list[Any]:
+    """One prediction per example, from ``get_preds``' output (a tensor or per-batch list)."""
+    if isinstance(preds, torch.Tensor):
+        return list(preds)
+    if isinstance(preds, list):
+        return [row for part in preds for row in _rows(part)]
+    return []
 
 
 def _short(t: Any) -> str:
@@ -40,8 +50,9 @@ def _short(t: Any) -> str:
 def show_results(learn: Learner, n: int = 8, split: str | None = None) -> list[dict[str, str]]:
     """Print ``n`` examples of ``split`` (default: valid, else test, else train) with predictions.
 
-    Uses the task's ``decode_example`` (and, for seq2seq, its greedy ``generate``) to render
-    readable text; otherwise shows tensors (argmax for class scores).
+    Predictions come from ``learn.get_preds`` with the task's ``predict_step`` (what a
+    person reads: greedy decoding for seq2seq); the task's ``decode_example`` renders
+    them; without a task, tensors are shown (argmax for class scores).
 
     Returns:
         The rows shown, ``[{"input", "target", "prediction"}]``.
@@ -60,24 +71,16 @@ def show_results(learn: Learner, n: int = 8, split: str | None = None) -> list[d
     if data is None:
         raise DataError(f"show_results: the data has no `{split}` split.")
     task = learn.task
-    batch = tuple(
-        t.to(learn.device) if isinstance(t, torch.Tensor) else t
-        for t in _first(data, n, getattr(task, "collate", None))
-    )
+    subset, batch = _first(data, n, getattr(task, "collate", None))
     k = learn.n_inputs
-    learn.model.eval()
-    generates = (
-        task is not None and getattr(task, "name", "") == "seq2seq" and hasattr(task, "generate")
-    )
-    with torch.inference_mode():
-        if generates:  # seq2seq: show what greedy decoding answers, not teacher-forced logits
-            preds = task.generate(learn.model, batch[0], max_new_tokens=batch[-1].shape[1] + 1)
-        else:
-            preds = learn.model(*batch[:k])
+    # The task says what a prediction is (greedy decoding for seq2seq, not teacher-forced
+    # logits); get_preds runs it as every evaluation runs.
+    step = getattr(task, "predict_step", None)
+    preds = _rows(learn.get_preds(subset, step=step, batch_size=max(1, len(subset)))[0])
     rows = []
     for i in range(batch[0].shape[0]):
         sample = tuple(t[i].cpu() for t in batch)
-        pred = preds[i].cpu() if isinstance(preds, torch.Tensor) else None
+        pred = preds[i] if i < len(preds) else None
         if task is not None and hasattr(task, "decode_example"):
             rows.append(task.decode_example(sample, pred, n_inputs=k))
         else:

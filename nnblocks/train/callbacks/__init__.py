@@ -5,6 +5,7 @@ from nnblocks.train.callbacks.early_stopping import EarlyStopping, Monitor
 from nnblocks.train.callbacks.grad_accumulation import GradientAccumulation
 from nnblocks.train.callbacks.grad_clip import GradientClip
 from nnblocks.train.callbacks.history_csv import CSVLogger
+from nnblocks.train.callbacks.loss_curves import LossCurves
 from nnblocks.train.callbacks.mixed_precision import MixedPrecision
 from nnblocks.train.callbacks.nan_guard import NanGuard
 from nnblocks.train.callbacks.progress import Progress
@@ -19,6 +20,7 @@ __all__ = [
     "GradientAccumulation",
     "GradientClip",
     "CSVLogger",
+    "LossCurves",
     "MixedPrecision",
     "NanGuard",
     "Progress",

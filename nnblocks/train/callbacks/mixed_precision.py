@@ -16,7 +16,7 @@ from nnblocks.train.callback import Callback
 if TYPE_CHECKING:
     from nnblocks.train.learner import Learner
 
-__all__ = ["MixedPrecision"]
+__all__ = ["MixedPrecision", "resolve_precision"]
 
 _DTYPES = {
     "bf16": torch.bfloat16,
@@ -24,6 +24,19 @@ _DTYPES = {
     "fp16": torch.float16,
     "float16": torch.float16,
 }
+
+
+def resolve_precision(option: str | None, device: torch.device) -> str | None:
+    """The autocast dtype the Learner uses for ``mixed_precision=option`` on ``device``.
+
+    ``"auto"``: bf16 on a CUDA device that supports it (Ampere and newer: tensor cores at
+    bf16 rate, no loss scaling), nothing elsewhere (on CPU bf16 autocast is often slower).
+    """
+    if option != "auto":
+        return option
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return None
 
 
 class MixedPrecision(Callback):

@@ -36,10 +36,10 @@ class NanGuard(Callback):
         self._checked = 0
 
     def before_train(self, learn: Learner) -> None:
-        self._checked = len(learn._losses)  # restored losses were checked before saving
+        self._checked = len(learn.epoch_losses)  # restored losses were checked before saving
 
     def after_batch(self, learn: Learner) -> None:
-        if learn.training and len(learn._losses) - self._checked >= self.every:
+        if learn.training and len(learn.epoch_losses) - self._checked >= self.every:
             self.check(learn)
 
     def after_train(self, learn: Learner) -> None:
@@ -47,7 +47,7 @@ class NanGuard(Callback):
 
     def check(self, learn: Learner) -> None:
         """Raise if a loss recorded since the last check is NaN or Inf (on any process)."""
-        new = learn._losses[self._checked :]
+        new = learn.epoch_losses[self._checked :]
         losses = (
             torch.stack([x.float() for x in new]) if new else torch.zeros(0, device=learn.device)
         )
