@@ -13,13 +13,21 @@ name               what                                         task
 =================  ===========================================  ======================
 
 Your own files, by path (see ``files``): ``csv``, ``image_folder``, ``text_files``,
-``texts``, ``pairs``, ``tensors``.
+``texts``, ``pairs``, ``tensors``, ``token_corpus``.
 
 Load one in a line: ``nnblocks.data.load("numbers", lang="de")``.
 """
 
 from nnblocks.data.datasets.dates import dates
-from nnblocks.data.datasets.files import csv, image_folder, pairs, tensors, text_files, texts
+from nnblocks.data.datasets.files import (
+    csv,
+    image_folder,
+    pairs,
+    tensors,
+    text_files,
+    texts,
+    token_corpus,
+)
 from nnblocks.data.datasets.numbers import numbers
 from nnblocks.data.datasets.python_source import python_source
 from nnblocks.data.datasets.sklearn_sets import diabetes, digits, wine
@@ -37,4 +45,5 @@ __all__ = [
     "texts",
     "pairs",
     "tensors",
+    "token_corpus",
 ]

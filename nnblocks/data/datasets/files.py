@@ -9,6 +9,7 @@ name               Python function                              the file
 ``texts``          ``from_text_table(path, text=, label=)``     CSV/TSV/JSONL of labelled texts
 ``pairs``          ``from_parallel_text(src, tgt=None)``        TSV/CSV/JSONL of pairs, or two files
 ``tensors``        ``from_tensor_file(path)``                   safetensors, or ``.npy`` files
+``token_corpus``   ``from_token_corpus(path)``                  a memory-mapped token corpus
 =================  ===========================================  ==========================
 
 Each part takes exactly the options of its Python function (the options it forwards to the
@@ -26,12 +27,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from nnblocks.data.bundle import DataBundle
 from nnblocks.data.paths import resolve_path
 from nnblocks.data.sources.arrays import from_tensor_file, from_tensors
+from nnblocks.data.sources.corpus import from_token_corpus
 from nnblocks.data.sources.images import from_image_folder
 from nnblocks.data.sources.parallel import from_pairs, from_parallel_text
 from nnblocks.data.sources.tabular import from_csv, from_dataframe
@@ -86,8 +89,8 @@ def file_dataset(
         allow = bool(options.pop("allow_outside", False))
         for key, expect in paths.items():
             value = options.get(key)
-            if value is None:
-                continue
+            if value is None or not isinstance(value, (str, os.PathLike, list, tuple)):
+                continue  # not a path (e.g. a Tokenizer object given from Python)
             at = join_path(current_path(), key) or key
             if isinstance(value, (list, tuple)):
                 options[key] = [
@@ -123,4 +126,7 @@ pairs = file_dataset(
 )
 tensors = file_dataset(
     "tensors", from_tensor_file, paths={"path": "file", "targets": "file"}, forwards_to=from_tensors
+)
+token_corpus = file_dataset(
+    "token_corpus", from_token_corpus, paths={"path": "dir", "tokenizer": "file"}
 )
