@@ -13,7 +13,7 @@ name               what                                         task
 =================  ===========================================  ======================
 
 Your own files, by path (see ``files``): ``csv``, ``image_folder``, ``text_files``,
-``texts``, ``pairs``, ``tensors``, ``token_corpus``.
+``texts``, ``pairs``, ``tensors``, ``token_corpus``, ``hf`` (local Hugging Face datasets).
 
 Load one in a line: ``nnblocks.data.load("numbers", lang="de")``.
 """
@@ -21,6 +21,7 @@ Load one in a line: ``nnblocks.data.load("numbers", lang="de")``.
 from nnblocks.data.datasets.dates import dates
 from nnblocks.data.datasets.files import (
     csv,
+    hf,
     image_folder,
     pairs,
     tensors,
@@ -46,4 +47,5 @@ __all__ = [
     "pairs",
     "tensors",
     "token_corpus",
+    "hf",
 ]

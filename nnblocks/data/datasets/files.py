@@ -10,6 +10,7 @@ name               Python function                              the file
 ``pairs``          ``from_parallel_text(src, tgt=None)``        TSV/CSV/JSONL of pairs, or two files
 ``tensors``        ``from_tensor_file(path)``                   safetensors, or ``.npy`` files
 ``token_corpus``   ``from_token_corpus(path)``                  a memory-mapped token corpus
+``hf``             ``from_hf(path, inputs=, targets=)``         a local Hugging Face dataset
 =================  ===========================================  ==========================
 
 Each part takes exactly the options of its Python function (the options it forwards to the
@@ -35,6 +36,7 @@ from nnblocks.data.bundle import DataBundle
 from nnblocks.data.paths import resolve_path
 from nnblocks.data.sources.arrays import from_tensor_file, from_tensors
 from nnblocks.data.sources.corpus import from_token_corpus
+from nnblocks.data.sources.hf import from_hf
 from nnblocks.data.sources.images import from_image_folder
 from nnblocks.data.sources.parallel import from_pairs, from_parallel_text
 from nnblocks.data.sources.tabular import from_csv, from_dataframe
@@ -130,3 +132,4 @@ tensors = file_dataset(
 token_corpus = file_dataset(
     "token_corpus", from_token_corpus, paths={"path": "dir", "tokenizer": "file"}
 )
+hf = file_dataset("hf", from_hf, paths={"path": "any"})
