@@ -259,3 +259,51 @@ def test_file_parts_are_listed():
     names = set(nnblocks.list_parts("dataset"))
     assert {"csv", "image_folder", "text_files", "texts", "pairs", "tensors"} <= names
     assert files.csv.__name__ == "csv"
+
+
+def _image_folder(root, n=8, size=6):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / c / f"{i}.png")
+    return root
+
+
+def test_image_folder_from_files_matches_memory_and_augments_train_only(tmp_path):
+    from nnblocks.data.sources.images import ImageFiles
+
+    root = _image_folder(tmp_path / "images")
+    memory = from_image_folder(root, size=8, decode="memory")
+    files = from_image_folder(root, size=8, decode="files")
+    assert isinstance(files.train, ImageFiles) and files.sizes() == memory.sizes()
+    assert files.task.model_args == memory.task.model_args
+    auto = from_image_folder(root, size=8, memory_limit_mb=0.001)  # too big for the limit
+    assert isinstance(auto.train, ImageFiles) and auto.info["decode"] == "files"
+    # the same split and normalisation (statistics of the same training images): same tensors
+    for i in range(len(files.valid)):
+        x, y = files.valid[i]
+        assert torch.allclose(x, memory.valid.tensors[0][i], atol=1e-5)
+        assert int(y) == int(memory.valid.tensors[1][i])
+    flipped = from_image_folder(root, size=8, decode="files", augment=[{"name": "flip", "p": 1.0}])
+    assert torch.allclose(flipped.train[0][0], files.train[0][0].flip(-1), atol=1e-6)
+    assert torch.allclose(flipped.valid[0][0], files.valid[0][0])  # never augmented
+
+
+def test_image_folder_from_files_trains_in_worker_processes(tmp_path):
+    from nnblocks.train.loaders import DatasetLoader, make_loader
+
+    _image_folder(tmp_path / "images")
+    path = _recipe(
+        tmp_path,
+        {"name": "image_folder", "root": "images", "size": 8, "decode": "files"},
+        {"name": "cnn", "stages": [[4, 1]]},
+    )
+    result = _run(path)
+    loader = make_loader(result.data.train, 4, shuffle=True, num_workers=1)
+    assert isinstance(loader, DatasetLoader) and loader.loader.num_workers == 1
+    xb, yb = next(iter(loader))
+    assert xb.shape == (4, 3, 8, 8) and yb.shape == (4,)
