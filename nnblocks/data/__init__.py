@@ -28,6 +28,7 @@ from nnblocks.data.losses import (
     SequenceCrossEntropy,
     TokenAccuracy,
 )
+from nnblocks.data.paths import data_root
 from nnblocks.data.show import show_batch
 from nnblocks.data.sources import (
     from_csv,
@@ -37,9 +38,12 @@ from nnblocks.data.sources import (
     from_numpy,
     from_pairs,
     from_parallel_text,
+    from_tensor_file,
     from_tensors,
     from_text_files,
+    from_text_table,
     from_texts,
+    from_token_corpus,
 )
 from nnblocks.data.splits import (
     Splits,
@@ -62,6 +66,8 @@ from nnblocks.data.tasks import (
     Task,
 )
 from nnblocks.data.tensors import TensorData
+from nnblocks.data.token_blocks import TokenBlocks
+from nnblocks.data.token_file import TokenWriter, open_token_corpus, write_token_corpus
 from nnblocks.data.tokenizers import (
     BPETokenizer,
     CharTokenizer,
@@ -113,6 +119,15 @@ __all__ = [
     "from_texts",
     "from_pairs",
     "from_parallel_text",
+    "from_text_table",
+    "from_tensor_file",
+    "from_token_corpus",
+    "data_root",
+    # corpora bigger than memory
+    "TokenBlocks",
+    "TokenWriter",
+    "write_token_corpus",
+    "open_token_corpus",
     # splits
     "Splits",
     "random_split",

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from nnblocks.data.paths import current_root, data_root
 from nnblocks.errors import SpecError
 from nnblocks.experiment.environment import describe_environment, seed_everything
 from nnblocks.experiment.continue_run import continue_model, previous_run
@@ -59,7 +60,10 @@ def default_run_dir(recipe: Mapping[str, Any]) -> Path:
 
 
 def build_from_recipe(
-    recipe: Mapping[str, Any], *, device: str | None = None
+    recipe: Mapping[str, Any],
+    *,
+    device: str | None = None,
+    root: str | os.PathLike[str] | None = None,
 ) -> tuple[Any, torch.nn.Module]:
     """Build the recipe's data bundle and model (the model gets the task's model_args).
 
@@ -70,7 +74,7 @@ def build_from_recipe(
     for key in ("data", "model"):
         if key not in recipe:
             raise SpecError(f"the recipe needs a `{key}` section.", path=key)
-    data = load_data(recipe)
+    data = load_data(recipe, root=root)
     task = getattr(data, "task", None)
     model_args = dict(getattr(task, "model_args", {}) or {})
     with spec_path("model"):
@@ -89,25 +93,29 @@ def _data_key(spec: Any) -> str:
     return json.dumps(spec, sort_keys=True, default=str)
 
 
-def load_data(recipe: Mapping[str, Any]) -> Any:
-    """Build the recipe's data bundle, reusing one already built in this process."""
+def load_data(recipe: Mapping[str, Any], *, root: str | os.PathLike[str] | None = None) -> Any:
+    """Build the recipe's data bundle, reusing one already built in this process.
+
+    ``root`` is the recipe's folder: data paths are relative to it and must stay inside it
+    (default: the working folder)."""
     if "data" not in recipe:
         raise SpecError("the recipe needs a `data` section.", path="data")
-    key = _data_key(recipe["data"])
+    folder = Path(root or current_root() or Path.cwd()).resolve()
+    key = _data_key([recipe["data"], str(folder)])
     if key not in _DATA_CACHE:
-        with spec_path("data"):
+        with spec_path("data"), data_root(folder):
             _DATA_CACHE.clear()  # keep one bundle: they can be large
             _DATA_CACHE[key] = build(recipe["data"], "dataset")
     return _DATA_CACHE[key]
 
 
-def check_recipe(recipe: Mapping[str, Any]) -> Any:
+def check_recipe(recipe: Mapping[str, Any], *, root: str | os.PathLike[str] | None = None) -> Any:
     """Fail fast, before training starts: build the data and the model (on the meta device,
     so no memory is spent). Returns the data bundle for the run to reuse."""
     validate_recipe(recipe)
     if "model" not in recipe:
         raise SpecError("the recipe needs a `model` section.", path="model")
-    data = load_data(recipe)
+    data = load_data(recipe, root=root)
     model_args = dict(getattr(getattr(data, "task", None), "model_args", {}) or {})
     with spec_path("model"), torch.device("meta"):
         build(recipe["model"], "model", **model_args)
@@ -170,6 +178,7 @@ def run_recipe(
     resume: bool = False,
     extra_callbacks: list[Any] | None = None,
     start_from: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Train ``recipe`` and write its run folder (``folder=None``: write nothing).
 
@@ -182,6 +191,7 @@ def run_recipe(
         start_from: a finished run folder or a training checkpoint folder whose model this
             run continues on the recipe's data (``nnblocks train --from``); the recipe's
             ``continual:`` section then reads the state that run kept.
+        root: the recipe's folder; data paths are relative to it (default: working folder).
 
     Returns:
         A RunResult with the final metrics (also in ``metrics.json``).
@@ -205,7 +215,7 @@ def run_recipe(
             out / "environment.json", describe_environment(seed, deterministic=deterministic)
         )
 
-    data, model = build_from_recipe(recipe)
+    data, model = build_from_recipe(recipe, root=root)
     if previous is not None:
         model = continue_model(previous, model, data, recipe.get("continual") or {})
     continual = (

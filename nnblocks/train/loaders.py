@@ -172,6 +172,8 @@ class TensorLoader:
 def _moved(data: Any, device: torch.device) -> Any:
     from nnblocks.data.tensors import TensorData
 
+    if not isinstance(data, TensorData) and callable(getattr(data, "to", None)):
+        return data.to(device)  # index-batched data that moves itself (TokenBlocks)
     if isinstance(data, TensorData):
         return TensorData(
             *(t.to(device) for t in data.tensors),

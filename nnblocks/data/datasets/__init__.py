@@ -12,12 +12,40 @@ name               what                                         task
 ``python_source``  the standard library's .py files             char-level LM
 =================  ===========================================  ======================
 
+Your own files, by path (see ``files``): ``csv``, ``image_folder``, ``text_files``,
+``texts``, ``pairs``, ``tensors``, ``token_corpus``, ``hf`` (local Hugging Face datasets).
+
 Load one in a line: ``nnblocks.data.load("numbers", lang="de")``.
 """
 
 from nnblocks.data.datasets.dates import dates
+from nnblocks.data.datasets.files import (
+    csv,
+    hf,
+    image_folder,
+    pairs,
+    tensors,
+    text_files,
+    texts,
+    token_corpus,
+)
 from nnblocks.data.datasets.numbers import numbers
 from nnblocks.data.datasets.python_source import python_source
 from nnblocks.data.datasets.sklearn_sets import diabetes, digits, wine
 
-__all__ = ["digits", "wine", "diabetes", "numbers", "dates", "python_source"]
+__all__ = [
+    "digits",
+    "wine",
+    "diabetes",
+    "numbers",
+    "dates",
+    "python_source",
+    "csv",
+    "image_folder",
+    "text_files",
+    "texts",
+    "pairs",
+    "tensors",
+    "token_corpus",
+    "hf",
+]

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from nnblocks.data.bundle import DataBundle
 from nnblocks.data.sources._common import supervised_bundle
-from nnblocks.errors import DataError
+from nnblocks.errors import DataError, NNBlocksError
 
-__all__ = ["from_tensors", "from_numpy"]
+__all__ = ["from_tensors", "from_numpy", "from_tensor_file"]
 
 
 def from_tensors(
@@ -112,3 +113,74 @@ def from_numpy(x: Any, y: Any, **options: Any) -> DataBundle:
     ya = np.asarray(y)
     yt: Any = torch.from_numpy(np.ascontiguousarray(ya)) if ya.dtype != object else list(ya)
     return from_tensors(xt, yt, **options)
+
+
+def _read_npy(path: Path, *, key: str) -> torch.Tensor:
+    import numpy as np
+
+    try:
+        array = np.load(path, allow_pickle=False)  # never unpickle: a .npy may carry code
+    except ValueError as exc:
+        raise DataError(
+            f"`{key}`: `{path}` holds Python objects (a pickled array), which are not loaded. "
+            "Save plain numbers (np.save of a numeric array)."
+        ) from exc
+    except OSError as exc:
+        raise DataError(f"`{key}`: `{path}` is not a readable .npy file: {exc}") from exc
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        raise DataError(
+            f"`{key}`: `{path}` must hold one numeric array. Received dtype {getattr(array, 'dtype', '?')}"
+        )
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def from_tensor_file(
+    path: str | Path,
+    *,
+    targets: str | Path | None = None,
+    x: str = "x",
+    y: str = "y",
+    **options: Any,
+) -> DataBundle:
+    """A DataBundle from tensors on disk (``from_tensors``): a safetensors file or .npy files.
+
+    Args:
+        path: a ``.safetensors`` file holding the inputs under ``x`` and the targets under
+            ``y``, or a ``.npy`` file of inputs.
+        targets: with a ``.npy`` input file, the ``.npy`` file of targets.
+        x, y: the tensor names in a safetensors file.
+        **options: the options of ``from_tensors`` (task, split, normalize, ...).
+
+    Raises:
+        DataError: a missing file or tensor name (listing the names the file holds), a
+            non-numeric or pickled array, or any error of ``from_tensors``.
+
+    Example:
+        >>> bundle = from_tensor_file("digits.safetensors", task="classification")  # doctest: +SKIP
+        >>> bundle = from_tensor_file("x.npy", targets="y.npy")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"tensor file `{path}` not found.")
+    if path.suffix == ".npy":
+        if targets is None:
+            raise DataError(
+                f"`{path}` is a .npy file of inputs: give the targets' .npy file as `targets`."
+            )
+        inputs, labels = _read_npy(path, key="path"), _read_npy(Path(targets), key="targets")
+    elif path.suffix == ".safetensors":
+        from nnblocks.io.safetensors_io import read_tensors
+
+        try:
+            tensors = read_tensors(path)
+        except NNBlocksError as exc:
+            raise DataError(f"tensor file `{path}`: {exc}") from exc
+        missing = [k for k in (x, y) if k not in tensors]
+        if missing:
+            raise DataError(
+                f"tensor file `{path}`: no tensor named {missing}. It holds: {sorted(tensors)}"
+            )
+        inputs, labels = tensors[x], tensors[y]
+    else:
+        raise DataError(f"`{path}`: expected a .safetensors or .npy file.")
+    return from_tensors(inputs, labels, **options)

@@ -12,6 +12,7 @@ import torch
 from nnblocks.data.batching import pad_sequences
 from nnblocks.data.bundle import DataBundle
 from nnblocks.data.sources._tokens import make_tokenizer
+from nnblocks.data.sources.records import read_columns
 from nnblocks.data.splits import check_leakage, make_splits
 from nnblocks.data.tasks import Seq2SeqTask
 from nnblocks.data.tensors import TensorData
@@ -162,40 +163,37 @@ def from_parallel_text(
     encoding: str = "utf-8",
     **options: Any,
 ) -> DataBundle:
-    """A seq2seq DataBundle from two line-aligned text files, or one two-column CSV.
+    """A seq2seq DataBundle from two line-aligned text files, or one file of pairs.
 
     Args:
-        src: the source file (line i translates to line i of ``tgt``), or a CSV file when
-            ``tgt`` is None.
+        src: the source file (line i translates to line i of ``tgt``), or, when ``tgt`` is
+            None, a record file of pairs: CSV or TSV with a header row, or JSON lines
+            (``{"source": ..., "target": ...}`` a line).
         tgt: the target file.
-        columns: the CSV's source and target column names.
+        columns: the record file's source and target column names.
         encoding: text encoding of the files.
         **options: the options of ``from_pairs``.
 
     Raises:
-        DataError: a missing file, files with different line counts, or a CSV without the
-            named columns (naming the file).
+        DataError: a missing file, files with different line counts, a record file without
+            the named columns or with a non-text value in them (naming the file, column
+            and row).
 
     Example:
         >>> bundle = from_parallel_text("train.en", "train.de", src_tokenizer="bpe")  # doctest: +SKIP
+        >>> bundle = from_parallel_text("pairs.tsv", columns=("en", "de"))  # doctest: +SKIP
     """
     src = Path(src)
     if not src.is_file():
         raise DataError(f"parallel text file `{src}` not found.")
     if tgt is None:
-        import pandas as pd
-
-        try:
-            df = pd.read_csv(src, dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise DataError(f"cannot read CSV file `{src}`: {exc}") from exc
-        missing = [c for c in columns if c not in df.columns]
-        if missing:
+        if len(columns) != 2:
             raise DataError(
-                f"CSV file `{src}`: column(s) {missing} not found. Columns: {list(df.columns)}"
+                f"`columns` must name the source and the target column. Received: {list(columns)}"
             )
-        pairs = list(zip(df[columns[0]].tolist(), df[columns[1]].tolist()))
-        return from_pairs(pairs, where=f"CSV file `{src}`", **options)
+        table = read_columns(src, list(columns), text=list(columns), encoding=encoding)
+        pairs = list(zip(table[columns[0]], table[columns[1]]))
+        return from_pairs(pairs, where=f"file `{src}`", **options)
     tgt = Path(tgt)
     if not tgt.is_file():
         raise DataError(f"parallel text file `{tgt}` not found.")

@@ -12,12 +12,13 @@ from nnblocks.data.batching import pad_sequences
 from nnblocks.data.bundle import DataBundle
 from nnblocks.data.sources._common import encode_labels
 from nnblocks.data.sources._tokens import make_tokenizer
+from nnblocks.data.sources.records import read_columns
 from nnblocks.data.splits import make_splits
 from nnblocks.data.tasks import LanguageModelTask, SequenceClassificationTask
 from nnblocks.data.tensors import TensorData
 from nnblocks.errors import DataError
 
-__all__ = ["from_documents", "from_text_files", "from_texts"]
+__all__ = ["from_documents", "from_text_files", "from_texts", "from_text_table"]
 
 
 def _windows(ids: list[int], block_size: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,3 +219,41 @@ def from_texts(
         tokenizers={"text": tok},
         info={"source": where},
     )
+
+
+def from_text_table(
+    path: str | Path,
+    *,
+    text: str = "text",
+    label: str = "label",
+    encoding: str = "utf-8",
+    **options: Any,
+) -> DataBundle:
+    """A sequence-classification DataBundle from a file of labelled texts (``from_texts``).
+
+    Args:
+        path: a CSV or TSV file with a header row, or JSON lines (``{"text": ..., "label": ...}``
+            a line).
+        text: the column holding the texts.
+        label: the column holding the class labels.
+        encoding: the file's text encoding.
+        **options: the options of ``from_texts`` (tokenizer, split, max_len, classes).
+
+    Raises:
+        DataError: a missing file or column, a text column holding something other than
+            text, or any error of ``from_texts`` (messages name the file).
+
+    Example:
+        >>> bundle = from_text_table("reviews.jsonl", text="review", label="stars")  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"text file `{path}` not found.")
+    table = read_columns(path, [text, label], text=[text], encoding=encoding)
+    labels = table[label]
+    empty = [i for i, v in enumerate(labels) if v is None or v == ""]
+    if empty:
+        raise DataError(
+            f"`{path}`: label column `{label}` is empty in row(s) {[i + 1 for i in empty[:5]]}."
+        )
+    return from_texts(table[text], labels, where=f"file `{path}`", **options)
