@@ -5,6 +5,7 @@ Reading a folder needs neither transformers nor any code from the folder: ``conf
 is parsed and the safetensors weights are read directly.
 """
 
+from nnblocks.interop.exporting import to_transformers
 from nnblocks.interop.importing import from_transformers
 
-__all__ = ["from_transformers"]
+__all__ = ["from_transformers", "to_transformers"]

@@ -25,8 +25,8 @@ class Architecture:
         spec: ``(config, variant) -> nnblocks model spec``.
         rules: ``(config, variant, prefix) -> (rules, optional)``: the weight mapping, and
             checkpoint names that may be present without being used (buffers, tied copies).
-        to_config: ``(spec, variant) -> config dict`` for ``to_transformers`` (None: the
-            architecture is import-only).
+        to_config: ``(model, variant) -> config dict`` for ``to_transformers``, read from
+            the model's parts (None: the architecture is import-only).
         auto_class: the transformers Auto class that loads an exported folder.
     """
 
@@ -36,5 +36,5 @@ class Architecture:
     variants: dict[str, str]
     spec: Callable[[Config, str], dict[str, Any]]
     rules: Callable[[Config, str, str], tuple[list[Rule], Callable[[str], bool]]]
-    to_config: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
+    to_config: Callable[[Any, str], dict[str, Any]] | None = None
     auto_class: str = "AutoModelForCausalLM"

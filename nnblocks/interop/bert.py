@@ -17,6 +17,7 @@ from typing import Any
 
 from nnblocks.interop._arch import Architecture
 from nnblocks.interop._weights import Config, Rule, copy
+from nnblocks.registry import spec_of
 
 __all__ = ["BERT"]
 
@@ -135,30 +136,33 @@ def _rules(cfg: Config, variant: str, prefix: str) -> tuple[list[Rule], Any]:
     return rules, optional
 
 
-def _to_config(spec: dict[str, Any], variant: str) -> dict[str, Any]:
-    act = spec["feedforward"]["activation"]
+def _to_config(model: Any, variant: str) -> dict[str, Any]:
+    layer = model.encoder.layers[0]
+    act = spec_of(layer.feedforward.activation)
+    act = act if act.get("approximate", "none") != "none" else act["name"]
     classes = {"base": "BertModel", "classify": "BertForSequenceClassification",
                "mlm": "BertForMaskedLM"}  # fmt: skip
     config = {
         "architectures": [classes[variant]],
         "model_type": "bert",
-        "vocab_size": spec["vocab_size"],
-        "hidden_size": spec["dim"],
-        "num_attention_heads": spec["heads"],
-        "num_hidden_layers": spec["layers"],
-        "intermediate_size": spec["feedforward"]["hidden"],
-        "hidden_act": next(k for k, v in _ACTIVATIONS.items() if v == act),
-        "max_position_embeddings": spec["max_len"],
-        "type_vocab_size": spec["embedding"]["type_vocab_size"],
-        "layer_norm_eps": spec["norm"]["eps"],
-        "hidden_dropout_prob": spec["dropout"],
-        "attention_probs_dropout_prob": spec["self_attention"]["dropout"],
-        "pad_token_id": spec["pad_id"],
-        "tie_word_embeddings": spec["tie_embeddings"] or variant != "mlm",
+        "vocab_size": model.vocab_size,
+        "hidden_size": model.dim,
+        "num_attention_heads": layer.self_attention.heads,
+        "num_hidden_layers": len(model.encoder.layers),
+        "intermediate_size": layer.feedforward.hidden,
+        "hidden_act": next((k for k, v in _ACTIVATIONS.items() if v == act), str(act)),
+        "max_position_embeddings": model.max_len,
+        "type_vocab_size": getattr(model.embedding, "type_vocab_size", 0),
+        "layer_norm_eps": layer.self_attention_norm.eps,
+        "hidden_dropout_prob": spec_of(layer.dropout)["p"],
+        "attention_probs_dropout_prob": layer.self_attention.dropout,
+        "pad_token_id": model.pad_id,
+        "tie_word_embeddings": bool(model.tied_parameters) or variant != "mlm",
     }
     if variant == "classify":
-        config["num_labels"] = spec["num_classes"]
-        config["id2label"] = {str(i): f"LABEL_{i}" for i in range(spec["num_classes"])}
+        config["num_labels"] = model.num_classes
+        config["id2label"] = {str(i): f"LABEL_{i}" for i in range(model.num_classes)}
+        config["classifier_dropout"] = spec_of(model.head).get("dropout", 0.0)
     return config
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from nnblocks.interop._arch import Architecture
 from nnblocks.interop._weights import Config, Rule, copy
+from nnblocks.registry import spec_of
 
 __all__ = ["GPT2"]
 
@@ -106,27 +107,29 @@ def _rules(cfg: Config, variant: str, prefix: str) -> tuple[list[Rule], Any]:
     return rules, optional
 
 
-def _to_config(spec: dict[str, Any], variant: str) -> dict[str, Any]:
-    activation = spec["feedforward"]["activation"]
-    name = next(k for k, v in _ACTIVATIONS.items() if v == activation)
+def _to_config(model: Any, variant: str) -> dict[str, Any]:
+    layer = model.decoder.layers[0]
+    activation = spec_of(layer.feedforward.activation)
+    activation = activation if activation.get("approximate", "none") != "none" else activation["name"]
+    names = [k for k, v in _ACTIVATIONS.items() if v == activation]
     return {
         "architectures": ["GPT2LMHeadModel" if variant == "lm" else "GPT2Model"],
         "model_type": "gpt2",
-        "vocab_size": spec["vocab_size"],
-        "n_embd": spec["dim"],
-        "n_head": spec["heads"],
-        "n_layer": spec["layers"],
-        "n_positions": spec["max_len"],
-        "n_inner": spec["feedforward"]["hidden"],
-        "activation_function": name,
-        "layer_norm_epsilon": spec["norm"]["eps"],
-        "attn_pdrop": spec["self_attention"]["dropout"],
-        "resid_pdrop": spec["dropout"],
-        "embd_pdrop": spec["dropout"],
-        "tie_word_embeddings": spec["tie_embeddings"],
-        "pad_token_id": spec["pad_id"],
-        "bos_token_id": spec["bos_id"],
-        "eos_token_id": spec["eos_id"],
+        "vocab_size": model.vocab_size,
+        "n_embd": model.dim,
+        "n_head": layer.self_attention.heads,
+        "n_layer": len(model.decoder.layers),
+        "n_positions": model.max_len,
+        "n_inner": layer.feedforward.hidden,
+        "activation_function": names[0] if names else str(activation),
+        "layer_norm_epsilon": layer.self_attention_norm.eps,
+        "attn_pdrop": layer.self_attention.dropout,
+        "resid_pdrop": spec_of(layer.dropout)["p"],
+        "embd_pdrop": spec_of(layer.dropout)["p"],
+        "tie_word_embeddings": bool(model.tied_parameters),
+        "pad_token_id": model.pad_id,
+        "bos_token_id": model.bos_id,
+        "eos_token_id": model.eos_id,
     }
 
 

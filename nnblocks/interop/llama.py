@@ -12,6 +12,7 @@ from typing import Any
 
 from nnblocks.interop._arch import Architecture
 from nnblocks.interop._weights import Config, Rule, copy
+from nnblocks.registry import spec_of
 
 __all__ = ["LLAMA", "llama_spec", "llama_rules", "llama_config", "rope_position"]
 
@@ -137,33 +138,36 @@ def llama_rules(
     return rules, optional
 
 
-def llama_config(spec: dict[str, Any], model_type: str, architecture: str) -> dict[str, Any]:
-    """The transformers config of a Llama-like `transformer_lm` spec (for export)."""
-    attention, position = spec["self_attention"], spec["position"]
-    rope: dict[str, Any] = {"rope_theta": position.get("base", 10000.0), "rope_type": "default"}
-    scaling = position.get("scaling")
+def llama_config(model: Any, model_type: str, architecture: str) -> dict[str, Any]:
+    """The transformers config of a Llama-like `transformer_lm` (read from its parts)."""
+    layer = model.decoder.layers[0]
+    attention, feedforward = layer.self_attention, layer.feedforward
+    position = getattr(attention, "position", None)
+    rope: dict[str, Any] = {"rope_theta": getattr(position, "base", 10000.0), "rope_type": "default"}
+    scaling = getattr(position, "scaling", None)
     if scaling:
         rope.update({k: v for k, v in scaling.items() if k != "type"}, rope_type=scaling["type"])
-    head_dim = attention.get("head_dim") or spec["dim"] // spec["heads"]
     return {
         "architectures": [architecture],
         "model_type": model_type,
-        "vocab_size": spec["vocab_size"],
-        "hidden_size": spec["dim"],
-        "num_attention_heads": spec["heads"],
-        "num_key_value_heads": attention["kv_heads"],
-        "head_dim": head_dim,
-        "num_hidden_layers": spec["layers"],
-        "intermediate_size": spec["feedforward"]["hidden"],
-        "hidden_act": spec["feedforward"]["activation"],
-        "max_position_embeddings": spec["max_len"],
-        "rms_norm_eps": spec["norm"]["eps"],
+        "vocab_size": model.vocab_size,
+        "hidden_size": model.dim,
+        "num_attention_heads": attention.heads,
+        "num_key_value_heads": attention.kv_heads,
+        "head_dim": attention.head_dim,
+        "num_hidden_layers": len(model.decoder.layers),
+        "intermediate_size": feedforward.hidden,
+        "hidden_act": spec_of(feedforward.activation)["name"],
+        "max_position_embeddings": model.max_len,
+        "rms_norm_eps": layer.self_attention_norm.eps,
         "rope_parameters": rope,
-        "attention_dropout": attention.get("dropout", 0.0),
-        "tie_word_embeddings": spec["tie_embeddings"],
-        "pad_token_id": spec["pad_id"],
-        "bos_token_id": spec["bos_id"],
-        "eos_token_id": spec["eos_id"],
+        "attention_dropout": attention.dropout,
+        "attention_bias": attention.q_proj.bias is not None,
+        "mlp_bias": feedforward.up.bias is not None,
+        "tie_word_embeddings": bool(model.tied_parameters),
+        "pad_token_id": model.pad_id,
+        "bos_token_id": model.bos_id,
+        "eos_token_id": model.eos_id,
     }
 
 
@@ -178,11 +182,8 @@ def _rules(cfg: Config, variant: str, prefix: str) -> tuple[list[Rule], Any]:
     )
 
 
-def _to_config(spec: dict[str, Any], variant: str) -> dict[str, Any]:
-    config = llama_config(spec, "llama", "LlamaForCausalLM")
-    config["attention_bias"] = bool(spec["self_attention"].get("bias", True))
-    config["mlp_bias"] = bool(spec["feedforward"].get("bias", True))
-    return config
+def _to_config(model: Any, variant: str) -> dict[str, Any]:
+    return llama_config(model, "llama", "LlamaForCausalLM")
 
 
 LLAMA = Architecture(

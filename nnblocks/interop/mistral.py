@@ -28,10 +28,10 @@ def _rules(cfg: Config, variant: str, prefix: str) -> tuple[list[Rule], Any]:
     return llama_rules(cfg, variant, prefix, qkv_bias=False, out_bias=False, mlp_bias=False)
 
 
-def _to_config(spec: dict[str, Any], variant: str) -> dict[str, Any]:
-    config = llama_config(spec, "mistral", "MistralForCausalLM")
-    attention = spec["self_attention"]
-    config["sliding_window"] = attention["window"] if attention["name"] == "local" else None
+def _to_config(model: Any, variant: str) -> dict[str, Any]:
+    config = llama_config(model, "mistral", "MistralForCausalLM")
+    del config["attention_bias"], config["mlp_bias"]
+    config["sliding_window"] = getattr(model.decoder.layers[0].self_attention, "window", None)
     return config
 
 

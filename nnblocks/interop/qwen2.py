@@ -38,15 +38,14 @@ def _rules(cfg: Config, variant: str, prefix: str) -> tuple[list[Rule], Any]:
     return llama_rules(cfg, variant, prefix, qkv_bias=True, out_bias=False, mlp_bias=False)
 
 
-def _to_config(spec: dict[str, Any], variant: str) -> dict[str, Any]:
-    config = llama_config(spec, "qwen2", "Qwen2ForCausalLM")
-    overrides = spec.get("layer_overrides") or {}
-    if overrides:
-        (key, options), = overrides.items()
-        window = options["self_attention"]["window"]
-        sliding = [int(i) for i in key.removeprefix("decoder.").split(",")]
-        config.update(use_sliding_window=True, sliding_window=window,
-                      max_window_layers=min(sliding))  # fmt: skip
+def _to_config(model: Any, variant: str) -> dict[str, Any]:
+    config = llama_config(model, "qwen2", "Qwen2ForCausalLM")
+    del config["attention_bias"], config["mlp_bias"]
+    windows = [getattr(layer.self_attention, "window", None) for layer in model.decoder.layers]
+    sliding = [i for i, w in enumerate(windows) if w is not None]
+    if sliding:
+        config.update(use_sliding_window=True, sliding_window=windows[sliding[0]],
+                      max_window_layers=sliding[0])  # fmt: skip
     return config
 
 

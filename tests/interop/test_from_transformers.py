@@ -88,7 +88,7 @@ def test_rope_scaling_is_applied(ref):
         assert (plain.eval()(tokens) - hf(tokens).logits).abs().max().item() > 10 * TOL
 
 
-def test_folder_single_and_sharded_read_without_transformers(ref, tmp_path):
+def test_folder_single_and_sharded(ref, tmp_path):
     hf = _causal(ref, "llama")
     tokens = torch.randint(0, ref.V, (2, ref.T))
     with torch.no_grad():
@@ -99,7 +99,11 @@ def test_folder_single_and_sharded_read_without_transformers(ref, tmp_path):
         with torch.no_grad():
             assert (model(tokens) - expected).abs().max().item() < TOL
     assert (tmp_path / "shards" / "model.safetensors.index.json").is_file()
-    # A fresh interpreter imports the sharded folder without importing transformers.
+
+
+@pytest.mark.slow
+def test_fresh_interpreter_reads_folder_without_transformers(ref, tmp_path):
+    _causal(ref, "llama").save_pretrained(tmp_path / "shards", max_shard_size="20KB")
     code = (
         "import sys, nnblocks.interop as i; i.from_transformers(sys.argv[1]); "
         "assert 'transformers' not in sys.modules, 'transformers was imported'"
