@@ -34,6 +34,9 @@ __all__ = [
     "rate",
     "final_norm_spec",
     "embed",
+    "check_inputs",
+    "input_masks",
+    "padded_positions",
     "build_dropout",
     "supports_cache",
 ]
@@ -105,14 +108,128 @@ def embed(
     position: nn.Module | None,
     dropout: nn.Module | None,
     offset: int = 0,
+    *,
+    positions: torch.Tensor | None = None,
+    token_type_ids: torch.Tensor | None = None,
+    norm: nn.Module | None = None,
 ) -> torch.Tensor:
-    """Token vectors with absolute positions added (from ``offset``) and dropout applied."""
-    x = embedding(tokens)  # [B, T, D]
+    """Token vectors with absolute positions added, normalised (optional) and dropped out.
+
+    Args:
+        tokens: ``[B, T]`` ids.
+        offset: position of ``tokens[:, 0]`` when ``positions`` is None.
+        positions: ``[B, T]`` each token's position, or None (``offset`` onwards).
+        token_type_ids: ``[B, T]`` segment ids handed to the embedding part, or None.
+        norm: a norm over the sum of the embeddings (BERT's embedding LayerNorm), or None.
+    """
+    if token_type_ids is None:
+        x = embedding(tokens)  # [B, T, D]
+    else:
+        x = embedding(tokens, token_type_ids=token_type_ids)  # [B, T, D]
     if position is not None:
-        x = position(x, offset=offset)  # [B, T, D]
+        if positions is None:
+            x = position(x, offset=offset)  # [B, T, D]
+        else:
+            x = position(x, positions=positions)  # [B, T, D]
+    if norm is not None:
+        x = norm(x)
     if dropout is not None:
         x = dropout(x)
     return x
+
+
+def check_inputs(
+    tokens: torch.Tensor,
+    attention_mask: Any,
+    position_ids: Any,
+    token_type_ids: Any = None,
+    *,
+    model: str,
+) -> None:
+    """ShapeError naming the model unless the optional inputs fit ``tokens`` ``[B, T]``."""
+    named = (
+        ("attention_mask", attention_mask, "bool or 0/1 integers"),
+        ("position_ids", position_ids, "integer positions"),
+        ("token_type_ids", token_type_ids, "integer token types"),
+    )
+    for name, value, what in named:
+        if value is None:
+            continue
+        ok = isinstance(value, torch.Tensor) and value.shape == tokens.shape
+        if ok and name != "attention_mask":
+            ok = value.dtype in _INT_DTYPES
+        elif ok:
+            ok = value.dtype == torch.bool or value.dtype in _INT_DTYPES
+        if not ok:
+            got = (
+                f"{str(value.dtype).replace('torch.', '')} tensor of shape {tuple(value.shape)}"
+                if isinstance(value, torch.Tensor)
+                else type(value).__name__
+            )
+            raise ShapeError(
+                f"model `{model}`: expected `{name}` as {what} of the tokens' shape "
+                f"{list(tokens.shape)}. Received: {got}"
+            )
+
+
+def padded_positions(mask: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` positions counted from each row's first real token (0 on left padding).
+
+    What Hugging Face's generation derives from ``attention_mask``, so a left-padded row
+    gets the positions it would have alone.
+    """
+    return (mask.long().cumsum(dim=-1) - 1).clamp(min=0)
+
+
+def input_masks(
+    tokens: torch.Tensor,
+    pad_id: int | None,
+    attention_mask: torch.Tensor | None,
+    position_ids: torch.Tensor | None,
+    *,
+    absolute: bool,
+    model: str,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The key mask and the token positions of a forward pass.
+
+    Without ``attention_mask`` the mask comes from ``pad_id`` (as it always has) and
+    positions run 0..T-1. With it, positions count from each row's first real token unless
+    ``position_ids`` says otherwise. Relative position parts (rotary, ALiBi) see positions
+    inside attention as 0..T-1; their scores depend on distances only, so any ``position_ids``
+    that shift each row by a constant give the same result, and others are refused.
+
+    Returns:
+        ``(mask [B, T] bool or None, positions [B, T] long or None)``; positions are None
+        when there is no absolute position part to take them or they are the default.
+
+    Raises:
+        SpecError: ``position_ids`` that are not a per-row shift of 0..T-1 with a relative
+            position part.
+    """
+    if attention_mask is None:
+        mask = key_mask(tokens, pad_id)
+    else:
+        mask = attention_mask.bool()  # [B, T]
+        if not _tracing() and bool(mask.all()):
+            mask = None  # the fused causal kernels take no mask
+    positions = position_ids
+    if positions is None and attention_mask is not None and mask is not None:
+        positions = padded_positions(mask)
+    if positions is None or absolute:
+        return mask, positions if absolute else None
+    if position_ids is not None and not _tracing():
+        shift = position_ids - torch.arange(tokens.shape[1], device=tokens.device)  # [B, T]
+        real = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask
+        low = shift.masked_fill(~real, torch.iinfo(shift.dtype).max).amin(dim=1, keepdim=True)
+        if bool(((shift != low) & real).any()):
+            raise SpecError(
+                f"model `{model}` has a relative position part (rotary, ALiBi), which sees "
+                "positions as distances inside attention: expected `position_ids` that "
+                "count up by one along each row's real tokens (any start). Received: "
+                "position_ids with other steps; use an absolute position part for them.",
+                path=current_path() or None,
+            )
+    return mask, None
 
 
 def build_dropout(p: float) -> nn.Module | None:

@@ -63,7 +63,6 @@ The decoders implement the decoding protocol of ``docs/interfaces.md`` (``bos_id
 """
 
 from nnblocks.models import (  # noqa: F401  (imported for registration)
-    heads,
     transformer_classifier,
     transformer_lm,
     transformer_seq2seq,

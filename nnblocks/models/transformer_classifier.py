@@ -14,15 +14,18 @@ from nnblocks.models._stack import (
     build_dropout,
     build_position,
     build_stack,
+    check_inputs,
     check_tokens,
     embed,
     final_norm_spec,
+    input_masks,
     is_relative_position,
-    key_mask,
     layer_options,
     parse_overrides,
     positive_int,
     stack_overrides,
+    tie_weight,
+    tied_groups,
 )
 from nnblocks.registry import build, register
 from nnblocks.spec import current_path, join_path
@@ -46,7 +49,8 @@ class TransformerClassifier(nn.Module):
     """Encoder-only Transformer: bidirectional blocks, pooling, a classification head.
 
     Slots: ``embedding``, ``position`` (absolute only; a relative scheme goes to every
-    self-attention's ``position=`` option), ``dropout``, ``encoder.layers.N`` (with
+    self-attention's ``position=`` option), ``embedding_norm`` (optional), ``dropout``,
+    ``encoder.layers.N`` (with
     ``.self_attention``, ``.feedforward`` and their norms), ``encoder.final_norm``,
     ``head``.
 
@@ -67,6 +71,10 @@ class TransformerClassifier(nn.Module):
         pool: how a sequence becomes one vector: ``"mean"`` over real (non-pad) tokens,
             ``"first"`` token (a [CLS] token the data puts first), ``"max"`` over real
             tokens, or ``"none"`` to tag every token.
+        embedding_norm: None, or a norm spec over the sum of token, type and position
+            embeddings (BERT's embedding LayerNorm), slot ``embedding_norm``.
+        tie_embeddings: share the embedding's weight with the head's ``.weight`` (BERT's
+            masked-LM head over ``pool="none"``); listed in ``tied_parameters``.
         encoder: options for every layer of the encoder stack, e.g. ``{"self_attention": "gqa"}``
             (so ``model.encoder.self_attention=gqa`` swaps that stack's attention); applied
             before ``layer_overrides``.
@@ -75,13 +83,20 @@ class TransformerClassifier(nn.Module):
 
     Call arguments:
         tokens: ``[B, T]`` integer token ids.
+        attention_mask: optional ``[B, T]`` bool or 0/1, True/1 at real tokens; without it
+            the mask comes from ``pad_id``. It masks attention and pooling.
+        position_ids: optional ``[B, T]`` positions (default 0..T-1, or counted from each
+            row's first real token when ``attention_mask`` is given).
+        token_type_ids: optional ``[B, T]`` segment ids, for an embedding part with token
+            types (``{"name": "token", "type_vocab_size": 2}``).
 
     Returns:
         ``[B, C]`` class logits, or ``[B, T, C]`` per-token logits when ``pool="none"``.
 
     Raises:
         SpecError: a bad option or slot spec, naming its spec path.
-        ShapeError: ``tokens`` is not an integer tensor ``[B, T]``.
+        ShapeError: ``tokens`` is not an integer tensor ``[B, T]``, or an optional input
+            does not fit it.
 
     Example:
         >>> clf = nnblocks.build({"name": "transformer_classifier", "vocab_size": 100,
@@ -110,6 +125,8 @@ class TransformerClassifier(nn.Module):
         final_norm: Any = "auto",
         head: Any = "linear",
         pool: str | None = "mean",
+        embedding_norm: Any = None,
+        tie_embeddings: bool = False,
         encoder: dict[str, Any] | None = None,
         layer_overrides: dict[str, Any] | None = None,
         pad_id: int | None = 0,
@@ -148,6 +165,11 @@ class TransformerClassifier(nn.Module):
             padding_idx=pad_id,
         )
         self.position = build_position(position, at="position", dim=dim, max_len=max_len)
+        self.embedding_norm = (
+            None
+            if embedding_norm is None
+            else build(embedding_norm, "norm", at="embedding_norm", dim=dim)
+        )
         self.dropout = build_dropout(options["dropout"])
         self.encoder = build_stack(
             "encoder",
@@ -160,13 +182,50 @@ class TransformerClassifier(nn.Module):
             final_norm=final_norm_spec(final_norm, norm, norm_placement),
         )
         self.head = build(head, "head", at="head", dim=dim, out_features=num_classes, bias=True)
-        self.tied_parameters: list[tuple[str, ...]] = []
+        shared = [tie_weight(self.embedding, self.head, slot="head")] if tie_embeddings else []
+        self.tied_parameters = tied_groups(self, shared)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def _encode(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         check_tokens(tokens, model="transformer_classifier")
-        mask = key_mask(tokens, self.pad_id)  # [B, T] or None
-        x = embed(tokens, self.embedding, self.position, self.dropout)  # [B, T, D]
+        check_inputs(
+            tokens, attention_mask, position_ids, token_type_ids, model="transformer_classifier"
+        )
+        mask, positions = input_masks(
+            tokens, self.pad_id, attention_mask, position_ids,
+            absolute=self.position is not None, model="transformer_classifier",
+        )  # fmt: skip
+        x = embed(
+            tokens, self.embedding, self.position, self.dropout,
+            positions=positions, token_type_ids=token_type_ids, norm=self.embedding_norm,
+        )  # fmt: skip
         h, _ = self.encoder(x, mask=mask)  # [B, T, D]
+        return h, mask
+
+    def hidden_states(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The encoder's output ``[B, T, D]`` before pooling and head (takes ``forward``'s
+        arguments); Hugging Face's ``last_hidden_state``."""
+        return self._encode(tokens, attention_mask, position_ids, token_type_ids)[0]
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        h, mask = self._encode(tokens, attention_mask, position_ids, token_type_ids)
         if self.pool == "none":
             return self.head(h)  # [B, T, C]
         return self.head(self._pool(h, mask))  # [B, C]

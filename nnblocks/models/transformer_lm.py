@@ -13,12 +13,15 @@ from nnblocks.models._stack import (
     build_dropout,
     build_position,
     build_stack,
+    check_inputs,
     check_tokens,
     embed,
     final_norm_spec,
+    input_masks,
     is_relative_position,
     key_mask,
     layer_options,
+    padded_positions,
     parse_overrides,
     positive_int,
     stack_overrides,
@@ -80,13 +83,21 @@ class TransformerLM(nn.Module):
 
     Call arguments:
         tokens: ``[B, T]`` integer token ids.
+        attention_mask: optional ``[B, T]`` bool or 0/1, True/1 at real tokens (the
+            Hugging Face convention); without it the mask comes from ``pad_id``. With it,
+            absolute positions count from each row's first real token, so a left-padded
+            row gives the logits it gives alone.
+        position_ids: optional ``[B, T]`` positions of the tokens (absolute position
+            parts take them as they are; relative ones accept per-row shifts of 0..T-1).
 
     Returns:
         Next-token logits ``[B, T, V]``.
 
     Raises:
-        SpecError: a bad option or slot spec, naming its spec path.
-        ShapeError: ``tokens`` is not an integer tensor ``[B, T]``.
+        SpecError: a bad option or slot spec, naming its spec path; ``position_ids`` a
+            relative position part cannot follow.
+        ShapeError: ``tokens`` is not an integer tensor ``[B, T]``, or an optional input
+            does not fit it.
 
     Example:
         >>> lm = nnblocks.build({"name": "transformer_lm", "vocab_size": 100, "dim": 32,
@@ -163,14 +174,42 @@ class TransformerLM(nn.Module):
         shared = [tie_weight(self.embedding, self.head, slot="head")] if tie_embeddings else []
         self.tied_parameters = tied_groups(self, shared)
 
-    def _hidden(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = embed(tokens, self.embedding, self.position, self.dropout)  # [B, T, D]
-        h, _ = self.decoder(x, mask=key_mask(tokens, self.pad_id), causal=True)
-        return h  # [B, T, D]
+    def _hidden(
+        self,
+        tokens: torch.Tensor,
+        mask: torch.Tensor | None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = embed(tokens, self.embedding, self.position, self.dropout, positions=positions)
+        h, _ = self.decoder(x, mask=mask, causal=True)  # [B, T, D]
+        return h
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def hidden_states(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The last layer's output ``[B, T, D]`` (after ``decoder.final_norm``), before the head.
+
+        Takes the call arguments of ``forward``; what Hugging Face's ``GPT2Model`` returns
+        as ``last_hidden_state``.
+        """
         check_tokens(tokens, model="transformer_lm")
-        return self.head(self._hidden(tokens))  # [B, T, V]
+        check_inputs(tokens, attention_mask, position_ids, model="transformer_lm")
+        mask, positions = input_masks(
+            tokens, self.pad_id, attention_mask, position_ids,
+            absolute=self.position is not None, model="transformer_lm",
+        )  # fmt: skip
+        return self._hidden(tokens, mask, positions)  # [B, T, D]
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.head(self.hidden_states(tokens, attention_mask, position_ids))  # [B, T, V]
 
     # Decoding protocol (docs/interfaces.md), used by nnblocks.generate.
 
@@ -206,16 +245,22 @@ class TransformerLM(nn.Module):
             ShapeError: ``prefix`` is not ``[B, t]`` integer ids, or holds no new position.
         """
         check_tokens(prefix, model="transformer_lm", arg="prefix")
+        mask = key_mask(prefix, self.pad_id)  # [B, t] or None
+        # A left-padded prompt counts positions from its first real token (as transformers'
+        # generate does); without padding the positions are 0..t-1 as always.
+        positions = None if mask is None or self.position is None else padded_positions(mask)
         if not (use_cache and self.decoder.cacheable):
-            return self.head(self._hidden(prefix)[:, -1]), state  # [B, V]
+            return self.head(self._hidden(prefix, mask, positions)[:, -1]), state  # [B, V]
         seen = state["length"]
         if prefix.shape[1] <= seen:
             raise ShapeError(
                 f"model `transformer_lm`: step expected a prefix longer than the {seen} "
                 f"cached positions. Received: prefix of shape {tuple(prefix.shape)}"
             )
-        x = embed(prefix[:, seen:], self.embedding, self.position, self.dropout, offset=seen)
-        h, caches = self.decoder(
-            x, mask=key_mask(prefix, self.pad_id), causal=True, caches=state["caches"]
-        )  # [B, t - seen, D]
+        x = embed(
+            prefix[:, seen:], self.embedding, self.position, self.dropout, offset=seen,
+            positions=None if positions is None else positions[:, seen:],
+        )  # fmt: skip
+        h, caches = self.decoder(x, mask=mask, causal=True, caches=state["caches"])
+        # h: [B, t - seen, D]
         return self.head(h[:, -1]), {**state, "caches": caches, "length": prefix.shape[1]}

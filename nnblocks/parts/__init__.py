@@ -9,6 +9,7 @@ from nnblocks.parts import (  # noqa: F401  (imported for registration)
     block,
     embedding,
     feedforward,
+    head,
     norm,
     position,
     regularization,

@@ -9,6 +9,9 @@ Contract:
 - ``.weight`` ``[vocab_size, D]`` is the table, exposed for weight tying (Press & Wolf
   2017): a model may set ``head.weight = embedding.weight``.
 - With ``padding_idx`` the padding row starts at zero and receives no gradient.
+- Optional capability, detected from the call signature: ``part(ids, token_type_ids=...)``
+  with ``token_type_ids`` ``[B, T]`` integer segment ids (BERT's sentence A/B); a model
+  passes it only when the caller gave one.
 - No state between calls.
 - Float ids raise ``ShapeError``; ids outside ``[0, vocab_size)`` raise ``DataError``, both
   naming the part, its slot and what was received, instead of an opaque index error (or a
@@ -53,6 +56,12 @@ class TokenEmbedding(nn.Module):
             error is translated); on an accelerator it costs one reduction and one host sync
             per call, so pass False where that matters (CUDA graphs). Skipped while
             ``torch.compile`` traces.
+        type_vocab_size: number of token types (segments) with a learned vector added to
+            each token's (BERT, Devlin et al. 2019); 0 for none. Ids of type 0 are assumed
+            when the call gives no ``token_type_ids``, as in BERT.
+
+    Parameters: ``weight`` ``[V, D]``; with token types also ``type_weight``
+    ``[type_vocab_size, D]``.
 
     Call arguments:
         ids: ``[B, T]`` integer token ids (any shape); int64 and int32 are used as they
@@ -81,14 +90,17 @@ class TokenEmbedding(nn.Module):
         padding_idx: int | None = None,
         scale: bool = False,
         check_ids: bool = True,
+        type_vocab_size: int = 0,
     ):
         super().__init__()
         path = current_path() or None
-        for name, value in (("dim", dim), ("vocab_size", vocab_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        sizes = (("dim", dim, 1), ("vocab_size", vocab_size, 1), ("type_vocab_size", type_vocab_size, 0))
+        for name, value, low in sizes:
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                what = "a positive integer" if low else "a non-negative integer"
                 raise SpecError(
                     f"Received an invalid value for `{name}` of embedding part `token`: "
-                    f"expected a positive integer. Received: {name}={value!r}",
+                    f"expected {what}. Received: {name}={value!r}",
                     path=path,
                 )
         if padding_idx is not None:
@@ -112,16 +124,24 @@ class TokenEmbedding(nn.Module):
         self._multiplier = math.sqrt(dim)
         self._path = current_path()  # the slot, for error messages at call time
         self.weight = nn.Parameter(torch.empty(vocab_size, dim))  # [V, D]
+        self.type_vocab_size = type_vocab_size
+        self.type_weight = (
+            nn.Parameter(torch.empty(type_vocab_size, dim)) if type_vocab_size else None
+        )  # [types, D]
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Draw the table from ``N(0, 1/dim)`` and zero the padding row."""
         nn.init.normal_(self.weight, std=self.dim**-0.5)
+        if self.type_weight is not None:
+            nn.init.normal_(self.type_weight, std=self.dim**-0.5)
         if self.padding_idx is not None:
             with torch.no_grad():
                 self.weight[self.padding_idx].zero_()
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, ids: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if ids.dtype not in _ID_DTYPES:
             if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
                 raise ShapeError(
@@ -138,7 +158,36 @@ class TokenEmbedding(nn.Module):
             raise  # pragma: no cover  (_check_range raises for every out-of-range id)
         if self.scale:
             out = out * self._multiplier
+        if self.type_weight is not None:
+            out = out + self._types(ids, token_type_ids)
+        elif token_type_ids is not None:
+            raise ShapeError(
+                f"embedding part `token`{self._where()} has no token types "
+                "(type_vocab_size=0), so it takes no `token_type_ids`. Received: a tensor of "
+                f"shape {tuple(token_type_ids.shape)}; build it with a `type_vocab_size`."
+            )
         return out
+
+    def _types(self, ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        """The token-type vectors ``[B, T, D]`` (type 0 everywhere when none are given)."""
+        assert self.type_weight is not None
+        if token_type_ids is None:
+            return self.type_weight[0]  # [D], broadcast over every token
+        if token_type_ids.shape != ids.shape or token_type_ids.dtype not in _ID_DTYPES:
+            raise ShapeError(
+                f"embedding part `token`{self._where()}: expected `token_type_ids` as integer "
+                f"ids of the shape of the tokens {tuple(ids.shape)}. Received: dtype "
+                f"{token_type_ids.dtype}, shape {tuple(token_type_ids.shape)}"
+            )
+        if not torch.compiler.is_compiling() and token_type_ids.numel():
+            low, high = torch.aminmax(token_type_ids)
+            if bool((low < 0) | (high >= self.type_vocab_size)):
+                raise DataError(
+                    f"embedding part `token`{self._where()}: expected token types in "
+                    f"[0, type_vocab_size={self.type_vocab_size}). Received: from {int(low)} "
+                    f"to {int(high)}"
+                )
+        return F.embedding(token_type_ids, self.type_weight)  # [B, T, D]
 
     def _check_range(self, ids: torch.Tensor) -> None:
         if ids.numel() == 0:

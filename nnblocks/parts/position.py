@@ -6,10 +6,14 @@ Absolute parts (``relative = False``: ``none``, ``sinusoidal``, ``learned``) add
 information to the embeddings::
 
     part = Part(dim, max_len=...)
-    y = part(x, offset=0)        # x [B, T, dim] -> [B, T, dim]
+    y = part(x, offset=0)                 # x [B, T, dim] -> [B, T, dim]
+    y = part(x, positions=positions)      # positions [B, T] long: each token's own position
 
-``offset`` is the position of ``x[:, 0]`` (used while decoding one step at a time). A
-sequence reaching past ``max_len`` raises ``ShapeError`` naming the part and ``max_len``.
+``offset`` is the position of ``x[:, 0]`` (used while decoding one step at a time).
+``positions``, when given, replaces ``offset``: row ``b`` token ``t`` gets position
+``positions[b, t]`` (a left-padded row counts from its first real token, as Hugging Face
+models do with ``position_ids``). A sequence reaching past ``max_len`` raises ``ShapeError``
+naming the part and ``max_len``.
 
 Relative parts (``relative = True``: ``rotary``, ``alibi``) are handed to attention through
 its ``position=`` option and built there with ``dim=head_dim, heads=heads``::
@@ -28,7 +32,7 @@ Optionally, for decoding with a cache::
 
 Attention parts use ``adjust_cached`` when it exists; otherwise they cache raw keys and call
 ``adjust`` on all of them at every step (correct for any relative part, only slower).
-Relative parts called like absolute ones (``part(x, offset)``) return ``x`` unchanged: a model
+Relative parts called like absolute ones (``part(x, offset, positions)``) return ``x`` unchanged: a model
 whose position slot holds a relative part adds nothing to its embeddings.
 
 Every part keeps the dtype and device of its input.
@@ -38,8 +42,10 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nnblocks.errors import ShapeError
@@ -58,6 +64,31 @@ __all__ = [
 
 def _positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_positions(part: str, x: torch.Tensor, positions: object, max_len: int) -> None:
+    if (
+        not isinstance(positions, torch.Tensor)
+        or positions.shape != x.shape[:2]
+        or positions.dtype not in (torch.int64, torch.int32)
+    ):
+        raise ShapeError(
+            f"position part `{part}`: expected `positions` as integer positions [B, T] = "
+            f"{list(x.shape[:2])} (one per token of x). Received: {shape_of(positions)}"
+            + (f" of dtype {positions.dtype}" if isinstance(positions, torch.Tensor) else "")
+        )
+    if positions.numel() and not _tracing_now():
+        low, high = torch.aminmax(positions)
+        if bool((low < 0) | (high >= max_len)):  # one host sync, only with explicit positions
+            raise ShapeError(
+                f"position part `{part}`: expected `positions` in [0, max_len={max_len}). "
+                f"Received: positions from {int(low)} to {int(high)}. Build the part with a "
+                "larger `max_len`."
+            )
+
+
+def _tracing_now() -> bool:
+    return bool(torch.compiler.is_compiling() or torch.jit.is_tracing())
 
 
 def _check_absolute_input(part: str, x: object, dim: int, offset: object, max_len: int) -> None:
@@ -90,6 +121,7 @@ class NoPosition(nn.Module):
     Call arguments:
         x: ``[B, T, dim]``.
         offset: position of ``x[:, 0]``; unused.
+        positions: ``[B, T]`` positions; unused.
 
     Returns:
         ``x`` itself.
@@ -108,7 +140,9 @@ class NoPosition(nn.Module):
         super().__init__()
         self.dim, self.max_len = dim, max_len
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return x
 
 
@@ -127,9 +161,10 @@ class SinusoidalPosition(nn.Module):
     Call arguments:
         x: ``[B, T, dim]``.
         offset: position of ``x[:, 0]``.
+        positions: ``[B, T]`` long, each token's position (replaces ``offset``), or None.
 
     Returns:
-        ``x + PE[offset : offset + T]``, ``[B, T, dim]`` in x's dtype.
+        ``x + PE[offset : offset + T]`` (``x + PE[positions]``), ``[B, T, dim]`` in x's dtype.
 
     Raises:
         ShapeError: ``x`` is not ``[B, T, dim]``, or ``offset + T > max_len``.
@@ -161,7 +196,13 @@ class SinusoidalPosition(nn.Module):
     def extra_repr(self) -> str:
         return f"dim={self.dim}, max_len={self.max_len}"
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if positions is not None:
+            _check_absolute_input("sinusoidal", x, self.dim, 0, self.max_len)
+            _check_positions("sinusoidal", x, positions, self.max_len)
+            return x + self.table[positions].to(x.dtype)  # [B, T, D]
         _check_absolute_input("sinusoidal", x, self.dim, offset, self.max_len)
         return x + self.table[offset : offset + x.shape[1]].to(x.dtype)  # [B, T, D]
 
@@ -180,9 +221,10 @@ class LearnedPosition(nn.Module):
     Call arguments:
         x: ``[B, T, dim]``.
         offset: position of ``x[:, 0]``.
+        positions: ``[B, T]`` long, each token's position (replaces ``offset``), or None.
 
     Returns:
-        ``x + weight[offset : offset + T]``, ``[B, T, dim]``.
+        ``x + weight[offset : offset + T]`` (``x + weight[positions]``), ``[B, T, dim]``.
 
     Raises:
         ShapeError: ``x`` is not ``[B, T, dim]``, or ``offset + T > max_len``.
@@ -207,7 +249,13 @@ class LearnedPosition(nn.Module):
     def extra_repr(self) -> str:
         return f"dim={self.dim}, max_len={self.max_len}"
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if positions is not None:
+            _check_absolute_input("learned", x, self.dim, 0, self.max_len)
+            _check_positions("learned", x, positions, self.max_len)
+            return x + F.embedding(positions, self.weight)  # [B, T, D]
         _check_absolute_input("learned", x, self.dim, offset, self.max_len)
         return x + self.weight[offset : offset + x.shape[1]]  # [B, T, D]
 
@@ -234,6 +282,13 @@ class RotaryPosition(nn.Module):
         dim: head width ``Dh`` (attention passes it); must be even.
         heads: accepted for the common signature; unused.
         base: wavelength base; 10000 in the paper.
+        scaling: None, or a dict that stretches the rotation frequencies for contexts longer
+            than the training one: ``{"type": "linear", "factor": f}`` divides every
+            frequency by ``f`` (position interpolation, Chen et al. 2023);
+            ``{"type": "llama3", "factor": f, "low_freq_factor": l, "high_freq_factor": h,
+            "original_max_position_embeddings": n}`` divides only the low frequencies
+            (wavelength above ``n / l``) by ``f``, keeps the high ones (below ``n / h``) and
+            interpolates smoothly between (Meta's Llama 3.1).
 
     Call arguments (``adjust``):
         q: ``[B, H, Tq, Dh]``; k: ``[B, Hkv, Tk, Dh]``; q_pos ``[Tq]``, k_pos ``[Tk]`` long.
@@ -242,7 +297,8 @@ class RotaryPosition(nn.Module):
         ``(q, k, None)`` with q and k rotated.
 
     Raises:
-        SpecError: (construction) ``dim`` is not a positive even integer.
+        SpecError: (construction) ``dim`` is not a positive even integer, ``base`` is not
+            above 1, or ``scaling`` has an unknown type or a missing or bad value.
 
     Example:
         >>> import torch, nnblocks
@@ -254,20 +310,48 @@ class RotaryPosition(nn.Module):
 
     relative = True
 
-    def __init__(self, dim: int, heads: int | None = None, base: float = 10000.0):
+    def __init__(
+        self,
+        dim: int,
+        heads: int | None = None,
+        base: float = 10000.0,
+        scaling: dict[str, Any] | None = None,
+    ):
         super().__init__()
         ok = _positive_int(dim) and dim % 2 == 0
         check_option("rotary", "dim", dim, ok, "a positive even integer (the head width)")
         ok = isinstance(base, (int, float)) and not isinstance(base, bool) and base > 1
         check_option("rotary", "base", base, ok, "a number greater than 1")
         self.dim, self.heads, self.base = dim, heads, float(base)
+        self.scaling = _check_scaling(scaling)
         # cos/sin tables per (device, dtype): derived values, not state (never saved).
         self._tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, base={self.base}"
+        extra = f", scaling={self.scaling}" if self.scaling else ""
+        return f"dim={self.dim}, base={self.base}{extra}"
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    def _rates(self, device: torch.device, work: torch.dtype) -> torch.Tensor:
+        """Rotation frequencies ``base^(-2i/Dh)`` ``[Dh/2]``, scaled as ``scaling`` says."""
+        half = self.dim // 2
+        rates = self.base ** (-torch.arange(0, half, device=device, dtype=work) / half)
+        if self.scaling is None:
+            return rates
+        factor = float(self.scaling["factor"])
+        if self.scaling["type"] == "linear":
+            return rates / factor
+        # llama3: by wavelength 2*pi/rate against the original context length.
+        context = float(self.scaling["original_max_position_embeddings"])
+        low, high = float(self.scaling["low_freq_factor"]), float(self.scaling["high_freq_factor"])
+        wavelength = 2 * math.pi / rates
+        scaled = torch.where(wavelength > context / low, rates / factor, rates)
+        smooth = (context / wavelength - low) / (high - low)
+        middle = ~(wavelength < context / high) & ~(wavelength > context / low)
+        return torch.where(middle, (1 - smooth) * scaled / factor + smooth * scaled, scaled)
+
+    def forward(
+        self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return x
 
     def _rotate(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -309,10 +393,7 @@ class RotaryPosition(nn.Module):
         self, pos: torch.Tensor, dtype: torch.dtype, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor]:
         work = torch.float64 if dtype == torch.float64 else torch.float32
-        half = self.dim // 2
-        rates = self.base ** (
-            -torch.arange(0, half, device=device, dtype=work) / half
-        )  # [Dh/2]; base^(-2i/Dh)
+        rates = self._rates(device, work)  # [Dh/2]
         angles = pos.to(work)[:, None] * rates[None, :]  # [T, Dh/2]
         return angles.cos().to(dtype), angles.sin().to(dtype)
 
@@ -347,6 +428,43 @@ class RotaryPosition(nn.Module):
             self._rotate(k_new, k_pos[k_pos.shape[0] - k_new.shape[2] :]),
             None,
         )
+
+
+_SCALING_KEYS = {
+    "linear": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+}
+
+
+def _check_scaling(scaling: Any) -> dict[str, Any] | None:
+    """The ``scaling`` option of `rotary` as a plain dict, or a SpecError naming the problem."""
+    if scaling is None:
+        return None
+    kind = scaling.get("type") if isinstance(scaling, dict) else None
+    supported = ", ".join(_SCALING_KEYS)
+    check_option(
+        "rotary",
+        "scaling",
+        scaling,
+        kind in _SCALING_KEYS,
+        f'None or a dict with "type" one of: {supported}',
+    )
+    for key in _SCALING_KEYS[kind]:
+        value = scaling.get(key)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+        check_option("rotary", f"scaling.{key}", value, ok, f"a positive number ({kind} scaling)")
+    if kind == "llama3":
+        ok = scaling["high_freq_factor"] > scaling["low_freq_factor"]
+        check_option(
+            "rotary", "scaling.high_freq_factor", scaling["high_freq_factor"], ok,
+            "a number above low_freq_factor",
+        )  # fmt: skip
+    unknown = set(scaling) - {"type", *_SCALING_KEYS[kind]}
+    check_option(
+        "rotary", "scaling", scaling, not unknown,
+        f"only the keys type, {', '.join(_SCALING_KEYS[kind])} for {kind} scaling",
+    )  # fmt: skip
+    return dict(scaling)
 
 
 @functools.lru_cache(maxsize=64)
@@ -412,7 +530,9 @@ class ALiBiPosition(nn.Module):
     def extra_repr(self) -> str:
         return f"heads={self.heads}"
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return x
 
     def bias(

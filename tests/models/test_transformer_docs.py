@@ -12,7 +12,7 @@ MODULES = [
     "nnblocks.models.transformer_lm",
     "nnblocks.models.transformer_seq2seq",
     "nnblocks.models.transformer_classifier",
-    "nnblocks.models.heads",
+    "nnblocks.parts.head",
 ]
 
 

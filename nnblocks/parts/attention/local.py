@@ -37,6 +37,8 @@ class LocalAttention(GroupedQueryAttention):
         dropout: attention dropout probability, applied in training only.
         bias: whether the four projections have biases.
         position: a relative position spec (``"rotary"``, ``"alibi"``, ...), or None.
+        head_dim, out_bias: as for `gqa` (head width other than ``dim // heads``; a bias
+            on the output projection other than ``bias``).
 
     Call arguments:
         x: ``[B, Tq, dim]``.
@@ -75,6 +77,8 @@ class LocalAttention(GroupedQueryAttention):
         dropout: float = 0.0,
         bias: bool = True,
         position: Any = None,
+        head_dim: int | None = None,
+        out_bias: bool | None = None,
     ):
         ok = isinstance(window, int) and not isinstance(window, bool) and window > 0
         check_option(self.part_name, "window", window, ok, "a positive integer")
@@ -85,6 +89,8 @@ class LocalAttention(GroupedQueryAttention):
             dropout=dropout,
             bias=bias,
             position=position,
+            head_dim=head_dim,
+            out_bias=out_bias,
         )
         self.window = window
         self.keep_keys = window - 1

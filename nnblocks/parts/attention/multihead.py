@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from nnblocks.parts.attention._base import KeyValueAttention
-from nnblocks.parts.attention._checks import check_dropout, check_heads
+from nnblocks.parts.attention._checks import check_dropout, check_heads, check_option
 from nnblocks.registry import register
 
 __all__ = ["GroupedQueryAttention", "MultiHeadAttention", "MultiQueryAttention"]
@@ -72,6 +72,12 @@ class GroupedQueryAttention(KeyValueAttention):
         bias: whether the four projections have biases.
         position: a relative position spec (``"rotary"``, ``"alibi"``, a dict, or a
             module), built with ``dim=head_dim, heads=heads``; None for no relative positions.
+        head_dim: width of each query/key/value head; None: ``dim // heads`` (then
+            ``heads`` must divide ``dim``). Some pretrained models use another width
+            (Llama-style configs with ``head_dim`` set), so the projections map ``dim`` to
+            ``heads * head_dim`` and back.
+        out_bias: whether the output projection has a bias; None: as ``bias`` (Qwen2 has
+            query/key/value biases but none on the output).
 
     Parameters: ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj`` (``nn.Linear``).
 
@@ -92,19 +98,27 @@ class GroupedQueryAttention(KeyValueAttention):
         dropout: float = 0.0,
         bias: bool = True,
         position: Any = None,
+        head_dim: int | None = None,
+        out_bias: bool | None = None,
     ):
         super().__init__()
-        check_heads(self.part_name, dim, heads)
+        if head_dim is None:
+            check_heads(self.part_name, dim, heads)
+            head_dim = dim // heads
+        else:
+            ok = isinstance(head_dim, int) and not isinstance(head_dim, bool) and head_dim > 0
+            check_option(self.part_name, "head_dim", head_dim, ok, "a positive integer or None")
+            check_heads(self.part_name, dim, 1)  # dim alone: heads need not divide it
+            check_heads(self.part_name, heads * head_dim, heads)
         if kv_heads is None:
             kv_heads = heads // 2 if heads % 2 == 0 else 1
-        check_heads(self.part_name, dim, heads, kv_heads)
+        check_heads(self.part_name, heads * head_dim, heads, kv_heads)
         check_dropout(self.part_name, dropout)
-        head_dim = dim // heads
         self._setup(dim, heads, kv_heads, head_dim, dropout, None, position)
         self.q_proj = nn.Linear(dim, heads * head_dim, bias=bias)
         self.k_proj = nn.Linear(dim, kv_heads * head_dim, bias=bias)
         self.v_proj = nn.Linear(dim, kv_heads * head_dim, bias=bias)
-        self.out_proj = nn.Linear(heads * head_dim, dim, bias=bias)
+        self.out_proj = nn.Linear(heads * head_dim, dim, bias=bias if out_bias is None else out_bias)
 
     def _queries(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
