@@ -1,27 +1,32 @@
-"""`nnblocks.pipeline(folder)`: a trained model and its tokenizers, text in, text out.
+"""`nnblocks.pipeline(folder)`: a saved model and its tokenizers, text in, text out.
 
-A saved model folder (or a run folder holding ``model/``) keeps its data state beside the
-weights: the task and its fitted tokenizers. The pipeline encodes text exactly as the
-training data was encoded, runs the model and decodes the result, so nobody has to piece
-together ``load``, ``load_data_state``, ``encode(bos=..., eos=...)`` and ``greedy``::
+The one path from text to a model's answer: ``nnblocks.pipeline``, ``nnblocks predict`` and
+``nnblocks generate`` all go through it, so nobody has to piece together ``load``,
+``load_data_state``, ``encode(bos=..., eos=...)`` and ``greedy``::
 
     translate = nnblocks.pipeline("runs/numbers_de")
     translate("twenty two")              # -> "zweiundzwanzig"
     translate(["one", "two"])            # -> ["eins", "zwei"]
 
-What a call does depends on the task the model was trained for:
+Where the tokenizers come from decides how text is encoded:
 
-- ``seq2seq``: the source is encoded without specials (as the data sources do), decoded
-  with greedy search (or ``decode="beam"``), and the target returned without BOS/EOS;
-- ``lm``: the prompt is continued; training documents end with EOS, so a prompt starts
-  after one (the document boundary the model saw), and the prompt plus its continuation
-  is returned;
-- ``classification`` / ``sequence_classification``: the class name.
+- a folder saved by a recipe run keeps its data state (``data.json``: the task and the
+  tokenizers nnblocks fitted), so text is encoded exactly as the training data was: a
+  seq2seq source without specials; a language-model prompt after an EOS, the document
+  boundary the model saw in training (documents end with EOS, nothing starts with BOS);
+- a folder with only ``tokenizer.json`` (a pretrained tokenizer, e.g. from
+  ``nnblocks import``) uses the tokenizer's own specials; a prompt starts with BOS, as the
+  decoding protocol does.
+
+By task: ``seq2seq`` translates (greedy, sampling or beam search) and returns the target
+without BOS/EOS; ``lm`` continues the prompt and returns prompt and continuation;
+``sequence_classification`` returns the class name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,26 +35,47 @@ from torch import nn
 
 from nnblocks import generate
 from nnblocks.data.bundle import DATA_STATE_FILE, load_data_state
-from nnblocks.data.tokenizers import tokenizer_from_dict
+from nnblocks.data.tokenizers.pretrained import TOKENIZER_FILE, PretrainedTokenizer
 from nnblocks.errors import DataError, SpecError
 from nnblocks.io import load
 
-__all__ = ["Pipeline", "pipeline"]
+__all__ = ["Pipeline", "pipeline", "folder_tokenizers", "TEXT_TASKS", "METHODS"]
 
 TEXT_TASKS = ("seq2seq", "lm", "sequence_classification")
+METHODS = {  # decoding method -> the options it takes
+    "greedy": set(),
+    "sample": {"temperature", "top_k", "top_p", "generator"},
+    "beam": {"beam_size", "length_penalty"},
+}
 
 
-def _model_folder(folder: str | Path) -> Path:
+def _model_folder(folder: str | os.PathLike[str]) -> Path:
     """A saved model folder, or the ``model/`` folder inside a run folder."""
     path = Path(folder)
-    if (path / "model" / DATA_STATE_FILE).is_file():
-        return path / "model"
+    inner = path / "model"
+    return inner if inner.is_dir() and not (path / "model.safetensors").exists() else path
+
+
+def folder_tokenizers(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The tokenizers saved in a model folder, by role (``src``, ``tgt``, ``text``...).
+
+    ``data.json`` wins (the exact tokenizers nnblocks fitted); else ``tokenizer.json`` is
+    the ``text`` tokenizer.
+
+    Raises:
+        DataError: the folder has neither (naming both files), or one is unreadable.
+    """
+    path = _model_folder(folder)
     if (path / DATA_STATE_FILE).is_file():
-        return path
+        tokenizers = dict(load_data_state(path)["tokenizers"])
+        if tokenizers:
+            return tokenizers
+    if (path / TOKENIZER_FILE).is_file():
+        return {"text": PretrainedTokenizer.from_folder(path)}
     raise DataError(
-        f"`{path}` holds no data state (`{DATA_STATE_FILE}`): expected a model saved by a "
-        "recipe run (`runs/NAME` or `runs/NAME/model`), whose tokenizers are kept beside the "
-        "weights. A model saved with nnblocks.save alone has none: pass it tokenizers."
+        f"`{path}` holds no tokenizer: expected `{DATA_STATE_FILE}` (a recipe run, or "
+        f"nnblocks.save(..., data=bundle)) or `{TOKENIZER_FILE}` (nnblocks.save(..., "
+        "tokenizer=...) or nnblocks import). Save the model with its data or tokenizer."
     )
 
 
@@ -57,55 +83,93 @@ class Pipeline:
     """A model with its tokenizers: ``pipe(text)`` -> text, ``pipe([texts])`` -> [texts].
 
     Args:
-        model: the model (put in eval mode).
-        task: the data state's task description (``{"name": ..., ...}``).
-        tokenizers: ``{role: Tokenizer}`` (``src``/``tgt`` for seq2seq, one for the others).
-        decode: ``"greedy"`` or ``"beam"`` (seq2seq and lm).
+        model: a model; put in eval mode.
+        tokenizers: by role: ``src``/``tgt`` for seq2seq, one (any role) otherwise.
+        task: the task's name (``seq2seq``, ``lm``, ``sequence_classification``); default:
+            ``seq2seq`` for a model with a source vocabulary, else ``lm``.
+        classes: class names (classification).
+        trained_on_documents: the model learnt from nnblocks documents (prompts start
+            after an EOS); False: prompts start with BOS (pretrained tokenizers).
+        method: ``"greedy"``, ``"sample"`` or ``"beam"``.
         max_new_tokens: most tokens to generate (default: the model's limit).
+        **options: the method's options (``temperature``, ``top_k``, ``top_p``,
+            ``generator``; ``beam_size``, ``length_penalty``).
+
+    Raises:
+        SpecError: a task that does not map text to text, a bad method or option.
     """
 
     def __init__(
         self,
         model: nn.Module,
-        task: dict[str, Any],
         tokenizers: dict[str, Any],
         *,
-        decode: str = "greedy",
+        task: str | None = None,
+        classes: Sequence[Any] = (),
+        trained_on_documents: bool = False,
+        method: str = "greedy",
         max_new_tokens: int | None = None,
+        **options: Any,
     ):
-        self.task = str(task.get("name"))
+        if not tokenizers:
+            raise DataError("a pipeline needs the model's tokenizers (by role: src, tgt, text).")
+        seq2seq = "src" in tokenizers or getattr(model, "src_vocab_size", None) is not None
+        self.task = task or ("seq2seq" if seq2seq else "lm")
         if self.task not in TEXT_TASKS:
             raise SpecError(
                 f"a pipeline maps text to text; the model was trained for `{self.task}`, "
                 f"expected one of: {', '.join(TEXT_TASKS)}",
                 path="pipeline",
             )
-        if decode not in ("greedy", "beam"):
-            raise SpecError(
-                f"expected decode='greedy' or 'beam'. Received: {decode!r}", path="pipeline"
-            )
         self.model = model.eval()
-        self.classes = [str(c) for c in task.get("classes", [])]
-        self.decode = decode
+        self.src = (
+            tokenizers.get("src") or tokenizers.get("text") or next(iter(tokenizers.values()))
+        )
+        self.tgt = tokenizers.get("tgt") or self.src
+        self.classes = [str(c) for c in classes]
+        self.trained_on_documents = trained_on_documents
+        self.search = _search(method)
+        self.options = _decode_options(method, options)
         self.max_new_tokens = max_new_tokens
-        self.src, self.tgt = _roles(self.task, task, tokenizers)
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike[str], **options: Any) -> Pipeline:
+        """The model, tokenizers and task saved in ``folder`` (a run or model folder)."""
+        path = _model_folder(folder)
+        tokenizers = folder_tokenizers(path)
+        task: dict[str, Any] = {}
+        if (path / DATA_STATE_FILE).is_file():
+            task = dict(load_data_state(path)["task"])
+        return cls(
+            load(path),
+            tokenizers,
+            task=task.get("name"),
+            classes=task.get("classes", ()),
+            trained_on_documents=task.get("name") == "lm",
+            **options,
+        )
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
-        """Texts -> the model's input ids ``[B, T]``, encoded as the training data was."""
-        if self.task == "lm":
-            # Training documents end with EOS, so a document starts right after one.
-            rows = [[self.src.eos_id, *self.src.encode(t)] for t in texts]
-        else:
-            rows = [self.src.encode(t) for t in texts]
+        """Texts -> the model's input ids ``[B, T]`` (right-padded), as the training data was."""
+        start = self._start_id()
+        rows = [list(self.src.encode(t)) for t in texts]
+        if start is not None:  # a pretrained tokenizer may have added the BOS itself
+            rows = [r if r[:1] == [start] else [start, *r] for r in rows]
         longest = max(len(r) for r in rows)
-        ids = torch.full((len(rows), longest), self.src.pad_id, dtype=torch.long)
+        pad = self.src.pad_id if self.src.pad_id is not None else 0
+        ids = torch.full((len(rows), longest), int(pad), dtype=torch.long)
         for i, row in enumerate(rows):
             ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         return ids.to(_device(self.model))
 
+    def _start_id(self) -> int | None:
+        if self.task != "lm":
+            return None
+        # nnblocks documents end with EOS, so a document starts right after one.
+        return int(self.model.eos_id if self.trained_on_documents else self.model.bos_id)
+
     @torch.inference_mode()
     def __call__(self, text: str | Sequence[str]) -> str | list[str]:
-        single = isinstance(text, str)
         texts = [text] if isinstance(text, str) else list(text)
         if not texts or not all(isinstance(t, str) for t in texts):
             raise SpecError(
@@ -113,28 +177,29 @@ class Pipeline:
                 path="pipeline",
             )
         outputs = self._run(texts)
-        return outputs[0] if single else outputs
+        return outputs[0] if isinstance(text, str) else outputs
 
     def _run(self, texts: list[str]) -> list[str]:
         if self.task == "sequence_classification":
             logits = self.model(self.encode(texts))  # [B, C]
             return [self._class(int(i)) for i in logits.argmax(-1)]
         if self.task == "seq2seq":
-            out = self._generate(src=self.encode(texts))  # [B, 1 + n]: BOS first
-            return [self.tgt.decode(row[1:]) for row in out]
-        # lm: one prompt at a time, so no row is padded on the left of its continuation.
+            out = self._generate(self.encode(texts), None)  # [B, 1 + n]: BOS first
+            return [str(self.tgt.decode(row[1:])) for row in out]
+        # lm: one prompt at a time, so no prompt is padded before its continuation.
         results = []
         for t in texts:
             prompt = self.encode([t])
-            out = self._generate(prefix=prompt)
-            results.append(t + self.src.decode(out[0, prompt.shape[1] :]))
+            out = self._generate(None, prompt)
+            skip = 1 if prompt[0, 0].item() == self._start_id() else 0
+            results.append(str(self.src.decode(out[0, skip:])))
         return results
 
-    def _generate(self, **inputs: Any) -> torch.Tensor:
-        search: Callable[..., torch.Tensor] = (
-            generate.beam if self.decode == "beam" else generate.greedy
+    def _generate(self, src: torch.Tensor | None, prefix: torch.Tensor | None) -> torch.Tensor:
+        inputs: dict[str, Any] = {"prefix": prefix} if prefix is not None else {}
+        return self.search(
+            self.model, src, max_new_tokens=self.max_new_tokens, **inputs, **self.options
         )
-        return search(self.model, max_new_tokens=self.max_new_tokens, **inputs)
 
     def _class(self, index: int) -> str:
         return self.classes[index] if index < len(self.classes) else str(index)
@@ -143,22 +208,25 @@ class Pipeline:
         return f"Pipeline(task={self.task}, model={type(self.model).__name__})"
 
 
-def _roles(task_name: str, task: dict[str, Any], tokenizers: dict[str, Any]) -> tuple[Any, Any]:
-    """(input tokenizer, output tokenizer) for the task."""
-    if task_name == "seq2seq":
-        try:
-            return tokenizers["src"], tokenizers["tgt"]
-        except KeyError as exc:
-            raise DataError(
-                f"the data state of a seq2seq model lacks the `{exc.args[0]}` tokenizer"
-            ) from exc
-    if tokenizers:
-        tok = next(iter(tokenizers.values()))
-    elif isinstance(task.get("tokenizer"), dict):
-        tok = tokenizer_from_dict(task["tokenizer"])
-    else:
-        raise DataError(f"the data state of the `{task_name}` model holds no tokenizer")
-    return tok, tok
+def _search(method: str) -> Any:
+    if method not in METHODS:
+        raise SpecError(
+            f"Received an invalid value for `method`: expected one of {list(METHODS)}. "
+            f"Received: method={method!r}",
+            path="pipeline",
+        )
+    return getattr(generate, method)
+
+
+def _decode_options(method: str, options: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(options) - set().union(*METHODS.values())
+    if unknown:
+        raise SpecError(
+            f"unknown decoding option(s) {sorted(unknown)}; `{method}` takes: "
+            f"{sorted(METHODS[method]) or 'none'}",
+            path="pipeline",
+        )
+    return {k: v for k, v in options.items() if k in METHODS[method] and v is not None}
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -166,26 +234,30 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def pipeline(
-    folder: str | Path,
+    folder: str | os.PathLike[str],
     *,
-    decode: str = "greedy",
+    method: str = "greedy",
     max_new_tokens: int | None = None,
     device: str | torch.device | None = None,
+    **options: Any,
 ) -> Pipeline:
-    """Load a trained model with its tokenizers as a text-to-text function.
+    """Load a saved model with its tokenizers as a text-to-text function.
 
     Args:
-        folder: a run folder (``runs/NAME``) or the model folder inside it.
-        decode: ``"greedy"`` (default) or ``"beam"``.
+        folder: a run folder (``runs/NAME``) or a model folder (``nnblocks.save``,
+            ``nnblocks import``) holding ``data.json`` or ``tokenizer.json``.
+        method: ``"greedy"`` (default), ``"sample"`` or ``"beam"``.
         max_new_tokens: most tokens to generate (default: the model's limit).
-        device: where to run (default: CPU).
+        device: where to run (default: where the weights load, the CPU).
+        **options: the decoding method's options (``temperature``, ``top_k``, ``top_p``,
+            ``generator``; ``beam_size``, ``length_penalty``).
 
     Returns:
         A ``Pipeline``: ``pipe("text") -> "text"``, ``pipe([...]) -> [...]``.
 
     Raises:
-        DataError: the folder has no data state (tokenizers), naming the folder.
-        SpecError: the model's task does not map text to text.
+        DataError: the folder holds no tokenizer (naming the files it looked for).
+        SpecError: the model's task does not map text to text; a bad method or option.
         CheckpointError: the weights are missing or corrupt.
 
     Example:
@@ -193,15 +265,7 @@ def pipeline(
         >>> translate("twenty two")                                     # doctest: +SKIP
         'zweiundzwanzig'
     """
-    path = _model_folder(folder)
-    state = load_data_state(path)
-    model = load(path)
+    pipe = Pipeline.from_folder(folder, method=method, max_new_tokens=max_new_tokens, **options)
     if device is not None:
-        model = model.to(device)
-    return Pipeline(
-        model,
-        state["task"],
-        state["tokenizers"],
-        decode=decode,
-        max_new_tokens=max_new_tokens,
-    )
+        pipe.model.to(device)
+    return pipe
