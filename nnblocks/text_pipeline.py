@@ -166,7 +166,8 @@ class Pipeline:
         if self.task != "lm":
             return None
         # nnblocks documents end with EOS, so a document starts right after one.
-        return int(self.model.eos_id if self.trained_on_documents else self.model.bos_id)
+        name = "eos_id" if self.trained_on_documents else "bos_id"
+        return int(getattr(self.model, name))
 
     @torch.inference_mode()
     def __call__(self, text: str | Sequence[str]) -> str | list[str]:
