@@ -52,6 +52,7 @@ __all__ = [
     "list_parts",
     "get_part",
     "get_entry",
+    "contract_of",
     "spec_of",
     "kind_of",
     "add_build_hook",
@@ -65,11 +66,16 @@ T = TypeVar("T")
 
 @dataclasses.dataclass(frozen=True)
 class Kind:
-    """A family of interchangeable parts. ``builds_modules``: parts must be nn.Modules."""
+    """A family of interchangeable parts. ``builds_modules``: parts must be nn.Modules.
+
+    ``contract`` names the module whose docstring is the kind's written contract (default
+    ``nnblocks.parts.<name>``); ``contract_of(kind)`` reads it.
+    """
 
     name: str
     summary: str
     builds_modules: bool = True
+    contract: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +89,18 @@ class Part:
 
     @property
     def summary(self) -> str:
-        doc = inspect.getdoc(self.factory) or ""
-        return doc.strip().splitlines()[0] if doc.strip() else ""
+        """The first line of the part's own docstring; "" when it has none.
+
+        ``inspect.getdoc`` would hand an undocumented class its base class's text (an
+        ``nn.Module`` subclass would show torch's docstring), so only the part's own is read.
+        """
+        own = vars(self.factory).get("__doc__") if inspect.isclass(self.factory) else None
+        doc = (
+            inspect.cleandoc(own or "")
+            if inspect.isclass(self.factory)
+            else inspect.getdoc(self.factory)
+        )
+        return doc.strip().splitlines()[0] if doc and doc.strip() else ""
 
     @property
     def arguments(self) -> str:
@@ -116,14 +132,25 @@ _BUILTIN_KINDS = [
         "block",
         "one transformer layer: block(x, mask=None, causal=False, context=None, context_mask=None)",
     ),
-    Kind("model", "a whole architecture assembled from slots"),
-    Kind("dataset", "a one-line loader of data with its task", builds_modules=False),
+    Kind("model", "a whole architecture assembled from slots", contract="nnblocks.models"),
+    Kind(
+        "dataset",
+        "a one-line loader of data with its task",
+        builds_modules=False,
+        contract="nnblocks.data.registered",
+    ),
     Kind(
         "transform",
         "preprocessing or augmentation fitted on the training split",
         builds_modules=False,
+        contract="nnblocks.data.transforms",
     ),
-    Kind("tokenizer", "text <-> token ids with pad/bos/eos/unk specials", builds_modules=False),
+    Kind(
+        "tokenizer",
+        "text <-> token ids with pad/bos/eos/unk specials",
+        builds_modules=False,
+        contract="nnblocks.data.tokenizers",
+    ),
 ]
 for _k in _BUILTIN_KINDS:
     _KINDS[_k.name] = _k
@@ -143,15 +170,30 @@ _BUILTIN_MODULES = [
 _BUILD_HOOKS: dict[str, Callable[..., Any]] = {}
 
 
-def add_kind(name: str, summary: str, *, builds_modules: bool = True) -> Kind:
-    """Declare a new kind of part (a family with its own contract)."""
+def add_kind(name: str, summary: str, *, builds_modules: bool = True, contract: str = "") -> Kind:
+    """Declare a new kind of part (a family with its own contract).
+
+    ``contract``: the module whose docstring states the contract (shown by
+    ``nnblocks parts KIND`` and the reference pages).
+    """
     with _lock:
         if name in _KINDS:
             raise RegistryError(f"Kind `{name}` already exists.")
-        kind = Kind(name, summary, builds_modules)
+        kind = Kind(name, summary, builds_modules, contract)
         _KINDS[name] = kind
         _PARTS[name] = {}
         return kind
+
+
+def contract_of(kind: str) -> str:
+    """The written contract of ``kind``: its contract module's docstring, else its summary."""
+    entry = _KINDS[_check_kind(kind)]
+    module = entry.contract or f"nnblocks.parts.{entry.name}"
+    try:
+        doc = inspect.getdoc(importlib.import_module(module))
+    except ImportError:
+        doc = None
+    return doc or entry.summary
 
 
 def add_build_hook(key: str, hook: Callable[..., Any]) -> None:

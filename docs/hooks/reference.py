@@ -6,33 +6,9 @@ A part registered by a plugin package (entry point ``nnblocks.parts``) or listed
 
 from __future__ import annotations
 
-import importlib
-import inspect
-
 from mkdocs.structure.files import File
 
 from nnblocks import registry
-
-# Where each kind's contract (the module docstring) lives.
-CONTRACT_MODULES = {
-    "model": "nnblocks.models",
-    "dataset": "nnblocks.data.registered",
-    "transform": "nnblocks.data.transforms",
-    "tokenizer": "nnblocks.data.tokenizers",
-}
-
-
-def contract_text(kind: str) -> str:
-    """The docstring of the module that states ``kind``'s contract, or its summary."""
-    candidates = [CONTRACT_MODULES.get(kind, ""), f"nnblocks.parts.{kind}"]
-    for name in filter(None, candidates):
-        try:
-            doc = inspect.getdoc(importlib.import_module(name))
-        except ImportError:
-            continue
-        if doc:
-            return doc
-    return next((k.summary for k in registry.kinds() if k.name == kind), "")
 
 
 def _cell(text: str) -> str:
@@ -41,7 +17,7 @@ def _cell(text: str) -> str:
 
 def kind_page(kind: registry.Kind) -> str:
     lines = [f"# Kind `{kind.name}`", "", kind.summary, "", "## Contract", ""]
-    lines += ["```text", contract_text(kind.name), "```", "", "## Parts", ""]
+    lines += ["```text", registry.contract_of(kind.name), "```", "", "## Parts", ""]
     lines += ["| part | arguments | summary | provided by |", "| --- | --- | --- | --- |"]
     for name in registry.list_parts(kind.name):
         entry = registry.get_entry(kind.name, name)
@@ -55,9 +31,15 @@ def kind_page(kind: registry.Kind) -> str:
 
 
 def index_page(kinds: list[registry.Kind]) -> str:
-    lines = ["# Reference: kinds and parts", "", "Generated from the registry when the site",
-             "is built: every registered part, built in or from a plugin, is listed.", "",
-             "| kind | parts | contract |", "| --- | --- | --- |"]
+    lines = [
+        "# Reference: kinds and parts",
+        "",
+        "Generated from the registry when the site",
+        "is built: every registered part, built in or from a plugin, is listed.",
+        "",
+        "| kind | parts | contract |",
+        "| --- | --- | --- |",
+    ]
     for kind in kinds:
         count = len(registry.list_parts(kind.name))
         lines.append(f"| [{kind.name}]({kind.name}.md) | {count} | {_cell(kind.summary)} |")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rich.console import Console
+from rich.panel import Panel
 from rich.table import Table
 
 from nnblocks import registry
@@ -24,7 +25,7 @@ def parts_table(kind: str | None = None, pattern: str | None = None) -> Table:
     for k in kinds:
         for name in registry.list_parts(k, pattern):
             entry = registry.get_entry(k, name)
-            table.add_row(k, name, entry.arguments, entry.summary)
+            table.add_row(k, name, entry.arguments, entry.summary or "[dim](undocumented)[/dim]")
     return table
 
 
@@ -38,5 +39,7 @@ def run(args: argparse.Namespace) -> int:
         for k in registry.kinds():
             kinds.add_row(k.name, str(len(registry.list_parts(k.name))), k.summary)
         console.print(kinds)
+    if args.kind is not None and args.pattern is None:  # the kind's written contract first
+        console.print(Panel(registry.contract_of(args.kind), title=f"contract of `{args.kind}`"))
     console.print(parts_table(args.kind, args.pattern))
     return 0

@@ -146,7 +146,8 @@ def numbers(
     path = cache_dir() / f"numbers-{lang}-{key}.json" if cache else None
     data = read_json(path) if path is not None else None
     if data is None:
-        log.info("generating number pairs (en -> %s); cached for the next run", lang)
+        kept = "; cached for the next run" if path is not None else " (caching is off)"
+        log.info("generating number pairs (en -> %s)%s", lang, kept)
         data = _generate(lang, sizes, max_number, long_min_words, seed)
         if path is not None:
             write_json(path, data)
