@@ -28,12 +28,19 @@ import torch
 
 from nnblocks.errors import SpecError
 from nnblocks.experiment.environment import describe_environment, seed_everything
-from nnblocks.experiment.recipe import dump_recipe, validate_recipe
+from nnblocks.experiment.recipe import Recipe, dump_recipe, validate_recipe
 from nnblocks.registry import build
 from nnblocks.spec import spec_path
 from nnblocks.train.callback import Callback
 
-__all__ = ["RunResult", "run_recipe", "build_from_recipe", "default_run_dir"]
+__all__ = [
+    "CheckedRecipe",
+    "RunResult",
+    "run_recipe",
+    "check_recipe",
+    "build_from_recipe",
+    "default_run_dir",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +56,110 @@ class RunResult:
     data: Any
 
 
+@dataclasses.dataclass
+class CheckedRecipe:
+    """A recipe that passed every check, with the data and the model built from it.
+
+    ``check_recipe`` makes it; ``run_recipe`` trains it without building anything again.
+    A model built on the meta device (``check_recipe(..., device="meta")``, to check many
+    variants without spending memory) cannot be trained: ``run_recipe`` builds that one anew.
+    """
+
+    recipe: Recipe
+    data: Any
+    model: torch.nn.Module
+
+    @property
+    def on_meta(self) -> bool:
+        return any(p.is_meta for p in self.model.parameters())
+
+
 def default_run_dir(recipe: Mapping[str, Any]) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{recipe.get('name', 'run')}-{stamp}"
+    return Path("runs") / f"{recipe.get('name') or 'run'}-{stamp}"
+
+
+# Option names of a dataset spec that hold paths: relative ones start at the recipe's folder.
+_PATH_KEYS = ("path", "file", "files", "root", "dir", "folder")
+
+
+def _is_path_key(key: str) -> bool:
+    return key in _PATH_KEYS or key.endswith(tuple(f"_{k}" for k in _PATH_KEYS))
+
+
+def _data_spec(recipe: Recipe) -> Any:
+    """The dataset spec with relative paths made absolute against the recipe's folder."""
+    spec = recipe["data"]
+    if not isinstance(spec, Mapping):
+        return spec
+    out = dict(spec)
+    for key, value in spec.items():
+        if _is_path_key(key) and isinstance(value, str) and not Path(value).is_absolute():
+            candidate = recipe.folder / value
+            if candidate.exists():
+                out[key] = str(candidate)
+    return out
+
+
+def build_data(recipe: Mapping[str, Any]) -> Any:
+    """Build the recipe's data bundle (paths relative to the recipe's folder)."""
+    checked = validate_recipe(recipe)
+    if checked.get("data") is None:
+        raise SpecError("the recipe needs a `data` section.", path="data")
+    with spec_path("data"):
+        return build(_data_spec(checked), "dataset")
+
+
+def _build_model(recipe: Recipe, data: Any, device: str | None) -> torch.nn.Module:
+    model_args = dict(getattr(getattr(data, "task", None), "model_args", {}) or {})
+    with spec_path("model"):
+        if device == "meta":
+            with torch.device("meta"):
+                return build(recipe["model"], "model", **model_args)
+        return build(recipe["model"], "model", **model_args)
+
+
+def _seed(recipe: Recipe) -> None:
+    train = recipe.settings.train
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    seed_everything(recipe.settings.seed, deterministic=train.deterministic)
+
+
+def check_recipe(
+    recipe: Mapping[str, Any], *, device: str | None = None, data: Any = None
+) -> CheckedRecipe:
+    """Every check a recipe needs before training starts; builds its data and model once.
+
+    The recipe is validated against the schema (once: a ``Recipe`` passes through), the
+    random state is seeded, the data is built (unless given), the model is built with the
+    task's ``model_args`` as defaults, and the options that depend on them (the task's
+    evaluation options, teacher forcing) are checked.
+
+    Args:
+        recipe: a ``Recipe`` (``load_recipe``) or plain recipe data.
+        device: ``"meta"`` builds the model without memory (a check only: ``run_recipe``
+            builds such a model again); default: a real model, ready to train.
+        data: an already built data bundle for this recipe's data section.
+
+    Returns:
+        A CheckedRecipe (recipe, data, model) for ``run_recipe``.
+
+    Raises:
+        SpecError: a missing section or a spec that does not build (naming the key).
+    """
+    checked = validate_recipe(recipe)
+    for key in ("data", "model"):
+        if checked.get(key) is None:
+            raise SpecError(f"the recipe needs a `{key}` section.", path=checked.where(key))
+    if device != "meta":
+        _seed(checked)
+    if data is None:
+        data = build_data(checked)
+    model = _build_model(checked, data, device)
+    _check_evaluation(checked, data)
+    _check_teacher_forcing(checked, model)
+    return CheckedRecipe(checked, data, model)
 
 
 def build_from_recipe(
@@ -63,103 +171,98 @@ def build_from_recipe(
         SpecError: the recipe lacks `data` or `model`, or a spec in them is wrong (the
             message names the key, e.g. `model.decoder.self_attention`).
     """
-    for key in ("data", "model"):
-        if key not in recipe:
-            raise SpecError(f"the recipe needs a `{key}` section.", path=key)
-    data = load_data(recipe)
-    task = getattr(data, "task", None)
-    model_args = dict(getattr(task, "model_args", {}) or {})
-    with spec_path("model"):
-        if device == "meta":
-            with torch.device("meta"):
-                model = build(recipe["model"], "model", **model_args)
-        else:
-            model = build(recipe["model"], "model", **model_args)
-    return data, model
+    checked = check_recipe(recipe, device=device)
+    return checked.data, checked.model
 
 
-_DATA_CACHE: dict[str, Any] = {}
+def _evaluation_options(recipe: Recipe) -> dict[str, Any]:
+    return {**(recipe.settings.train.evaluate or {}), **(recipe.settings.eval or {})}
 
 
-def _data_key(spec: Any) -> str:
-    return json.dumps(spec, sort_keys=True, default=str)
+def _check_evaluation(recipe: Recipe, data: Any) -> None:
+    options = _evaluation_options(recipe)
+    evaluate = getattr(getattr(data, "task", None), "evaluate", None)
+    if not options or not callable(evaluate):
+        return
+    from nnblocks.spec import check_arguments
+
+    key = "eval" if recipe.settings.eval else "train.evaluate"
+    # model and split are the run's to give; the rest must be the evaluation's options.
+    check_arguments(
+        evaluate,
+        {"model": None, "split": "test", **options},
+        path=recipe.where(key),
+        what=f"the evaluation of the `{getattr(data.task, 'name', 'task')}` task",
+    )
 
 
-def load_data(recipe: Mapping[str, Any]) -> Any:
-    """Build the recipe's data bundle, reusing one already built in this process."""
-    if "data" not in recipe:
-        raise SpecError("the recipe needs a `data` section.", path="data")
-    key = _data_key(recipe["data"])
-    if key not in _DATA_CACHE:
-        with spec_path("data"):
-            _DATA_CACHE.clear()  # keep one bundle: they can be large
-            _DATA_CACHE[key] = build(recipe["data"], "dataset")
-    return _DATA_CACHE[key]
+def _check_teacher_forcing(recipe: Recipe, model: torch.nn.Module) -> None:
+    if recipe.settings.train.teacher_forcing is not None and not hasattr(model, "teacher_forcing"):
+        raise SpecError(
+            f"teacher forcing is set, but the model ({type(model).__name__}) has no "
+            "`teacher_forcing` attribute to control.",
+            path=recipe.where("train.teacher_forcing"),
+        )
 
 
-def check_recipe(recipe: Mapping[str, Any]) -> Any:
-    """Fail fast, before training starts: build the data and the model (on the meta device,
-    so no memory is spent). Returns the data bundle for the run to reuse."""
-    validate_recipe(recipe)
-    if "model" not in recipe:
-        raise SpecError("the recipe needs a `model` section.", path="model")
-    data = load_data(recipe)
-    model_args = dict(getattr(getattr(data, "task", None), "model_args", {}) or {})
-    with spec_path("model"), torch.device("meta"):
-        build(recipe["model"], "model", **model_args)
-    return data
-
-
-def _callbacks(recipe: Mapping[str, Any], folder: Path | None, model: torch.nn.Module) -> list[Any]:
+def _callbacks(recipe: Recipe, folder: Path | None) -> list[Any]:
     from nnblocks.train import CSVLogger, EarlyStopping, SaveCheckpoint, TeacherForcing
 
-    train = recipe.get("train") or {}
+    train = recipe.settings.train
     cbs: list[Any] = [_StepTimer()]
-    monitor = train.get("monitor")
+    monitor = train.monitor or "valid_loss"
     if folder is not None:
         cbs.append(CSVLogger(folder / "history.csv"))
-        if train.get("checkpoint", True):
-            cbs.append(SaveCheckpoint(folder / "checkpoints", monitor=monitor or "valid_loss"))
-    if train.get("early_stopping"):
-        cbs.append(
-            EarlyStopping(monitor=monitor or "valid_loss", patience=int(train["early_stopping"]))
-        )
-    tf = train.get("teacher_forcing")
-    if tf is not None:
-        if not hasattr(model, "teacher_forcing"):
-            raise SpecError(
-                f"teacher forcing is set, but the model ({type(model).__name__}) has no "
-                "`teacher_forcing` attribute to control.",
-                path="train.teacher_forcing",
+        if train.checkpoint is not False:
+            every = train.checkpoint if train.checkpoint is not True else None
+            cbs.append(
+                SaveCheckpoint(
+                    folder / "checkpoints",
+                    monitor=monitor,
+                    every_n_steps=every.every_n_steps if every else None,
+                    every_n_minutes=every.every_n_minutes if every else None,
+                )
             )
-        options = tf if isinstance(tf, Mapping) else {"mode": "constant", "start": float(tf)}
-        cbs.append(TeacherForcing(**options))
-    if train.get("time_limit"):
-        cbs.append(_TimeLimit(float(train["time_limit"])))
+    stop = train.early_stopping
+    if stop is not None:
+        if isinstance(stop, int):
+            cbs.append(EarlyStopping(monitor=monitor, patience=stop))
+        else:
+            options = stop.model_dump()
+            cbs.append(EarlyStopping(**{**options, "monitor": options["monitor"] or monitor}))
+    tf = (recipe.get("train") or {}).get("teacher_forcing")
+    if tf is not None:
+        forcing = tf if isinstance(tf, Mapping) else {"mode": "constant", "start": float(tf)}
+        cbs.append(TeacherForcing(**forcing))
+    if train.time_limit:
+        cbs.append(_TimeLimit(float(train.time_limit)))
     return cbs
 
 
+# Recipe train keys passed to the Learner as they are (the plain values, as written).
+_LEARNER_KEYS = (
+    "lr",
+    "batch_size",
+    "valid_batch_size",
+    "opt",
+    "wd",
+    "schedule",
+    "clip_grad",
+    "grad_accumulation",
+    "mixed_precision",
+    "loss",
+    "metrics",
+    "audit",
+    "hybridize",
+)
+
+
 def _learner_kwargs(train: Mapping[str, Any]) -> dict[str, Any]:
-    keys = (
-        "lr",
-        "batch_size",
-        "valid_batch_size",
-        "opt",
-        "wd",
-        "schedule",
-        "clip_grad",
-        "grad_accumulation",
-        "mixed_precision",
-        "loss",
-        "metrics",
-        "audit",
-        "hybridize",
-    )
-    return {k: train[k] for k in keys if k in train}
+    return {k: train[k] for k in _LEARNER_KEYS if k in train}
 
 
 def run_recipe(
-    recipe: Mapping[str, Any],
+    recipe: Mapping[str, Any] | CheckedRecipe,
     folder: str | os.PathLike[str] | None = None,
     *,
     progress: bool = True,
@@ -169,52 +272,61 @@ def run_recipe(
     """Train ``recipe`` and write its run folder (``folder=None``: write nothing).
 
     Args:
-        recipe: a recipe dict (see ``nnblocks.experiment.recipe``).
+        recipe: a CheckedRecipe (``check_recipe``: its data and model are used as built),
+            a ``Recipe`` or plain recipe data (checked here first).
         folder: the run folder; created if missing.
         progress: show the progress bar.
-        resume: continue from ``folder/checkpoints/last`` when it exists.
+        resume: continue from ``folder/checkpoints/last`` (which must exist).
         extra_callbacks: more Learner callbacks (e.g. Optuna's pruning reporter).
 
     Returns:
         A RunResult with the final metrics (also in ``metrics.json``).
+
+    Raises:
+        SpecError: the recipe does not pass ``check_recipe``.
+        CheckpointError: ``resume`` without a checkpoint in the folder.
     """
     from nnblocks.train import Learner
 
-    validate_recipe(recipe)
-    train = dict(recipe.get("train") or {})
-    seed = int(recipe.get("seed", 0))
-    if train.get("threads"):
-        torch.set_num_threads(int(train["threads"]))
-    deterministic = bool(train.get("deterministic", False))
-    seed_everything(seed, deterministic=deterministic)
+    checked = recipe if isinstance(recipe, CheckedRecipe) else check_recipe(recipe)
+    if checked.on_meta:
+        checked = check_recipe(checked.recipe, data=checked.data)
+    spec, data, model = checked.recipe, checked.data, checked.model
+    train, seed = spec.settings.train, spec.settings.seed
     # Absolute: the Learner resolves relative callback paths against its own path.
     out = Path(folder).absolute() if folder is not None else None
+    last = out / "checkpoints" / "last" if out is not None else None
+    if resume and (last is None or not last.exists()):
+        from nnblocks.errors import CheckpointError
+
+        raise CheckpointError(
+            f"--resume: there is no checkpoint to resume in {last or 'a run without a folder'}; "
+            "expected checkpoints/last from an earlier run of this recipe"
+        )
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        _write_text(out / "recipe.yaml", dump_recipe(recipe))
+        if not resume:  # a resumed run keeps the recipe it started with
+            _write_text(out / "recipe.yaml", dump_recipe(spec))
         _write_json(
-            out / "environment.json", describe_environment(seed, deterministic=deterministic)
+            out / "environment.json",
+            describe_environment(seed, deterministic=train.deterministic),
         )
 
-    data, model = build_from_recipe(recipe)
-    callbacks = _callbacks(recipe, out, model) + list(extra_callbacks or [])
+    callbacks = _callbacks(spec, out) + list(extra_callbacks or [])
     learner = Learner(
         model,
         data,
-        **_learner_kwargs(train),
+        **_learner_kwargs(spec.get("train") or {}),
         callbacks=callbacks,
         progress=progress,
         path=out,
         seed=seed,
     )
-    last = out / "checkpoints" / "last" if out is not None else None
     start = time.perf_counter()
-    learner.fit(
-        int(train.get("epochs", 1)), resume=last if resume and last and last.exists() else None
-    )
+    learner.fit(train.epochs, resume=last if resume else None)
     train_seconds = time.perf_counter() - start
 
-    metrics = _final_metrics(learner, data, train)
+    metrics = _final_metrics(learner, data, _evaluation_options(spec))
     timer = next(cb for cb in callbacks if isinstance(cb, _StepTimer))
     metrics.update(
         params=sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
@@ -231,15 +343,14 @@ def run_recipe(
         if hasattr(data, "save_state"):  # tokenizers and fitted statistics, beside the weights
             data.save_state(out / "model")
         _write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
-    shown = int(train.get("show", 0))
-    if shown:
+    if train.show:
         learner.show_results(
-            shown, split="test" if getattr(data, "test", None) is not None else None
+            train.show, split="test" if getattr(data, "test", None) is not None else None
         )
     return RunResult(out, metrics, model, learner, data)
 
 
-def _final_metrics(learner: Any, data: Any, train: Mapping[str, Any]) -> dict[str, Any]:
+def _final_metrics(learner: Any, data: Any, options: Mapping[str, Any]) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     if learner.history:
         for key, value in learner.history[-1].items():
@@ -249,7 +360,6 @@ def _final_metrics(learner: Any, data: Any, train: Mapping[str, Any]) -> dict[st
     evaluate = getattr(task, "evaluate", None)
     if callable(evaluate):
         split = "test" if getattr(data, "test", None) is not None else "valid"
-        options = dict(train.get("evaluate") or {})
         for key, value in evaluate(learner.model, split=split, **options).items():
             metrics[f"{split}_{key}" if not key.startswith(split) else key] = _plain(value)
     return metrics

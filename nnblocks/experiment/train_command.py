@@ -37,11 +37,11 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
-    recipe = load_recipe(args.recipe, overrides)
-    check_recipe(recipe)  # every key checked before data is made or training starts
+    recipe = load_recipe(args.recipe, overrides)  # every key validated, once
+    checked = check_recipe(recipe)  # data and model built before training starts
     folder = Path(args.out) if args.out else default_run_dir(recipe)
     progress = not args.no_progress and os.environ.get("NNBLOCKS_PROGRESS", "1") != "0"
-    result = run_recipe(recipe, folder, progress=progress, resume=args.resume)
+    result = run_recipe(checked, folder, progress=progress, resume=args.resume)
     if args.json:
         print(json.dumps(result.metrics, indent=2, sort_keys=True))
     else:

@@ -185,11 +185,13 @@ def _check_dimensions(recipe: dict[str, Any], dims: Sequence[Dimension]) -> None
             probe.append((d.key, int(d.low) if d.kind == "int" else float(d.low)))  # type: ignore[arg-type]
     trial_recipe = apply_overrides(recipe, probe)
     trial_recipe.pop("tune", None)
-    check_recipe(trial_recipe)
-    for d in dims:  # every categorical choice must build too
+    first = check_recipe(trial_recipe, device="meta")
+    for d in dims:  # every categorical choice must build too (models on meta: no memory)
         if d.choices is not None:
             for choice in d.choices[1:]:
-                check_recipe(apply_overrides(trial_recipe, [(d.key, choice)]))
+                variant = apply_overrides(trial_recipe, [(d.key, choice)])
+                same = variant.get("data") == first.recipe.get("data")
+                check_recipe(variant, device="meta", data=first.data if same else None)
 
 
 def _finished(study: Any, optuna: Any) -> int:
