@@ -61,8 +61,9 @@ def _run_one(
         "--out",
         str(folder),
         "--no-progress",
-        "--resume",
     ]
+    if (folder / "checkpoints" / "last").is_dir():
+        cmd.append("--resume")  # an interrupted run continues; a new one starts
     for o in overrides:
         cmd += ["--set", o]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), NNBLOCKS_PROGRESS="0")

@@ -26,8 +26,9 @@ from typing import Any
 
 import torch
 
-from nnblocks.errors import SpecError
+from nnblocks.errors import CheckpointError, SpecError
 from nnblocks.experiment.environment import describe_environment, seed_everything
+from nnblocks.experiment.folder import claim_folder
 from nnblocks.experiment.recipe import Recipe, dump_recipe, validate_recipe
 from nnblocks.registry import build
 from nnblocks.spec import spec_path
@@ -267,9 +268,14 @@ def run_recipe(
     *,
     progress: bool = True,
     resume: bool = False,
+    overwrite: bool = False,
     extra_callbacks: list[Any] | None = None,
 ) -> RunResult:
     """Train ``recipe`` and write its run folder (``folder=None``: write nothing).
+
+    The folder is held for this run alone while it writes (``experiment.folder``): a second
+    run into it fails at once, a finished run in it is kept unless ``overwrite``, and
+    ``resume`` continues only the same run.
 
     Args:
         recipe: a CheckedRecipe (``check_recipe``: its data and model are used as built),
@@ -277,6 +283,7 @@ def run_recipe(
         folder: the run folder; created if missing.
         progress: show the progress bar.
         resume: continue from ``folder/checkpoints/last`` (which must exist).
+        overwrite: replace a run already in ``folder``.
         extra_callbacks: more Learner callbacks (e.g. Optuna's pruning reporter).
 
     Returns:
@@ -284,35 +291,58 @@ def run_recipe(
 
     Raises:
         SpecError: the recipe does not pass ``check_recipe``.
+        RunFolderError: the folder is in use, holds a finished run, or another run.
         CheckpointError: ``resume`` without a checkpoint in the folder.
+        TrainingInterrupted: SIGINT/SIGTERM; a checkpoint to resume from was written.
     """
-    from nnblocks.train import Learner
-
     checked = recipe if isinstance(recipe, CheckedRecipe) else check_recipe(recipe)
     if checked.on_meta:
         checked = check_recipe(checked.recipe, data=checked.data)
+    if folder is None:
+        if resume:
+            raise CheckpointError("--resume needs the run folder to resume from")
+        return _train(checked, None, progress=progress, resume=False, extra=extra_callbacks)
+    # Absolute: the Learner resolves relative callback paths against its own path.
+    out = Path(folder).absolute()
+    with claim_folder(
+        out,
+        checked.recipe,
+        resume=resume,
+        overwrite=overwrite,
+        model_spec=_spec_document(checked.model),
+    ):
+        return _train(checked, out, progress=progress, resume=resume, extra=extra_callbacks)
+
+
+def _spec_document(model: torch.nn.Module) -> Any:
+    from nnblocks.io.spec_file import dump_spec_document, spec_document
+
+    try:
+        return json.loads(dump_spec_document(spec_document(model)))
+    except CheckpointError:
+        return None  # not built from a spec: nothing to compare a checkpoint with
+
+
+def _train(
+    checked: CheckedRecipe,
+    out: Path | None,
+    *,
+    progress: bool,
+    resume: bool,
+    extra: list[Any] | None,
+) -> RunResult:
+    from nnblocks.train import Learner
+
     spec, data, model = checked.recipe, checked.data, checked.model
     train, seed = spec.settings.train, spec.settings.seed
-    # Absolute: the Learner resolves relative callback paths against its own path.
-    out = Path(folder).absolute() if folder is not None else None
-    last = out / "checkpoints" / "last" if out is not None else None
-    if resume and (last is None or not last.exists()):
-        from nnblocks.errors import CheckpointError
-
-        raise CheckpointError(
-            f"--resume: there is no checkpoint to resume in {last or 'a run without a folder'}; "
-            "expected checkpoints/last from an earlier run of this recipe"
-        )
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
         if not resume:  # a resumed run keeps the recipe it started with
             _write_text(out / "recipe.yaml", dump_recipe(spec))
         _write_json(
             out / "environment.json",
             describe_environment(seed, deterministic=train.deterministic),
         )
-
-    callbacks = _callbacks(spec, out) + list(extra_callbacks or [])
+    callbacks = _callbacks(spec, out) + list(extra or [])
     learner = Learner(
         model,
         data,
@@ -323,7 +353,8 @@ def run_recipe(
         seed=seed,
     )
     start = time.perf_counter()
-    learner.fit(train.epochs, resume=last if resume else None)
+    last = out / "checkpoints" / "last" if out is not None and resume else None
+    learner.fit(train.epochs, resume=last)
     train_seconds = time.perf_counter() - start
 
     metrics = _final_metrics(learner, data, _evaluation_options(spec))
