@@ -43,9 +43,8 @@ def check_flag(value: Any, name: str, *, where: str) -> bool:
     """
     if not isinstance(value, bool):
         raise SpecError(
-            f"Received an invalid value for `{name}`: expected True or False. "
-            f"Received: {name}={value!r} ({type(value).__name__})",
-            path=where,
+            f"Received an invalid value for `{name}` of {where}: expected True or False. "
+            f"Received: {name}={value!r} ({type(value).__name__})"
         )
     return value
 
@@ -149,7 +148,7 @@ def check_slot_output(out: Any, *, slot: str, like: torch.Tensor, what: str = ""
     """The output of the part in ``slot`` has the shape of ``like`` (what the slot carries on).
 
     Raises:
-        ShapeError: not a tensor, another rank or another width, naming the slot.
+        ShapeError: not a tensor, or another shape (rank, length or width), naming the slot.
     """
     if (
         isinstance(out, torch.Tensor)
@@ -160,6 +159,6 @@ def check_slot_output(out: Any, *, slot: str, like: torch.Tensor, what: str = ""
     got = _shape(out) if isinstance(out, torch.Tensor) else type(out).__name__
     raise ShapeError(
         f"the part in slot `{slot}`{f' ({what})' if what else ''} returned an output that does "
-        f"not fit the slot: expected a tensor shaped like its input "
-        f"[{', '.join(str(n) for n in like.shape[:-1])}, {like.shape[-1]}]. Received: {got}"
+        f"not fit the slot: expected a tensor shaped like its input {_shape(like)}. "
+        f"Received: {got}"
     )
