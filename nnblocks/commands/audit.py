@@ -18,6 +18,7 @@ from rich.console import Console
 
 from nnblocks.check.audit import audit_reuse
 from nnblocks.experiment.targets import example_batch, load_target, parse_input
+from nnblocks.parts.boundary import check_arity
 
 __all__ = ["configure", "run", "load_target", "example_batch", "parse_input"]
 
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     model, inputs = load_target(args.target, recipe=args.recipe, size=args.batch)
     if args.input:
         inputs = tuple(parse_input(text) for text in args.input)
+        check_arity(model, inputs, where="nnblocks audit --input")
     report = audit_reuse(model, *inputs)
     report.title = f"audit {args.target} ({type(model).__name__})"
     if args.json:

@@ -21,7 +21,10 @@ class PauseMLP(nn.Module):
     def __init__(self, in_features: int, num_classes: int, hidden: int = 16):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, num_classes)
+            nn.Linear(in_features, hidden),
+            nn.ReLU(),
+            nn.Dropout(0.2),
+            nn.Linear(hidden, num_classes),
         )
         self.calls = 0
 

@@ -34,8 +34,16 @@ def _learner(path: Path) -> Learner:
     model = torch.nn.Sequential(
         torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(8, 3)
     )
-    return Learner(model, _data(), loss=F.cross_entropy, batch_size=8, progress=False,
-                   path=path, seed=1, audit="off")
+    return Learner(
+        model,
+        _data(),
+        loss=F.cross_entropy,
+        batch_size=8,
+        progress=False,
+        path=path,
+        seed=1,
+        audit="off",
+    )
 
 
 class _SignalAt(Callback):
@@ -84,11 +92,21 @@ def _recipe(tmp_path: Path) -> Path:
 
 
 def _train(recipe: Path, out: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "nnblocks.cli", "train", str(recipe), "--out", str(out),
-           "--no-progress", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nnblocks.cli",
+        "train",
+        str(recipe),
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
     full = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=full)
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full
+    )
 
 
 @pytest.mark.slow
