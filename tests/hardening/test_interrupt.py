@@ -136,3 +136,24 @@ def test_sigint_and_sigterm_to_a_training_process_resume_bit_identical(tmp_path)
         assert got.keys() == expected.keys()
         for key in expected:
             assert torch.equal(got[key], expected[key]), key
+
+
+@pytest.mark.slow
+def test_a_second_run_into_a_busy_folder_refuses_naming_the_first(tmp_path):
+    recipe = _recipe(tmp_path)
+    out, marker = tmp_path / "run", tmp_path / "marker"
+    first = _train(
+        recipe,
+        out,
+        env={"NNB_PAUSE_MARKER": str(marker), "NNB_PAUSE_AT": "3", "NNB_PAUSE_SECONDS": "20"},
+    )
+    deadline = time.monotonic() + 120
+    while not marker.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), first.stderr.read()
+    second = _train(recipe, out)
+    assert second.wait(120) == 1
+    err = second.stderr.read()
+    assert "Traceback" not in err and f"process {first.pid}" in err and str(out) in err
+    assert first.wait(120) == 0, first.stderr.read()  # the first run was not disturbed
+    assert (out / "metrics.json").is_file()
