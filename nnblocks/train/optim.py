@@ -175,9 +175,7 @@ def make_optimizer(
         >>> opt = make_optimizer(model, "adamw", lr=slice(1e-5, 1e-3),
         ...                      param_groups=["encoder.*"])
     """
-    if isinstance(opt, Mapping) and isinstance(opt.get("name"), str):  # {name, **options}
-        options = {**{k: v for k, v in opt.items() if k != "name"}, **options}
-        opt = opt["name"]
+    opt, options = _unpack(opt, options)
     if isinstance(opt, torch.optim.Optimizer):
         for g in opt.param_groups:
             g.setdefault("base_lr", g["lr"])
@@ -220,6 +218,13 @@ def make_optimizer(
             f"opt function {opt!r} must return a torch.optim.Optimizer. Received: {type(made).__name__}"
         )
     return made
+
+
+def _unpack(opt: Any, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """A recipe's ``{"name": "adamw", **options}`` -> ``("adamw", options)``."""
+    if isinstance(opt, Mapping) and isinstance(opt.get("name"), str):
+        return opt["name"], {**{k: v for k, v in opt.items() if k != "name"}, **options}
+    return opt, options
 
 
 def _with_fast_kernel(
