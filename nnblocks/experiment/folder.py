@@ -32,6 +32,7 @@ import yaml
 from filelock import FileLock, Timeout
 
 from nnblocks.errors import CheckpointError, TrainingError
+from nnblocks.train.checkpoint import read_training_document
 
 __all__ = [
     "LOCK_FILE",
@@ -93,6 +94,10 @@ def check_folder(folder: str | os.PathLike[str], *, resume: bool, overwrite: boo
     path = Path(folder)
     if resume and overwrite:
         raise RunFolderError("--resume continues a run and --overwrite replaces it; give one")
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(
+            f"the run folder {path} is a file; expected a folder (or no such path)"
+        )
     owner = _owner(path)
     if owner is not None and _alive(owner):
         raise _busy(path, owner)
@@ -107,6 +112,8 @@ def check_folder(folder: str | os.PathLike[str], *, resume: bool, overwrite: boo
             "expected the folder of an earlier run of this recipe (without --resume a new run "
             "starts)"
         )
+    if resume:
+        read_training_document(path / "checkpoints" / "last")  # whole and untampered
 
 
 def recipe_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -201,7 +208,10 @@ def claim_folder(
     check_folder(path, resume=resume, overwrite=overwrite)
     if resume:
         changes = _check_resume(path, recipe, model_spec)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"cannot create the run folder {path}: {exc.strerror}") from None
     lock = FileLock(str(path / LOCK_FILE))
     try:
         lock.acquire(timeout=0)

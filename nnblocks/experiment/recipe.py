@@ -80,7 +80,9 @@ def _where(
     while probe:
         hit = next((o for o in overrides if o == probe or o.startswith(probe + ".")), None)
         if hit is not None and (probe == key or hit == probe or probe not in lines):
-            return f"--set {hit}" if hit == key or hit.startswith(key + ".") else f"--set {hit}: {key}"
+            return (
+                f"--set {hit}" if hit == key or hit.startswith(key + ".") else f"--set {hit}: {key}"
+            )
         if probe in lines and source is not None:
             return f"{source}:{lines[probe]}: {key}"
         probe = probe.rpartition(".")[0]

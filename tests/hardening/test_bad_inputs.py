@@ -221,6 +221,18 @@ def resume_after_edit(tmp: Path) -> Any:
     )
 
 
+def resume_corrupt(tmp: Path) -> Any:
+    """``--resume`` from a checkpoint whose training state was tampered with."""
+    from nnblocks.experiment import load_recipe, run_recipe
+
+    path = write_recipe(tmp)
+    run_recipe(load_recipe(path), tmp / "run", progress=False)
+    (tmp / "run" / "metrics.json").unlink()
+    state = tmp / "run" / "checkpoints" / "last" / "training.json"
+    state.write_text(state.read_text().replace('"epoch"', '"epoch" ', 1))
+    return run_recipe(load_recipe(path), tmp / "run", progress=False, resume=True)
+
+
 DUPLICATE = """\
 name: dup
 data: {name: wine}
@@ -549,6 +561,13 @@ CASES = [
         ("--resume", "no checkpoint"),
     ),
     Case("resume-another-model", resume_after_edit, "TrainingError", ("model.hidden", "[12]")),
+    Case(
+        "out-is-a-file",
+        cli("train", "RECIPE", "--out", "RECIPE"),
+        "TrainingError",
+        ("r.yaml", "is a file"),
+    ),
+    Case("resume-corrupt-checkpoint", resume_corrupt, "CheckpointError", ("training.json",)),
     Case(
         "resume-and-overwrite",
         cli("train", "RECIPE", "--out", "TMP/run", "--resume", "--overwrite"),
