@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         export_to_env(args.plugin)  # child processes (ablation runs) import them too
         return int(args._run(args) or 0)
     except NNBlocksError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        code = getattr(exc, "exit_code", None)  # TrainingInterrupted: exit as the signal does
+        print(f"error: {exc}" if code is None else str(exc), file=sys.stderr)
+        return 1 if code is None else int(code)
     except KeyboardInterrupt:  # Ctrl-C outside training (building data, say): nothing to save
         print("interrupted", file=sys.stderr)
         return 130
