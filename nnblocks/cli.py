@@ -1,7 +1,9 @@
 """The `nnblocks` command: a thin face over functions usable from Python.
 
-Each subcommand lives in the module that owns its work and exposes two functions:
-``configure(parser)`` adds its arguments and ``run(args) -> int`` does the work.
+Every subcommand is a module of ``nnblocks.commands`` with two functions:
+``configure(parser)`` adds its arguments and ``run(args) -> int`` calls the Python function
+that does the work. An error a user caused prints one line (``error: ...``) and exits 1;
+an interrupted run exits 128 + the signal's number (130 for Ctrl-C), without a traceback.
 """
 
 from __future__ import annotations
@@ -16,14 +18,11 @@ from nnblocks.errors import NNBlocksError
 # subcommand -> (module, one-line help)
 COMMANDS = {
     "parts": ("nnblocks.commands.parts", "list kinds and parts with their arguments"),
-    "check": ("nnblocks.check.command", "run the contract test kit on a part"),
-    "audit": (
-        "nnblocks.check.audit_command",
-        "audit module reuse in a recipe's model or a checkpoint",
-    ),
-    "train": ("nnblocks.experiment.train_command", "train a recipe"),
-    "ablate": ("nnblocks.experiment.ablate_command", "run an ablation grid over seeds"),
-    "tune": ("nnblocks.experiment.tune_command", "search settings with Optuna"),
+    "check": ("nnblocks.commands.check", "run the contract test kit on a part"),
+    "audit": ("nnblocks.commands.audit", "audit module reuse in a recipe's model or a checkpoint"),
+    "train": ("nnblocks.commands.train", "train a recipe"),
+    "ablate": ("nnblocks.commands.ablate", "run an ablation grid over seeds"),
+    "tune": ("nnblocks.commands.tune", "search settings with Optuna"),
     "export": ("nnblocks.commands.export", "export a saved model or a recipe's model to ONNX"),
     "predict": ("nnblocks.commands.predict", "a trained model's output for each text"),
     "generate": ("nnblocks.commands.generate", "generate text from a saved model and a prompt"),
@@ -75,8 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         export_to_env(args.plugin)  # child processes (ablation runs) import them too
         return int(args._run(args) or 0)
     except NNBlocksError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        code = getattr(exc, "exit_code", None)  # TrainingInterrupted: exit as the signal does
+        print(f"error: {exc}" if code is None else str(exc), file=sys.stderr)
+        return 1 if code is None else int(code)
+    except KeyboardInterrupt:  # Ctrl-C outside training (building data, say): nothing to save
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

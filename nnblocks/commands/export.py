@@ -12,6 +12,9 @@ from pathlib import Path
 from rich.console import Console
 
 from nnblocks.errors import SpecError
+from nnblocks.experiment.targets import load_target, parse_input
+from nnblocks.hybrid import export_onnx
+from nnblocks.parts.boundary import check_arity, describe_inputs
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -33,18 +36,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnblocks.check.audit_command import load_target, parse_input
-    from nnblocks.hybrid import export_onnx
-
-    model, inputs = load_target(args.target, size=2)
+    model, inputs = load_target(args.target, size=2, command="nnblocks export")
     if args.input:
         inputs = tuple(parse_input(text) for text in args.input)
+    needed = describe_inputs(model)
     if not inputs:
         raise SpecError(
-            "no example inputs: give --input SHAPE (e.g. --input 2x16:tokens=50), or a recipe "
-            "with data",
+            f"no example inputs: {type(model).__name__} takes {needed}; give one --input SHAPE "
+            "per input (e.g. --input 2x16:tokens=50), or a recipe with data",
             path="nnblocks export",
         )
+    check_arity(model, inputs, where="nnblocks export --input")
     result = export_onnx(
         model.eval(),
         inputs,

@@ -1,12 +1,20 @@
 """Rapid iteration: reproducible recipes, ablations over seeds, automatic search."""
 
 from nnblocks.experiment.ablate import AblationResult, ablate
-from nnblocks.experiment.recipe import apply_overrides, load_recipe, parse_override
-from nnblocks.experiment.run import RunResult, build_from_recipe, check_recipe, run_recipe
+from nnblocks.experiment.recipe import Recipe, apply_overrides, load_recipe, parse_override
+from nnblocks.experiment.run import (
+    CheckedRecipe,
+    RunResult,
+    build_from_recipe,
+    check_recipe,
+    run_recipe,
+)
 from nnblocks.experiment.tune import TuneResult, tune
 
 __all__ = [
     "AblationResult",
+    "CheckedRecipe",
+    "Recipe",
     "RunResult",
     "TuneResult",
     "ablate",

@@ -21,7 +21,7 @@ from typing import Any
 from nnblocks.errors import NNBlocksError, SpecError
 from nnblocks.experiment.grid import Variant, expand_grid, parse_vary
 from nnblocks.experiment.recipe import apply_overrides, load_recipe
-from nnblocks.experiment.run import check_recipe
+from nnblocks.experiment.run import CheckedRecipe, check_recipe
 from nnblocks.experiment.stats import MIN_SEEDS, welch
 from nnblocks.experiment.table import Row, bar_chart, higher_is_better, to_csv, to_markdown
 
@@ -61,8 +61,9 @@ def _run_one(
         "--out",
         str(folder),
         "--no-progress",
-        "--resume",
     ]
+    if (folder / "checkpoints" / "last").is_dir():
+        cmd.append("--resume")  # an interrupted run continues; a new one starts
     for o in overrides:
         cmd += ["--set", o]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), NNBLOCKS_PROGRESS="0")
@@ -124,9 +125,16 @@ def ablate(
     recipe_file = Path(recipe_path)
     base = load_recipe(recipe_file, overrides)
     variants = expand_grid([parse_vary(v) for v in vary]) if vary else [Variant(())]
-    for variant in variants:  # fail before training anything
+    checked: CheckedRecipe | None = None
+    for variant in variants:  # fail before training anything (models on meta: no memory)
         try:
-            check_recipe(apply_overrides(base, variant.overrides))
+            trial = apply_overrides(base, variant.overrides)
+            data = (
+                checked.data
+                if checked and trial.get("data") == checked.recipe.get("data")
+                else None
+            )
+            checked = check_recipe(trial, device="meta", data=data)
         except NNBlocksError as exc:
             raise SpecError(f"variant `{variant.label}` does not fit the recipe: {exc}") from exc
     out = Path(folder) if folder else Path("runs") / f"ablate-{base.get('name', recipe_file.stem)}"

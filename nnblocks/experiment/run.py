@@ -9,6 +9,7 @@ A run folder holds everything needed to trust and repeat the result::
     loss_curves.png   training and validation loss
     model/            nnblocks.save(model): config.json + model.safetensors + data.json
                       (+ tokenizer.json) + README.md + manifest.json
+    continual/        what a `continual:` run keeps for the next task's `--from`
     checkpoints/      training checkpoints (best/last), for `--resume`
 """
 
@@ -27,18 +28,26 @@ from typing import Any
 
 import torch
 
-from nnblocks.data.paths import current_root, data_root
-from nnblocks.errors import SpecError
+from nnblocks.data.paths import data_root
+from nnblocks.errors import CheckpointError, SpecError
+from nnblocks.experiment.continue_run import Previous, continue_model, previous_run
 from nnblocks.experiment.environment import describe_environment, seed_everything
-from nnblocks.experiment.continue_run import continue_model, previous_run
-from nnblocks.experiment.recipe import dump_recipe, validate_recipe
+from nnblocks.experiment.folder import claim_folder
+from nnblocks.experiment.recipe import Recipe, dump_recipe, validate_recipe
 from nnblocks.registry import build
 from nnblocks.spec import spec_path
 from nnblocks.train.callback import Callback
 from nnblocks.train.continual import continual_callbacks
 from nnblocks.train.continual import save_state as save_continual_state
 
-__all__ = ["RunResult", "run_recipe", "build_from_recipe", "default_run_dir"]
+__all__ = [
+    "CheckedRecipe",
+    "RunResult",
+    "run_recipe",
+    "check_recipe",
+    "build_from_recipe",
+    "default_run_dir",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +63,97 @@ class RunResult:
     data: Any
 
 
+@dataclasses.dataclass
+class CheckedRecipe:
+    """A recipe that passed every check, with the data and the model built from it.
+
+    ``check_recipe`` makes it; ``run_recipe`` trains it without building anything again.
+    A model built on the meta device (``check_recipe(..., device="meta")``, to check many
+    variants without spending memory) cannot be trained: ``run_recipe`` builds that one anew.
+    """
+
+    recipe: Recipe
+    data: Any
+    model: torch.nn.Module
+
+    @property
+    def on_meta(self) -> bool:
+        return any(p.is_meta for p in self.model.parameters())
+
+
 def default_run_dir(recipe: Mapping[str, Any]) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{recipe.get('name', 'run')}-{stamp}"
+    return Path("runs") / f"{recipe.get('name') or 'run'}-{stamp}"
+
+
+def build_data(recipe: Mapping[str, Any], *, root: str | os.PathLike[str] | None = None) -> Any:
+    """Build the recipe's data bundle.
+
+    Paths in the data section are relative to ``root`` (default: the recipe's folder) and
+    must stay inside it unless the dataset says ``allow_outside`` (``nnblocks.data.paths``).
+    """
+    checked = validate_recipe(recipe)
+    if checked.get("data") is None:
+        raise SpecError("the recipe needs a `data` section.", path="data")
+    with spec_path("data"), data_root(Path(root or checked.folder).resolve()):
+        return build(checked["data"], "dataset")
+
+
+def _build_model(recipe: Recipe, data: Any, device: str | None) -> torch.nn.Module:
+    model_args = dict(getattr(getattr(data, "task", None), "model_args", {}) or {})
+    with spec_path("model"):
+        if device == "meta":
+            with torch.device("meta"):
+                return build(recipe["model"], "model", **model_args)
+        return build(recipe["model"], "model", **model_args)
+
+
+def _seed(recipe: Recipe) -> None:
+    train = recipe.settings.train
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    seed_everything(recipe.settings.seed, deterministic=train.deterministic)
+
+
+def check_recipe(
+    recipe: Mapping[str, Any],
+    *,
+    device: str | None = None,
+    data: Any = None,
+    root: str | os.PathLike[str] | None = None,
+) -> CheckedRecipe:
+    """Every check a recipe needs before training starts; builds its data and model once.
+
+    The recipe is validated against the schema (once: a ``Recipe`` passes through), the
+    random state is seeded, the data is built (unless given), the model is built with the
+    task's ``model_args`` as defaults, and the options that depend on them (the task's
+    evaluation options, teacher forcing) are checked.
+
+    Args:
+        recipe: a ``Recipe`` (``load_recipe``) or plain recipe data.
+        device: ``"meta"`` builds the model without memory (a check only: ``run_recipe``
+            builds such a model again); default: a real model, ready to train.
+        data: an already built data bundle for this recipe's data section.
+        root: the folder data paths start from (default: the recipe file's folder).
+
+    Returns:
+        A CheckedRecipe (recipe, data, model) for ``run_recipe``.
+
+    Raises:
+        SpecError: a missing section or a spec that does not build (naming the key).
+    """
+    checked = validate_recipe(recipe)
+    for key in ("data", "model"):
+        if checked.get(key) is None:
+            raise SpecError(f"the recipe needs a `{key}` section.", path=checked.where(key))
+    if device != "meta":
+        _seed(checked)
+    if data is None:
+        data = build_data(checked, root=root)
+    model = _build_model(checked, data, device)
+    _check_evaluation(checked, data)
+    _check_teacher_forcing(checked, model)
+    return CheckedRecipe(checked, data, model)
 
 
 def build_from_recipe(
@@ -71,179 +168,218 @@ def build_from_recipe(
         SpecError: the recipe lacks `data` or `model`, or a spec in them is wrong (the
             message names the key, e.g. `model.decoder.self_attention`).
     """
-    for key in ("data", "model"):
-        if key not in recipe:
-            raise SpecError(f"the recipe needs a `{key}` section.", path=key)
-    data = load_data(recipe, root=root)
-    task = getattr(data, "task", None)
-    model_args = dict(getattr(task, "model_args", {}) or {})
-    with spec_path("model"):
-        if device == "meta":
-            with torch.device("meta"):
-                model = build(recipe["model"], "model", **model_args)
-        else:
-            model = build(recipe["model"], "model", **model_args)
-    return data, model
+    checked = check_recipe(recipe, device=device, root=root)
+    return checked.data, checked.model
 
 
-_DATA_CACHE: dict[str, Any] = {}
+def _evaluation_options(recipe: Recipe) -> dict[str, Any]:
+    return {**(recipe.settings.train.evaluate or {}), **(recipe.settings.eval or {})}
 
 
-def _data_key(spec: Any) -> str:
-    return json.dumps(spec, sort_keys=True, default=str)
+def _check_evaluation(recipe: Recipe, data: Any) -> None:
+    options = _evaluation_options(recipe)
+    evaluate = getattr(getattr(data, "task", None), "evaluate", None)
+    if not options or not callable(evaluate):
+        return
+    from nnblocks.spec import check_arguments
+
+    key = "eval" if recipe.settings.eval else "train.evaluate"
+    # model and split are the run's to give; the rest must be the evaluation's options.
+    check_arguments(
+        evaluate,
+        {"model": None, "split": "test", **options},
+        path=recipe.where(key),
+        what=f"the evaluation of the `{getattr(data.task, 'name', 'task')}` task",
+    )
 
 
-def load_data(recipe: Mapping[str, Any], *, root: str | os.PathLike[str] | None = None) -> Any:
-    """Build the recipe's data bundle, reusing one already built in this process.
-
-    ``root`` is the recipe's folder: data paths are relative to it and must stay inside it
-    (default: the working folder)."""
-    if "data" not in recipe:
-        raise SpecError("the recipe needs a `data` section.", path="data")
-    folder = Path(root or current_root() or Path.cwd()).resolve()
-    key = _data_key([recipe["data"], str(folder)])
-    if key not in _DATA_CACHE:
-        with spec_path("data"), data_root(folder):
-            _DATA_CACHE.clear()  # keep one bundle: they can be large
-            _DATA_CACHE[key] = build(recipe["data"], "dataset")
-    return _DATA_CACHE[key]
+def _check_teacher_forcing(recipe: Recipe, model: torch.nn.Module) -> None:
+    if recipe.settings.train.teacher_forcing is not None and not hasattr(model, "teacher_forcing"):
+        raise SpecError(
+            f"teacher forcing is set, but the model ({type(model).__name__}) has no "
+            "`teacher_forcing` attribute to control.",
+            path=recipe.where("train.teacher_forcing"),
+        )
 
 
-def check_recipe(recipe: Mapping[str, Any], *, root: str | os.PathLike[str] | None = None) -> Any:
-    """Fail fast, before training starts: build the data and the model (on the meta device,
-    so no memory is spent). Returns the data bundle for the run to reuse."""
-    validate_recipe(recipe)
-    if "model" not in recipe:
-        raise SpecError("the recipe needs a `model` section.", path="model")
-    data = load_data(recipe, root=root)
-    model_args = dict(getattr(getattr(data, "task", None), "model_args", {}) or {})
-    with spec_path("model"), torch.device("meta"):
-        build(recipe["model"], "model", **model_args)
-    return data
-
-
-def _callbacks(recipe: Mapping[str, Any], folder: Path | None, model: torch.nn.Module) -> list[Any]:
+def _callbacks(recipe: Recipe, folder: Path | None) -> list[Any]:
     from nnblocks.train import CSVLogger, EarlyStopping, SaveCheckpoint, TeacherForcing
 
-    train = recipe.get("train") or {}
+    train = recipe.settings.train
     cbs: list[Any] = [_StepTimer()]
-    monitor = train.get("monitor")
+    monitor = train.monitor or "valid_loss"
     if folder is not None:
         cbs.append(CSVLogger(folder / "history.csv"))
-        if train.get("checkpoint", True):
-            cbs.append(SaveCheckpoint(folder / "checkpoints", monitor=monitor or "valid_loss"))
-    if train.get("early_stopping"):
-        cbs.append(
-            EarlyStopping(monitor=monitor or "valid_loss", patience=int(train["early_stopping"]))
-        )
-    tf = train.get("teacher_forcing")
-    if tf is not None:
-        if not hasattr(model, "teacher_forcing"):
-            raise SpecError(
-                f"teacher forcing is set, but the model ({type(model).__name__}) has no "
-                "`teacher_forcing` attribute to control.",
-                path="train.teacher_forcing",
+        if train.checkpoint is not False:
+            every = train.checkpoint if train.checkpoint is not True else None
+            cbs.append(
+                SaveCheckpoint(
+                    folder / "checkpoints",
+                    monitor=monitor,
+                    every_n_steps=every.every_n_steps if every else None,
+                    every_n_minutes=every.every_n_minutes if every else None,
+                )
             )
-        options = tf if isinstance(tf, Mapping) else {"mode": "constant", "start": float(tf)}
-        cbs.append(TeacherForcing(**options))
-    if train.get("time_limit"):
-        cbs.append(_TimeLimit(float(train["time_limit"])))
+    stop = train.early_stopping
+    if stop is not None:
+        if isinstance(stop, int):
+            cbs.append(EarlyStopping(monitor=monitor, patience=stop))
+        else:
+            options = stop.model_dump()
+            cbs.append(EarlyStopping(**{**options, "monitor": options["monitor"] or monitor}))
+    tf = (recipe.get("train") or {}).get("teacher_forcing")
+    if tf is not None:
+        forcing = tf if isinstance(tf, Mapping) else {"mode": "constant", "start": float(tf)}
+        cbs.append(TeacherForcing(**forcing))
+    if train.time_limit:
+        cbs.append(_TimeLimit(float(train.time_limit)))
     return cbs
 
 
+# Recipe train keys passed to the Learner as they are (the plain values, as written).
+_LEARNER_KEYS = (
+    "lr",
+    "batch_size",
+    "valid_batch_size",
+    "opt",
+    "wd",
+    "schedule",
+    "clip_grad",
+    "grad_accumulation",
+    "mixed_precision",
+    "loss",
+    "metrics",
+    "audit",
+    "hybridize",
+)
+
+
 def _learner_kwargs(train: Mapping[str, Any]) -> dict[str, Any]:
-    keys = (
-        "lr",
-        "batch_size",
-        "valid_batch_size",
-        "opt",
-        "wd",
-        "schedule",
-        "clip_grad",
-        "grad_accumulation",
-        "mixed_precision",
-        "loss",
-        "metrics",
-        "audit",
-        "hybridize",
-    )
-    return {k: train[k] for k in keys if k in train}
+    return {k: train[k] for k in _LEARNER_KEYS if k in train}
 
 
 def run_recipe(
-    recipe: Mapping[str, Any],
+    recipe: Mapping[str, Any] | CheckedRecipe,
     folder: str | os.PathLike[str] | None = None,
     *,
     progress: bool = True,
     resume: bool = False,
+    overwrite: bool = False,
     extra_callbacks: list[Any] | None = None,
     start_from: str | os.PathLike[str] | None = None,
     root: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Train ``recipe`` and write its run folder (``folder=None``: write nothing).
 
+    The folder is held for this run alone while it writes (``experiment.folder``): a second
+    run into it fails at once, a finished run in it is kept unless ``overwrite``, and
+    ``resume`` continues only the same run.
+
     Args:
-        recipe: a recipe dict (see ``nnblocks.experiment.recipe``).
+        recipe: a CheckedRecipe (``check_recipe``: its data and model are used as built),
+            a ``Recipe`` or plain recipe data (checked here first).
         folder: the run folder; created if missing.
         progress: show the progress bar.
-        resume: continue from ``folder/checkpoints/last`` when it exists.
+        resume: continue from ``folder/checkpoints/last`` (which must exist).
+        overwrite: replace a run already in ``folder``.
         extra_callbacks: more Learner callbacks (e.g. Optuna's pruning reporter).
         start_from: a finished run folder or a training checkpoint folder whose model this
             run continues on the recipe's data (``nnblocks train --from``); the recipe's
             ``continual:`` section then reads the state that run kept.
-        root: the recipe's folder; data paths are relative to it (default: working folder).
+        root: the folder data paths start from (default: the recipe file's folder).
 
     Returns:
         A RunResult with the final metrics (also in ``metrics.json``).
-    """
-    from nnblocks.train import Learner
 
-    validate_recipe(recipe)
-    previous = previous_run(start_from) if start_from is not None else None
-    train = dict(recipe.get("train") or {})
-    seed = int(recipe.get("seed", 0))
-    if train.get("threads"):
-        torch.set_num_threads(int(train["threads"]))
-    deterministic = bool(train.get("deterministic", False))
-    seed_everything(seed, deterministic=deterministic)
+    Raises:
+        SpecError: the recipe does not pass ``check_recipe``.
+        RunFolderError: the folder is in use, holds a finished run, or another run.
+        CheckpointError: ``resume`` without a checkpoint in the folder.
+        TrainingInterrupted: SIGINT/SIGTERM; a checkpoint to resume from was written.
+    """
+    previous = previous_run(start_from) if start_from is not None else None  # checked first
+    checked = recipe if isinstance(recipe, CheckedRecipe) else check_recipe(recipe, root=root)
+    if checked.on_meta:
+        checked = check_recipe(checked.recipe, data=checked.data)
+    if previous is not None:
+        model = continue_model(
+            previous, checked.model, checked.data, checked.recipe.get("continual") or {}
+        )
+        checked = CheckedRecipe(checked.recipe, checked.data, model)
+    if folder is None:
+        if resume:
+            raise CheckpointError("--resume needs the run folder to resume from")
+        return _train(
+            checked, None, progress=progress, resume=False, extra=extra_callbacks, previous=previous
+        )
     # Absolute: the Learner resolves relative callback paths against its own path.
-    out = Path(folder).absolute() if folder is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_text(out / "recipe.yaml", dump_recipe(recipe))
-        _write_json(
-            out / "environment.json", describe_environment(seed, deterministic=deterministic)
+    out = Path(folder).absolute()
+    with claim_folder(
+        out,
+        checked.recipe,
+        resume=resume,
+        overwrite=overwrite,
+        model_spec=_spec_document(checked.model),
+    ):
+        return _train(
+            checked, out, progress=progress, resume=resume, extra=extra_callbacks, previous=previous
         )
 
-    data, model = build_from_recipe(recipe, root=root)
-    if previous is not None:
-        model = continue_model(previous, model, data, recipe.get("continual") or {})
+
+def _spec_document(model: torch.nn.Module) -> Any:
+    from nnblocks.io.spec_file import dump_spec_document, spec_document
+
+    try:
+        return json.loads(dump_spec_document(spec_document(model)))
+    except CheckpointError:
+        return None  # not built from a spec: nothing to compare a checkpoint with
+
+
+def _train(
+    checked: CheckedRecipe,
+    out: Path | None,
+    *,
+    progress: bool,
+    resume: bool,
+    extra: list[Any] | None,
+    previous: Previous | None = None,
+) -> RunResult:
+    from nnblocks.train import Learner
+
+    spec, data, model = checked.recipe, checked.data, checked.model
+    train, seed = spec.settings.train, spec.settings.seed
+    if out is not None:
+        if not resume:  # a resumed run keeps the recipe it started with
+            _write_text(out / "recipe.yaml", dump_recipe(spec))
+        _write_json(
+            out / "environment.json",
+            describe_environment(seed, deterministic=train.deterministic),
+        )
     continual = (
-        continual_callbacks(recipe["continual"], previous.root if previous else None)
-        if recipe.get("continual") is not None
+        continual_callbacks(spec["continual"], previous.root if previous else None)
+        if spec.get("continual") is not None
         else []
     )
-    callbacks = _callbacks(recipe, out, model) + continual + list(extra_callbacks or [])
+    callbacks = _callbacks(spec, out) + continual + list(extra or [])
     learner = Learner(
         model,
         data,
-        **_learner_kwargs(train),
+        **_learner_kwargs(spec.get("train") or {}),
         callbacks=callbacks,
         progress=progress,
         path=out,
         seed=seed,
     )
-    last = out / "checkpoints" / "last" if out is not None else None
     start = time.perf_counter()
-    if train.get("fine_tune") is not None:
-        learner.fine_tune(**_fine_tune_options(train["fine_tune"], train))
+    last = out / "checkpoints" / "last" if out is not None and resume else None
+    if train.fine_tune is not None:
+        options = train.fine_tune.model_dump(exclude_unset=True)  # Learner defaults otherwise
+        learner.fine_tune(**{"epochs": train.epochs, **options})
     else:
-        learner.fit(
-            int(train.get("epochs", 1)), resume=last if resume and last and last.exists() else None
-        )
+        learner.fit(train.epochs, resume=last)
     train_seconds = time.perf_counter() - start
 
-    metrics = _final_metrics(learner, data, train)
+    metrics = _final_metrics(learner, data, _evaluation_options(spec))
     timer = next(cb for cb in callbacks if isinstance(cb, _StepTimer))
     metrics.update(
         params=sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
@@ -257,31 +393,18 @@ def run_recipe(
         import nnblocks
 
         # Tokenizers and fitted statistics go beside the weights; the card shows the recipe.
-        nnblocks.save(model, out / "model", data=data, recipe=recipe, metrics=metrics)
+        nnblocks.save(model, out / "model", data=data, recipe=spec, metrics=metrics)
         if continual:
             save_continual_state(out, continual)  # for the next task's --from
         _write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
-    shown = int(train.get("show", 0))
-    if shown:
+    if train.show:
         learner.show_results(
-            shown, split="test" if getattr(data, "test", None) is not None else None
+            train.show, split="test" if getattr(data, "test", None) is not None else None
         )
     return RunResult(out, metrics, model, learner, data)
 
 
-def _fine_tune_options(options: Any, train: Mapping[str, Any]) -> dict[str, Any]:
-    """``train.fine_tune`` checked against ``Learner.fine_tune``'s arguments."""
-    known = ("epochs", "freeze_epochs", "base_lr", "lr_mult")
-    if not isinstance(options, Mapping) or set(options) - set(known):
-        unknown = sorted(set(options) - set(known)) if isinstance(options, Mapping) else options
-        raise SpecError(
-            f"expected a mapping with keys among {', '.join(known)}. Received: {unknown!r}",
-            path="train.fine_tune",
-        )
-    return {"epochs": int(train.get("epochs", 1)), **options}
-
-
-def _final_metrics(learner: Any, data: Any, train: Mapping[str, Any]) -> dict[str, Any]:
+def _final_metrics(learner: Any, data: Any, options: Mapping[str, Any]) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     if learner.history:
         for key, value in learner.history[-1].items():
@@ -291,7 +414,6 @@ def _final_metrics(learner: Any, data: Any, train: Mapping[str, Any]) -> dict[st
     evaluate = getattr(task, "evaluate", None)
     if callable(evaluate):
         split = "test" if getattr(data, "test", None) is not None else "valid"
-        options = dict(train.get("evaluate") or {})
         for key, value in learner.task_metrics(split, **options).items():
             metrics[f"{split}_{key}" if not key.startswith(split) else key] = _plain(value)
     return metrics

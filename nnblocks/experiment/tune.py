@@ -21,6 +21,7 @@ from nnblocks.experiment.recipe import apply_overrides, dump_recipe, load_recipe
 from nnblocks.experiment.run import check_recipe, run_recipe
 from nnblocks.experiment.space import Dimension, parse_space
 from nnblocks.experiment.table import higher_is_better
+from nnblocks.train.interrupt import TrainingInterrupted
 
 __all__ = ["TuneResult", "tune"]
 
@@ -148,17 +149,24 @@ def tune(
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
     )
 
+    interrupted: list[TrainingInterrupted] = []
+
     def objective(trial: Any) -> float:
         values = [(d.key, d.sample(trial)) for d in dims]
         trial_recipe = apply_overrides(recipe, values)
         trial_recipe.pop("tune", None)
         reporter = _reporter(trial, metric)
-        result = run_recipe(
-            trial_recipe,
-            out / f"trial-{trial.number:04d}",
-            progress=progress,
-            extra_callbacks=[reporter],
-        )
+        try:
+            result = run_recipe(
+                trial_recipe,
+                out / f"trial-{trial.number:04d}",
+                progress=progress,
+                extra_callbacks=[reporter],
+            )
+        except TrainingInterrupted as exc:  # Ctrl-C / SIGTERM stops the study, not one trial
+            interrupted.append(exc)
+            trial.study.stop()
+            raise
         if reporter.pruned:
             raise optuna.TrialPruned()
         value = result.metrics.get(metric)
@@ -173,6 +181,8 @@ def tune(
     log.info("study %s: %d finished, running %d more", name, finished, remaining)
     if remaining:
         study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(NNBlocksError,))
+    if interrupted:
+        raise interrupted[0]
     return _report(study, optuna, recipe, dims, out)
 
 
@@ -185,11 +195,13 @@ def _check_dimensions(recipe: dict[str, Any], dims: Sequence[Dimension]) -> None
             probe.append((d.key, int(d.low) if d.kind == "int" else float(d.low)))  # type: ignore[arg-type]
     trial_recipe = apply_overrides(recipe, probe)
     trial_recipe.pop("tune", None)
-    check_recipe(trial_recipe)
-    for d in dims:  # every categorical choice must build too
+    first = check_recipe(trial_recipe, device="meta")
+    for d in dims:  # every categorical choice must build too (models on meta: no memory)
         if d.choices is not None:
             for choice in d.choices[1:]:
-                check_recipe(apply_overrides(trial_recipe, [(d.key, choice)]))
+                variant = apply_overrides(trial_recipe, [(d.key, choice)])
+                same = variant.get("data") == first.recipe.get("data")
+                check_recipe(variant, device="meta", data=first.data if same else None)
 
 
 def _finished(study: Any, optuna: Any) -> int:

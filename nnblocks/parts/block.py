@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from nnblocks.errors import ShapeError, SpecError
+from nnblocks.parts.boundary import check_features, check_flag, check_slot_output
 from nnblocks.registry import build, kind_of, register, spec_of
 from nnblocks.spec import current_path, join_path
 
@@ -150,6 +151,7 @@ class TransformerBlock(nn.Module):
     ):
         super().__init__()
         self._path = current_path()  # the slot, for error messages at call time
+        self._dim = dim
         if norm_placement not in _PLACEMENTS:
             raise SpecError(
                 "Received an invalid value for `norm_placement` of block part `transformer`: "
@@ -213,6 +215,9 @@ class TransformerBlock(nn.Module):
         context_mask: torch.Tensor | None = None,
         cache: dict[str, Any] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, Any]]:
+        where = f"block part `transformer` at `{self._path}`" if self._path else "block part"
+        check_features(x, "x", where=where, dim=self._dim)
+        check_flag(causal, "causal", where=where)
         if (context is None) != (self.cross_attention is None):
             self._context_error(context)
         new_cache: dict[str, Any] | None = None
@@ -260,6 +265,13 @@ class TransformerBlock(nn.Module):
         return x if new_cache is None else (x, new_cache)
 
     def _residual(self, x: torch.Tensor, branch: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        if not isinstance(branch, torch.Tensor) or branch.shape != x.shape:
+            # A user part whose output does not fit would broadcast or fail inside `+`.
+            slot = {
+                id(self.self_attention_norm): "self_attention",
+                id(self.cross_attention_norm): "cross_attention",
+            }.get(id(norm), "feedforward")
+            check_slot_output(branch, slot=join_path(self._path, slot) or slot, like=x)
         if self.training:  # regularization parts are the identity in eval: skip two calls
             branch = self.drop_path(self.dropout(branch))
         x = x + branch  # [B, T, D]

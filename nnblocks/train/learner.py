@@ -24,6 +24,7 @@ from nnblocks.train import distributed
 from nnblocks.train.activations import checkpoint_activations
 from nnblocks.train.callback import Callback, CallbackTable
 from nnblocks.train.freeze import freeze, frozen_norms, unfreeze
+from nnblocks.train.interrupt import catch_signals
 from nnblocks.train.loaders import make_loader
 from nnblocks.train.loop import Loop
 from nnblocks.train.metrics import MetricSet
@@ -361,14 +362,18 @@ class Learner(Loop):
             TrainingError: a non-finite loss (naming epoch and batch), a failing callback
                 (naming it and the event), or bad options.
             CheckpointError: ``resume`` names a missing or corrupt checkpoint.
+            TrainingInterrupted: SIGINT or SIGTERM arrived; the step finished and a
+                checkpoint was written (``nnblocks.train.interrupt``).
         """
         self._prepare_fit(epochs, lr, schedule)
         try:
-            if resume is not None:
-                self._resume(resume)
-            self._preflight()
-            with self._debug_context():
-                self._run_fit()
+            # SIGINT/SIGTERM: finish the step, checkpoint, raise TrainingInterrupted.
+            with catch_signals(self):
+                if resume is not None:
+                    self._resume(resume)
+                self._preflight()
+                with self._debug_context():
+                    self._run_fit()
         finally:
             self.cbs.remove(*self._fit_callbacks)
         return self.history

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -154,7 +154,8 @@ def make_optimizer(
     Args:
         model: the module to optimize (frozen parameters are included, so unfreezing
             later needs no new optimizer; they have no gradient and are skipped).
-        opt: a name in ``OPTIMIZERS`` ("adamw", "adam", "sgd", "radam", "rmsprop"), an
+        opt: a name in ``OPTIMIZERS`` ("adamw", "adam", "sgd", "radam", "rmsprop") or
+            ``{"name": ..., **options}`` (a recipe's form), an
             optimizer class, a function ``(param_groups, lr=...) -> Optimizer``, or a ready
             optimizer (returned as is; its groups get a ``base_lr``).
         lr: learning rate(s), see ``spread_lr``.
@@ -174,6 +175,7 @@ def make_optimizer(
         >>> opt = make_optimizer(model, "adamw", lr=slice(1e-5, 1e-3),
         ...                      param_groups=["encoder.*"])
     """
+    opt, options = _unpack(opt, options)
     if isinstance(opt, torch.optim.Optimizer):
         for g in opt.param_groups:
             g.setdefault("base_lr", g["lr"])
@@ -216,6 +218,13 @@ def make_optimizer(
             f"opt function {opt!r} must return a torch.optim.Optimizer. Received: {type(made).__name__}"
         )
     return made
+
+
+def _unpack(opt: Any, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """A recipe's ``{"name": "adamw", **options}`` -> ``("adamw", options)``."""
+    if isinstance(opt, Mapping) and isinstance(opt.get("name"), str):
+        return opt["name"], {**{k: v for k, v in opt.items() if k != "name"}, **options}
+    return opt, options
 
 
 def _with_fast_kernel(

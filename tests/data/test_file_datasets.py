@@ -209,7 +209,7 @@ def test_path_outside_the_recipe_folder_is_refused(tmp_path):
         {"name": "csv", "path": "../elsewhere/t.csv", "target": "y", "allow_outside": True},
         {"name": "mlp", "hidden": [4]},
     )
-    assert check_recipe(load_recipe(allowed), root=project).task.name == "classification"
+    assert check_recipe(load_recipe(allowed), root=project).data.task.name == "classification"
 
 
 def test_missing_file_names_the_key_and_the_folder(tmp_path):

@@ -99,3 +99,47 @@ def test_every_shipped_recipe_is_valid():
     for path in files:
         recipe = yaml.safe_load(path.read_text())
         validate_recipe(recipe, where=str(path))
+
+
+def test_the_optimizer_dict_form_reaches_the_optimizer(recipe_file, tmp_path):
+    from nnblocks.experiment.run import run_recipe
+
+    opt = "train.opt={name: sgd, momentum: 0.5, nesterov: true}"
+    recipe = load_recipe(recipe_file, [opt, "train.schedule=constant"])  # one_cycle moves momentum
+    result = run_recipe(recipe, tmp_path / "run", progress=False)
+    group = result.learner.opt.param_groups[0]
+    assert type(result.learner.opt).__name__ == "SGD"
+    assert group["momentum"] == 0.5 and group["nesterov"] is True
+
+
+def test_checkpoints_every_n_minutes_save_mid_epoch(tmp_path):
+    import torch
+    import torch.nn.functional as F
+
+    from nnblocks.data import TensorData
+    from nnblocks.train import Callback, Learner, SaveCheckpoint
+
+    seen = []
+
+    class Look(Callback):
+        order = 85  # after the checkpoint callback
+
+        def after_batch(self, learn):
+            if learn.training and learn.epoch == 0:
+                seen.append((learn.iter, (tmp_path / "ck" / "last").is_dir()))
+
+    x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+    saver = SaveCheckpoint(tmp_path / "ck", every_n_minutes=1e-9)
+    learn = Learner(
+        torch.nn.Linear(4, 2),
+        (TensorData(x, y), None),
+        loss=F.cross_entropy,
+        batch_size=8,
+        progress=False,
+        callbacks=[saver, Look()],
+        audit="off",
+    )
+    learn.fit(1)
+    assert seen[0] == (0, True)  # saved after the first batch, long before the epoch ended
+    with pytest.raises(NNBlocksError, match="every_n_minutes"):
+        SaveCheckpoint(tmp_path / "ck", every_n_minutes=0)

@@ -18,6 +18,7 @@ from nnblocks.parts.attention._cache import cached_keys, write_ahead
 from nnblocks.parts.attention._checks import check_cache, check_sequence, shape_of
 from nnblocks.parts.attention._kernel import dot_product_attention, pack_outputs, prepare_mask
 from nnblocks.parts.attention._masks import normalize_mask
+from nnblocks.parts.boundary import check_flag
 from nnblocks.registry import build
 from nnblocks.spec import current_path
 
@@ -171,6 +172,7 @@ class KeyValueAttention(nn.Module):
         cache: dict[str, Any] | None = None,
     ) -> Any:
         part = self.part_name
+        check_flag(causal, "causal", where=f"attention part `{part}`")
         batch, tq = check_sequence(part, "x", x, self.dim)
         state = None if cache is None else check_cache(part, cache)
         offset = 0 if state is None else state.get("offset", 0)

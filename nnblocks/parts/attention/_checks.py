@@ -95,6 +95,11 @@ def check_sequence(
             f"attention part `{part}`: expected `{name}` of shape {want} (batch, time, "
             f"dim={dim}). Received: {name} of shape {shape_of(t)}"
         )
+    if not t.is_floating_point():  # token ids belong in an embedding, not in attention
+        raise ShapeError(
+            f"attention part `{part}`: expected `{name}` as floats {want}. "
+            f"Received: {name} of dtype {t.dtype}"
+        )
     if batch is not None and t.shape[0] != batch:
         raise ShapeError(
             f"attention part `{part}`: expected `{name}` of shape {want}, with the batch size "

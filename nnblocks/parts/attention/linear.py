@@ -18,6 +18,7 @@ from nnblocks.parts.attention._checks import (
 )
 from nnblocks.parts.attention._kernel import pack_outputs
 from nnblocks.parts.attention._masks import normalize_mask
+from nnblocks.parts.boundary import check_flag
 from nnblocks.registry import register
 
 __all__ = ["LinearAttention"]
@@ -199,6 +200,7 @@ class LinearAttention(nn.Module):
         cache: dict[str, Any] | None = None,
     ) -> Any:
         part = self.part_name
+        check_flag(causal, "causal", where=f"attention part `{part}`")
         batch, tq = check_sequence(part, "x", x, self.dim)
         if context is not None:
             check_sequence(part, "context", context, self.dim, batch=batch)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nnblocks.errors import TrainingError
 from nnblocks.train.callback import Callback
 from nnblocks.train.callbacks.early_stopping import Monitor
 
@@ -34,6 +36,12 @@ class SaveCheckpoint(Callback):
         save_last: save ``last`` after every epoch.
         save_best: save ``best`` when ``monitor`` improves.
         every_n_steps: also save ``last`` every this many training batches (mid-epoch).
+        every_n_minutes: also save ``last`` when this many minutes have passed since the
+            last save (mid-epoch; checked after each training batch), so an interrupted
+            long epoch resumes near where it stopped.
+
+    Raises:
+        TrainingError: ``every_n_steps`` or ``every_n_minutes`` not positive.
     """
 
     order = 80
@@ -46,11 +54,20 @@ class SaveCheckpoint(Callback):
         save_last: bool = True,
         save_best: bool = True,
         every_n_steps: int | None = None,
+        every_n_minutes: float | None = None,
     ):
+        for key, value in (("every_n_steps", every_n_steps), ("every_n_minutes", every_n_minutes)):
+            if value is not None and (isinstance(value, bool) or not value > 0):
+                raise TrainingError(
+                    f"Received an invalid value for `{key}`: expected a positive number or "
+                    f"None. Received: {key}={value!r}"
+                )
         self.folder = Path(folder)
         self.monitor, self.mode = monitor, mode
         self.save_last, self.save_best = save_last, save_best
         self.every_n_steps = every_n_steps
+        self.every_n_minutes = every_n_minutes
+        self._saved_at = time.monotonic()
         self.tracker: Monitor | None = None
         self._best_state: dict[str, Any] = {}
 
@@ -72,16 +89,24 @@ class SaveCheckpoint(Callback):
         self.tracker = Monitor(monitor, self.mode)
         if self._best_state:
             self.tracker.load_state_dict(self._best_state)
+        self._saved_at = time.monotonic()
 
     def after_batch(self, learn: Learner) -> None:
-        if learn.training and self.every_n_steps and learn.train_step % self.every_n_steps == 0:
+        if not learn.training:
+            return
+        due = bool(self.every_n_steps) and learn.train_step % self.every_n_steps == 0  # type: ignore[operator]
+        if self.every_n_minutes and time.monotonic() - self._saved_at >= 60 * self.every_n_minutes:
+            due = True
+        if due:
             learn.save_checkpoint(self.last_path(learn))
+            self._saved_at = time.monotonic()
 
     def after_epoch(self, learn: Learner) -> None:
         assert self.tracker is not None
         improved = self.save_best and self.tracker.improved(self.tracker.value(learn))
         if self.save_last:
             learn.save_checkpoint(self.last_path(learn))
+            self._saved_at = time.monotonic()
         if improved:
             learn.save_checkpoint(self.best_path(learn))
             log.info(

@@ -4,9 +4,9 @@ import pytest
 import torch
 import yaml
 
-from nnblocks.check.audit_command import parse_input
 from nnblocks.cli import main
 from nnblocks.errors import SpecError
+from nnblocks.experiment.targets import parse_input
 
 
 def test_parse_input_shapes():

@@ -1,4 +1,10 @@
-"""`nnblocks train RECIPE [--set KEY=VALUE ...]`: train a recipe and write its run folder."""
+"""`nnblocks train RECIPE [--set KEY=VALUE ...]`: train a recipe and write its run folder.
+
+Everything is checked before anything is written: the recipe (every key, once), the run
+folder (not in use, no finished run unless ``--overwrite``, a checkpoint for ``--resume``),
+the data and the model. Ctrl-C or SIGTERM during training saves a checkpoint and exits
+with 130 / 143 and one line that says how to resume.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,14 @@ import argparse
 import json
 import logging
 import os
+import shlex
+import sys
 from pathlib import Path
 
+from nnblocks.experiment.folder import check_folder
 from nnblocks.experiment.recipe import load_recipe
 from nnblocks.experiment.run import check_recipe, default_run_dir, run_recipe
+from nnblocks.train.interrupt import TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="continue from the run folder's last checkpoint"
     )
     parser.add_argument(
+        "--overwrite", action="store_true", help="replace a finished run in the run folder"
+    )
+    parser.add_argument(
         "--from",
         dest="start_from",
         metavar="RUN_OR_CHECKPOINT",
@@ -43,18 +56,37 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
-    recipe = load_recipe(args.recipe, overrides)
-    check_recipe(recipe)  # every key checked before data is made or training starts
+    recipe = load_recipe(args.recipe, overrides)  # every key validated, once
     folder = Path(args.out) if args.out else default_run_dir(recipe)
+    check_folder(folder, resume=args.resume, overwrite=args.overwrite)  # writes nothing
+    checked = check_recipe(recipe)  # data and model built before training starts
     progress = not args.no_progress and os.environ.get("NNBLOCKS_PROGRESS", "1") != "0"
-    result = run_recipe(
-        recipe, folder, progress=progress, resume=args.resume, start_from=args.start_from
-    )
+    try:
+        result = run_recipe(
+            checked,
+            folder,
+            progress=progress,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            start_from=args.start_from,
+        )
+    except TrainingInterrupted as exc:
+        print(f"{exc}; resume with: {_resume_command(args, folder)}", file=sys.stderr)
+        return exc.exit_code
     if args.json:
         print(json.dumps(result.metrics, indent=2, sort_keys=True))
     else:
         _print_summary(result.metrics, folder)
     return 0
+
+
+def _resume_command(args: argparse.Namespace, folder: Path) -> str:
+    words = ["nnblocks", "train", args.recipe, "--out", str(folder), "--resume"]
+    for o in args.overrides:
+        words += ["--set", o]
+    if args.seed is not None:
+        words += ["--seed", str(args.seed)]
+    return shlex.join(words)
 
 
 def _print_summary(metrics: dict, folder: Path) -> None:

@@ -112,8 +112,8 @@ def test_audit_a_checkpoint_folder(tmp_path, capsys):
 
 
 def test_example_batch_takes_the_model_inputs_of_the_training_split():
-    from nnblocks.check.audit_command import example_batch
     from nnblocks.data import TensorData
+    from nnblocks.experiment.targets import example_batch
 
     class Bundle:
         train = TensorData(torch.randn(5, 3), torch.randn(5, 2), torch.zeros(5), n_inputs=2)
@@ -131,7 +131,7 @@ def test_audit_a_recipe_with_data_traces_a_batch(tmp_path, capsys):
 
 
 def test_audit_command_exit_code_on_failure(monkeypatch, capsys):
-    from nnblocks.check import audit_command
+    from nnblocks.commands import audit as audit_command
 
     monkeypatch.setattr(
         audit_command, "load_target", lambda *a, **k: (Shared(), (torch.randn(2, 4),))
