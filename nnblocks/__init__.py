@@ -65,6 +65,7 @@ _LAZY = {
     "generate": ("nnblocks.generate", None),
     "surgery": ("nnblocks.surgery", None),
     "hybrid": ("nnblocks.hybrid", None),
+    "interop": ("nnblocks.interop", None),
 }
 
 if TYPE_CHECKING:
