@@ -175,8 +175,26 @@ def load_weights(model: nn.Module, source: Source, rules: Sequence[Rule]) -> Non
     targets = _targets(model)
     with torch.no_grad():
         for rule in rules:
+            target = targets[rule.target].detach()
+            if _read_direct(source, rule, target):
+                continue
             value = rule.apply([source.read(s) for s in rule.sources])
-            targets[rule.target].copy_(value)  # converts dtype; the source is then freed
+            target.copy_(value)  # converts dtype; the temporary is then freed
+
+
+def _read_direct(source: Source, rule: Rule, target: torch.Tensor) -> bool:
+    """Read the sources straight into ``target`` when the rule only copies or stacks rows."""
+    if rule.transpose or rule.op == "chunk":
+        return False
+    if rule.op == "copy":
+        return source.read_into(rule.sources[0], target)
+    if rule.dim != 0:
+        return False
+    sizes = [source.shapes[s][0] if source.shapes[s] else 0 for s in rule.sources]
+    pieces = target.split(sizes, dim=0)  # rows of a contiguous tensor: contiguous views
+    if not all(source.read_into(s, piece) for s, piece in zip(rule.sources, pieces)):
+        target.copy_(rule.apply([source.read(s) for s in rule.sources]))
+    return True
 
 
 def export_weights(model: nn.Module, rules: Sequence[Rule]) -> dict[str, torch.Tensor]:
