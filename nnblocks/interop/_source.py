@@ -15,10 +15,11 @@ transform (a transpose, another dtype) is read into a temporary first.
 from __future__ import annotations
 
 import ctypes
+import io
 import json
 import sys
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,7 +56,6 @@ class Source:
     def close(self) -> None:
         """Release open files."""
 
-
     def read_into(self, name: str, target: torch.Tensor) -> bool:
         """Fill ``target`` with tensor ``name`` if that needs no conversion; False if not."""
         return False
@@ -64,7 +64,7 @@ class Source:
 class _FolderSource(Source):
     def __init__(self, folder: Path, config: dict[str, Any], architecture: str):
         super().__init__(config, architecture, str(folder))
-        self._files: dict[str, BinaryIO] = {}
+        self._files: dict[str, io.BufferedReader] = {}
         self._entries: dict[str, tuple[str, TensorEntry, int]] = {}
         for file in _weight_files(folder):
             header = check_file(file)  # strict: a hostile header fails before any read
@@ -80,7 +80,9 @@ class _FolderSource(Source):
     def _fill(self, name: str, target: torch.Tensor) -> None:
         file, entry, start = self._entries[name]
         handle = self._files[file]
-        view = memoryview((ctypes.c_char * (entry.end - entry.begin)).from_address(target.data_ptr()))
+        view = memoryview(
+            (ctypes.c_char * (entry.end - entry.begin)).from_address(target.data_ptr())
+        )
         handle.seek(start + entry.begin)
         done = 0
         while done < len(view):
@@ -202,7 +204,7 @@ def open_source(source: Any) -> Source:
         return _FolderSource(folder, config, architecture)
     config_obj = getattr(source, "config", None)
     if isinstance(source, nn.Module) and hasattr(config_obj, "to_dict"):
-        config = config_obj.to_dict()
+        config = config_obj.to_dict()  # type: ignore[union-attr]
         where = type(source).__name__
         if type(source).__module__.startswith("transformers_modules"):
             raise SpecError(

@@ -220,9 +220,7 @@ def export_weights(model: nn.Module, rules: Sequence[Rule]) -> dict[str, torch.T
             pieces = sorted(used_by, key=lambda r: r.index)
             value = torch.cat([back(r) for r in pieces], dim=first.dim)
         elif first.op == "cat":
-            value = back(first).chunk(len(first.sources), dim=first.dim)[
-                first.sources.index(name)
-            ]
+            value = back(first).chunk(len(first.sources), dim=first.dim)[first.sources.index(name)]
         else:
             value = back(first)
         out[name] = value.contiguous().clone()

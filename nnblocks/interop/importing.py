@@ -21,7 +21,9 @@ from nnblocks.registry import build
 
 __all__ = ["from_transformers", "ARCHITECTURES", "architecture_of"]
 
-ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (GPT2, LLAMA, MISTRAL, QWEN2, BERT)}
+ARCHITECTURES: dict[str, Architecture] = {
+    a.model_type: a for a in (GPT2, LLAMA, MISTRAL, QWEN2, BERT)
+}
 
 
 def _supported() -> str:
@@ -94,7 +96,9 @@ def from_transformers(source: Any, *, dtype: torch.dtype = torch.float32) -> nn.
     src = open_source(source)
     try:
         arch, variant = architecture_of(src.config.get("model_type"), src.architecture, src.where)
-        where = src.where if not isinstance(source, (str, Path)) else str(Path(source) / "config.json")
+        where = (
+            src.where if not isinstance(source, (str, Path)) else str(Path(source) / "config.json")
+        )
         cfg = Config(src.config, arch.config_class, where)
         spec = arch.spec(cfg, variant)
         rules, optional = arch.rules(cfg, variant, _prefix(src, arch.base_prefix))

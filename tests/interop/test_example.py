@@ -22,5 +22,7 @@ def test_pretrained_swap_example_runs():
     lines = [line for line in done.stdout.splitlines() if "valid perplexity" in line]
     assert len(lines) == 2
     for line in lines:  # the new parts learned something
-        before, after = (float(x) for x in line.split("perplexity")[1].split("trained")[0].split("->"))
+        before, after = (
+            float(x) for x in line.split("perplexity")[1].split("trained")[0].split("->")
+        )
         assert after < before
