@@ -10,18 +10,16 @@ from torch import nn
 
 from nnblocks.errors import ShapeError, SpecError
 from nnblocks.models._stack import (
+    DECODER_OPTIONS,
+    ENCODER_OPTIONS,
     build_dropout,
+    build_embedding,
     build_position,
-    build_stack,
     check_tokens,
     embed,
-    final_norm_spec,
-    is_relative_position,
     key_mask,
-    layer_options,
-    parse_overrides,
+    plan_stacks,
     positive_int,
-    stack_overrides,
     tie_weight,
     tied_groups,
 )
@@ -29,17 +27,6 @@ from nnblocks.registry import build, register
 from nnblocks.spec import current_path, join_path
 
 __all__ = ["TransformerSeq2Seq"]
-
-_ENCODER_OPTIONS = {
-    "block",
-    "self_attention",
-    "feedforward",
-    "norm",
-    "norm_placement",
-    "dropout",
-    "drop_path",
-}
-_DECODER_OPTIONS = _ENCODER_OPTIONS | {"cross_attention"}
 
 
 def _vocab_sizes(vocab_size: Any, src_vocab_size: Any, tgt_vocab_size: Any) -> tuple[int, int]:
@@ -162,69 +149,20 @@ class TransformerSeq2Seq(nn.Module):
         positive_int("encoder_layers", encoder_layers, minimum=0)
         positive_int("decoder_layers", decoder_layers, minimum=0)
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
-        options = layer_options(
-            block, self_attention, feedforward, norm, norm_placement, dropout, drop_path
-        )
-        per_layer = parse_overrides(
-            stack_overrides(
-                layer_overrides,
-                {"encoder": encoder, "decoder": decoder},
-                path=join_path(current_path()),
-            ),
-            {
-                "encoder": (encoder_layers, _ENCODER_OPTIONS),
-                "decoder": (decoder_layers, _DECODER_OPTIONS),
+        plan = plan_stacks(
+            block=block, self_attention=self_attention, feedforward=feedforward, norm=norm,
+            norm_placement=norm_placement, dropout=dropout, drop_path=drop_path,
+            final_norm=final_norm, position=position, layer_overrides=layer_overrides,
+            stacks={
+                "encoder": (encoder_layers, ENCODER_OPTIONS, encoder),
+                "decoder": (decoder_layers, DECODER_OPTIONS, decoder),
             },
-            path=join_path(current_path(), "layer_overrides"),
-        )
-        relative = (
-            position
-            if is_relative_position(position, path=join_path(current_path(), "position"))
-            else None
-        )
-        last_norm = final_norm_spec(final_norm, norm, norm_placement)
-
-        self.src_embedding = build(
-            embedding,
-            "embedding",
-            at="src_embedding",
-            dim=dim,
-            vocab_size=src_vocab,
-            padding_idx=pad_id,
-        )
-        if share_embeddings:
-            self.tgt_embedding = self.src_embedding
-        else:
-            self.tgt_embedding = build(
-                embedding,
-                "embedding",
-                at="tgt_embedding",
-                dim=dim,
-                vocab_size=tgt_vocab,
-                padding_idx=pad_id,
-            )
-        self.src_position = build_position(position, at="src_position", dim=dim, max_len=max_len)
-        self.tgt_position = build_position(position, at="tgt_position", dim=dim, max_len=max_len)
-        self.dropout = build_dropout(options["dropout"])
-        self.encoder = build_stack(
-            "encoder",
-            encoder_layers,
-            dim=dim,
-            heads=heads,
-            options=options,
-            per_layer=per_layer["encoder"],
-            position=relative,
-            final_norm=last_norm,
-        )
-        self.decoder = build_stack(
-            "decoder",
-            decoder_layers,
-            dim=dim,
-            heads=heads,
-            options={**options, "cross_attention": cross_attention},
-            per_layer=per_layer["decoder"],
-            position=relative,
-            final_norm=last_norm,
+        )  # fmt: skip
+        self._build_embeddings(embedding, position, share_embeddings, pad_id)
+        self.dropout = build_dropout(plan.options["dropout"])
+        self.encoder = plan.build("encoder", encoder_layers, dim=dim, heads=heads)
+        self.decoder = plan.build(
+            "decoder", decoder_layers, dim=dim, heads=heads, cross_attention=cross_attention
         )
         self.head = build(head, "head", at="head", dim=dim, out_features=tgt_vocab, bias=False)
 
@@ -232,6 +170,25 @@ class TransformerSeq2Seq(nn.Module):
         if tie_embeddings:
             shared.append(tie_weight(self.tgt_embedding, self.head, slot="head"))
         self.tied_parameters = tied_groups(self, shared)
+
+    def _build_embeddings(
+        self, embedding: Any, position: Any, share: bool, pad_id: int | None
+    ) -> None:
+        """Slots ``src_embedding``, ``tgt_embedding`` (one module when shared) and the
+        absolute ``src_position``, ``tgt_position``."""
+        dim, max_len = self.dim, self.max_len
+        self.src_embedding = build_embedding(
+            embedding, at="src_embedding", dim=dim, vocab_size=self.src_vocab_size, pad_id=pad_id
+        )
+        if share:
+            self.tgt_embedding = self.src_embedding
+        else:
+            self.tgt_embedding = build_embedding(
+                embedding, at="tgt_embedding", dim=dim, vocab_size=self.tgt_vocab_size,
+                pad_id=pad_id,
+            )  # fmt: skip
+        self.src_position = build_position(position, at="src_position", dim=dim, max_len=max_len)
+        self.tgt_position = build_position(position, at="tgt_position", dim=dim, max_len=max_len)
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Encode the source once: ``(memory [B, S, D], src key mask [B, S] or None)``."""
