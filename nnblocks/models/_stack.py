@@ -155,10 +155,11 @@ def check_inputs(
     token_type_ids: Any = None,
     *,
     model: str,
+    mask_name: str = "attention_mask",
 ) -> None:
     """ShapeError naming the model unless the optional inputs fit ``tokens`` ``[B, T]``."""
     named = (
-        ("attention_mask", attention_mask, "bool or 0/1 integers"),
+        (mask_name, attention_mask, "bool or 0/1 integers"),
         ("position_ids", position_ids, "integer positions"),
         ("token_type_ids", token_type_ids, "integer token types"),
     )
@@ -166,9 +167,9 @@ def check_inputs(
         if value is None:
             continue
         ok = isinstance(value, torch.Tensor) and value.shape == tokens.shape
-        if ok and name != "attention_mask":
+        if ok and name != mask_name:
             ok = value.dtype in _INT_DTYPES
-        elif ok:
+        elif ok:  # the mask
             ok = value.dtype == torch.bool or value.dtype in _INT_DTYPES
         if not ok:
             got = (

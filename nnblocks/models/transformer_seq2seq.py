@@ -15,9 +15,10 @@ from nnblocks.models._stack import (
     build_dropout,
     build_embedding,
     build_position,
+    check_inputs,
     check_tokens,
     embed,
-    key_mask,
+    input_masks,
     plan_stacks,
     positive_int,
     tie_weight,
@@ -87,6 +88,9 @@ class TransformerSeq2Seq(nn.Module):
     Call arguments:
         src: ``[B, S]`` source token ids.
         tgt_in: ``[B, T]`` target ids shifted right (BOS first), for teacher forcing.
+        attention_mask: optional ``[B, S]`` bool or 0/1, True/1 at real source tokens (the
+            Hugging Face name); without it the mask comes from ``pad_id``.
+        decoder_attention_mask: optional ``[B, T]``, the same for ``tgt_in``.
 
     Returns:
         Logits ``[B, T, V_tgt]``.
@@ -190,11 +194,19 @@ class TransformerSeq2Seq(nn.Module):
         self.src_position = build_position(position, at="src_position", dim=dim, max_len=max_len)
         self.tgt_position = build_position(position, at="tgt_position", dim=dim, max_len=max_len)
 
-    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Encode the source once: ``(memory [B, S, D], src key mask [B, S] or None)``."""
+    def encode(
+        self, src: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Encode the source once: ``(memory [B, S, D], src key mask [B, S] or None)``.
+
+        ``attention_mask`` ``[B, S]`` (True/1 = real token) replaces the ``pad_id`` mask.
+        """
         check_tokens(src, model="transformer_seq2seq", arg="src")
+        check_inputs(src, attention_mask, None, model="transformer_seq2seq")
         x = embed(src, self.src_embedding, self.src_position, self.dropout)  # [B, S, D]
-        src_mask = key_mask(src, self.pad_id)
+        src_mask, _ = input_masks(
+            src, self.pad_id, attention_mask, None, absolute=False, model="transformer_seq2seq"
+        )
         memory, _ = self.encoder(x, mask=src_mask)
         return memory, src_mask
 
@@ -205,28 +217,42 @@ class TransformerSeq2Seq(nn.Module):
         src_mask: torch.Tensor | None,
         caches: list[dict[str, Any]] | None = None,
         offset: int = 0,
+        tgt_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[dict[str, Any]] | None]:
         # With caches, `tgt` is the whole prefix and only positions from `offset` are run.
         x = embed(tgt[:, offset:], self.tgt_embedding, self.tgt_position, self.dropout, offset)
+        mask, _ = input_masks(
+            tgt, self.pad_id, tgt_mask, None, absolute=False, model="transformer_seq2seq"
+        )
         return self.decoder(
             x,
-            mask=key_mask(tgt, self.pad_id),
+            mask=mask,
             causal=True,
             context=memory,
             context_mask=src_mask,
             caches=caches,
         )
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        src: torch.Tensor,
+        tgt_in: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         check_tokens(tgt_in, model="transformer_seq2seq", arg="tgt_in")
+        check_inputs(
+            tgt_in, decoder_attention_mask, None, model="transformer_seq2seq",
+            mask_name="decoder_attention_mask",
+        )  # fmt: skip
         if src.shape[0] != tgt_in.shape[0]:
             raise ShapeError(
                 "model `transformer_seq2seq`: expected `src` and `tgt_in` with the same batch "
                 f"size. Received: src {tuple(src.shape)}, tgt_in {tuple(tgt_in.shape)}"
             )
-        memory, src_mask = self.encode(src)
-        h, _ = self._decode(tgt_in, memory, src_mask)  # [B, T, D]
-        return self.head(h)  # [B, T, V]
+        memory, src_mask = self.encode(src, attention_mask)
+        h, _ = self._decode(tgt_in, memory, src_mask, tgt_mask=decoder_attention_mask)
+        return self.head(h)  # [B, T, V]; h: [B, T, D]
 
     # Decoding protocol (docs/interfaces.md), used by nnblocks.generate.
 

@@ -90,3 +90,36 @@ def test_classifier_token_types_embedding_norm_and_tied_head():
         hidden = model.hidden_states(tokens, token_type_ids=types)
     assert hidden.shape == (2, 7, 16)
     assert nnblocks.check.audit_reuse(model, tokens).ok
+
+
+def test_seq2seq_masks_replace_pad_id_masks():
+    spec = {"name": "transformer_seq2seq", "vocab_size": 30, "dim": 16, "heads": 2,
+            "encoder_layers": 1, "decoder_layers": 1, "dropout": 0.0}  # fmt: skip
+    model = nnblocks.build(spec).eval()
+    src = torch.randint(3, 30, (2, 6))
+    tgt = torch.randint(3, 30, (2, 5))
+    src_mask = torch.ones_like(src)
+    src_mask[1, 4:] = 0
+    padded = src.clone()
+    padded[1, 4:] = 0  # pad_id
+    with torch.no_grad():
+        assert torch.allclose(model(src, tgt, attention_mask=src_mask), model(padded, tgt),
+                              atol=1e-6)  # fmt: skip
+        tgt_mask = torch.ones_like(tgt, dtype=torch.bool)
+        tgt_mask[0, 3:] = False
+        out = model(src, tgt, decoder_attention_mask=tgt_mask)
+        assert torch.allclose(out[0, :3], model(src, tgt)[0, :3], atol=1e-6)  # causal anyway
+    with pytest.raises(ShapeError, match="decoder_attention_mask"):
+        model(src, tgt, decoder_attention_mask=torch.ones(2, 4))
+
+
+def test_imported_style_model_saves_and_loads(tmp_path):
+    spec = {**LM, "position": {"name": "rotary", "scaling": {"type": "linear", "factor": 2.0}},
+            "self_attention": {"name": "gqa", "kv_heads": 1, "head_dim": 8, "out_bias": False},
+            "pad_id": None}  # fmt: skip
+    model = nnblocks.build(spec).eval()
+    nnblocks.save(model, tmp_path)
+    back = nnblocks.load(tmp_path).eval()
+    tokens = torch.randint(0, 50, (2, 6))
+    with torch.no_grad():
+        assert torch.equal(back(tokens), model(tokens))
