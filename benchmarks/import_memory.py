@@ -7,6 +7,8 @@ the checkpoint's size. The goal (issue 11): at most 1.3x the checkpoint plus the
 interpreter, i.e. the weights are streamed into a model materialised once, not held twice.
 
     PYTHONPATH=. python benchmarks/import_memory.py [--size-mb 500]
+
+Writes ``benchmarks/results/import_memory.json``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+
+ROOT = Path(__file__).resolve().parents[1]
 
 _CHILD = r"""
 import sys, time
@@ -82,6 +86,9 @@ def write_checkpoint(folder: Path, config: dict) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=500)
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "import_memory.json"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -99,6 +106,21 @@ def main() -> None:
     print(f"model weights        {params:8.1f} MB")
     print(f"ratio added / checkpoint: {added / size:.2f}x  (goal <= 1.30x)")
     print(f"import took {seconds:.1f} s; load average {os.getloadavg()[0]:.1f}")
+    result = {
+        "benchmark": "import_memory",
+        "checkpoint_mb": round(size, 1),
+        "interpreter_rss_mb": round(base, 1),
+        "peak_rss_mb": round(peak, 1),
+        "added_mb": round(added, 1),
+        "ratio": round(added / size, 3),
+        "goal": 1.3,
+        "import_seconds": round(seconds, 2),
+        "load_average": round(os.getloadavg()[0], 2),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if added / size > 1.3:
+        sys.exit(f"peak memory {added / size:.2f}x the checkpoint is over the goal of 1.3x")
 
 
 if __name__ == "__main__":

@@ -103,6 +103,13 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 def materialise(model: nn.Module, device: str | torch.device = "cpu") -> None:
     """Give a model built on the meta device real (uninitialised) storage, keeping ties."""
     groups = [tuple(g) for g in getattr(model, "tied_parameters", [])]
+    saved = set(model.state_dict())
+    unsaved = [n for n, _ in model.named_buffers() if n not in saved]
+    if unsaved:  # to_empty would leave them uninitialised and no checkpoint fills them
+        raise CheckpointError(
+            "cannot import into a model with non-persistent buffers (nothing would fill "
+            f"them): {', '.join(unsaved)}"
+        )
     model.to_empty(device=device)
     for group in groups:
         shared = model.get_parameter(group[0])
