@@ -80,7 +80,9 @@ def from_transformers(source: Any, *, dtype: torch.dtype = torch.float32) -> nn.
     Returns:
         The nnblocks model in eval mode. It takes ``attention_mask`` and ``position_ids``
         as transformers models do (and ``token_type_ids`` for BERT). Tokens equal to the
-        config's ``pad_token_id`` are masked out when no ``attention_mask`` is given.
+        config's ``pad_token_id`` are masked out when no ``attention_mask`` is given; so
+        in ``nnblocks.generate`` (which has no mask argument) a left-padded prompt works as
+        with transformers, but a pad id the model generates itself is masked afterwards.
 
     Raises:
         SpecError: an architecture, config option or value nnblocks does not map (named,
