@@ -24,7 +24,7 @@ from nnblocks.errors import CheckpointError, SpecError
 if TYPE_CHECKING:
     from nnblocks.interop._source import Source
 
-__all__ = ["Rule", "Config", "load_weights", "export_weights", "materialise"]
+__all__ = ["Rule", "Config", "copy", "plan_shapes", "load_weights", "export_weights", "materialise"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,10 +94,12 @@ class Config:
         return value
 
 
+_KIND_NAMES = {"int": "an integer", "float": "a number", "str": "a string"}
+
+
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join({"int": "an integer", "float": "a number", "str": "a string"}.get(
-        k.__name__, k.__name__) for k in kinds)  # fmt: skip
+    return " or ".join(_KIND_NAMES.get(k.__name__, k.__name__) for k in kinds)
 
 
 def materialise(model: nn.Module, device: str | torch.device = "cpu") -> None:
