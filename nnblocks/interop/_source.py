@@ -1,15 +1,23 @@
 """Where pretrained weights come from: a Hugging Face folder or a transformers model.
 
 A folder is read without transformers and without running anything from it: ``config.json``
-is parsed as JSON, and the safetensors files (``model.safetensors``, or the shards listed in
-``model.safetensors.index.json``) are opened with ``safetensors.safe_open``, whose headers
-give every tensor's name, shape and dtype before any data is read. Tensors are then read one
-at a time from the memory-mapped files.
+is parsed as JSON, and the headers of the safetensors files (``model.safetensors``, or the
+shards listed in ``model.safetensors.index.json``) are validated strictly by nnblocks'
+safetensors checker, which gives every tensor's name, shape, dtype and place in the file
+before any data is read.
+
+Data is then read straight into the model's own tensors (``readinto`` at the tensor's
+offset), so the import holds each weight once: a memory-mapped read would keep every page
+it touched resident until the file is closed, doubling the peak. A tensor that needs a
+transform (a transpose, another dtype) is read into a temporary first.
 """
 
 from __future__ import annotations
 
+import ctypes
+import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +25,7 @@ import torch
 from torch import nn
 
 from nnblocks.errors import CheckpointError, SpecError
+from nnblocks.io.safetensors_check import DTYPES, TensorEntry, check_file
 
 __all__ = ["Source", "open_source"]
 
@@ -47,30 +56,65 @@ class Source:
     def close(self) -> None:
         """Release open files."""
 
+    def read_into(self, name: str, target: torch.Tensor) -> bool:
+        """Fill ``target`` with tensor ``name`` if that needs no conversion; False if not."""
+        return False
+
 
 class _FolderSource(Source):
     def __init__(self, folder: Path, config: dict[str, Any], architecture: str):
         super().__init__(config, architecture, str(folder))
-        from safetensors import safe_open  # the checkpoint format's own reader
-
-        self._files: dict[str, Any] = {}
-        self._file_of: dict[str, str] = {}
+        self._files: dict[str, io.BufferedReader] = {}
+        self._entries: dict[str, tuple[str, TensorEntry, int]] = {}
         for file in _weight_files(folder):
-            try:
-                handle = safe_open(str(file), framework="pt", device="cpu")
-            except Exception as exc:  # safetensors raises its own error types
-                raise CheckpointError(
-                    f"{file}: expected a safetensors file. Received a file it cannot read: {exc}"
-                ) from None
-            self._files[file.name] = handle
-            for name in handle.keys():
-                self._file_of[name] = file.name
-                self.shapes[name] = tuple(handle.get_slice(name).get_shape())
+            header = check_file(file)  # strict: a hostile header fails before any read
+            start = 8 + header.header_size  # the data area follows the length and the JSON
+            for name, entry in header.entries.items():
+                self._entries[name] = (file.name, entry, start)
+                self.shapes[name] = entry.shape
+            self._files[file.name] = open(file, "rb")  # noqa: SIM115  (closed by close())
+
+    def _dtype(self, entry: TensorEntry) -> torch.dtype:
+        return DTYPES[entry.dtype]
+
+    def _fill(self, name: str, target: torch.Tensor) -> None:
+        file, entry, start = self._entries[name]
+        handle = self._files[file]
+        view = memoryview(
+            (ctypes.c_char * (entry.end - entry.begin)).from_address(target.data_ptr())
+        )
+        handle.seek(start + entry.begin)
+        done = 0
+        while done < len(view):
+            got = handle.readinto(view[done:])
+            if not got:
+                raise CheckpointError(f"{self.where}/{file}: ends inside tensor `{name}`.")
+            done += got
 
     def read(self, name: str) -> torch.Tensor:
-        return self._files[self._file_of[name]].get_tensor(name)
+        _, entry, _ = self._entries[name]
+        out = torch.empty(entry.shape, dtype=self._dtype(entry))
+        if out.numel():
+            self._fill(name, out)
+        return out
+
+    def read_into(self, name: str, target: torch.Tensor) -> bool:
+        _, entry, _ = self._entries[name]
+        if (
+            sys.byteorder != "little"  # the format is little-endian
+            or target.device.type != "cpu"
+            or not target.is_contiguous()
+            or target.dtype != self._dtype(entry)
+            or tuple(target.shape) != entry.shape
+            or target.numel() == 0
+        ):
+            return False
+        self._fill(name, target)
+        return True
 
     def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
         self._files.clear()
 
 
@@ -160,7 +204,7 @@ def open_source(source: Any) -> Source:
         return _FolderSource(folder, config, architecture)
     config_obj = getattr(source, "config", None)
     if isinstance(source, nn.Module) and hasattr(config_obj, "to_dict"):
-        config = config_obj.to_dict()
+        config = config_obj.to_dict()  # type: ignore[union-attr]
         where = type(source).__name__
         if type(source).__module__.startswith("transformers_modules"):
             raise SpecError(

@@ -24,7 +24,7 @@ from nnblocks.errors import CheckpointError, SpecError
 if TYPE_CHECKING:
     from nnblocks.interop._source import Source
 
-__all__ = ["Rule", "Config", "load_weights", "export_weights", "materialise"]
+__all__ = ["Rule", "Config", "copy", "plan_shapes", "load_weights", "export_weights", "materialise"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,15 +94,24 @@ class Config:
         return value
 
 
+_KIND_NAMES = {"int": "an integer", "float": "a number", "str": "a string"}
+
+
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join({"int": "an integer", "float": "a number", "str": "a string"}.get(
-        k.__name__, k.__name__) for k in kinds)  # fmt: skip
+    return " or ".join(_KIND_NAMES.get(k.__name__, k.__name__) for k in kinds)
 
 
 def materialise(model: nn.Module, device: str | torch.device = "cpu") -> None:
     """Give a model built on the meta device real (uninitialised) storage, keeping ties."""
     groups = [tuple(g) for g in getattr(model, "tied_parameters", [])]
+    saved = set(model.state_dict())
+    unsaved = [n for n, _ in model.named_buffers() if n not in saved]
+    if unsaved:  # to_empty would leave them uninitialised and no checkpoint fills them
+        raise CheckpointError(
+            "cannot import into a model with non-persistent buffers (nothing would fill "
+            f"them): {', '.join(unsaved)}"
+        )
     model.to_empty(device=device)
     for group in groups:
         shared = model.get_parameter(group[0])
@@ -175,8 +184,26 @@ def load_weights(model: nn.Module, source: Source, rules: Sequence[Rule]) -> Non
     targets = _targets(model)
     with torch.no_grad():
         for rule in rules:
+            target = targets[rule.target].detach()
+            if _read_direct(source, rule, target):
+                continue
             value = rule.apply([source.read(s) for s in rule.sources])
-            targets[rule.target].copy_(value)  # converts dtype; the source is then freed
+            target.copy_(value)  # converts dtype; the temporary is then freed
+
+
+def _read_direct(source: Source, rule: Rule, target: torch.Tensor) -> bool:
+    """Read the sources straight into ``target`` when the rule only copies or stacks rows."""
+    if rule.transpose or rule.op == "chunk":
+        return False
+    if rule.op == "copy":
+        return source.read_into(rule.sources[0], target)
+    if rule.dim != 0:
+        return False
+    sizes = [source.shapes[s][0] if source.shapes[s] else 0 for s in rule.sources]
+    pieces = target.split(sizes, dim=0)  # rows of a contiguous tensor: contiguous views
+    if not all(source.read_into(s, piece) for s, piece in zip(rule.sources, pieces)):
+        target.copy_(rule.apply([source.read(s) for s in rule.sources]))
+    return True
 
 
 def export_weights(model: nn.Module, rules: Sequence[Rule]) -> dict[str, torch.Tensor]:
@@ -202,9 +229,7 @@ def export_weights(model: nn.Module, rules: Sequence[Rule]) -> dict[str, torch.T
             pieces = sorted(used_by, key=lambda r: r.index)
             value = torch.cat([back(r) for r in pieces], dim=first.dim)
         elif first.op == "cat":
-            value = back(first).chunk(len(first.sources), dim=first.dim)[
-                first.sources.index(name)
-            ]
+            value = back(first).chunk(len(first.sources), dim=first.dim)[first.sources.index(name)]
         else:
             value = back(first)
         out[name] = value.contiguous().clone()

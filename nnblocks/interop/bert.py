@@ -33,7 +33,12 @@ _ACTIVATIONS: dict[str, Any] = {
 def _head(cfg: Config, variant: str, dim: int, act: Any, eps: float) -> tuple[Any, int, str]:
     """(head spec, outputs, pooling) of a variant."""
     if variant == "mlm":
-        head = {"name": "mlp", "hidden": dim, "activation": act, "norm": {"name": "layer", "eps": eps}}
+        head = {
+            "name": "mlp",
+            "hidden": dim,
+            "activation": act,
+            "norm": {"name": "layer", "eps": eps},
+        }
         return head, cfg.require("vocab_size"), "none"
     if variant == "classify":
         labels = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2
@@ -95,7 +100,11 @@ def _layer_rules(i: int, p: str) -> list[Rule]:
         ("feedforward.down", "output.dense"),
         ("feedforward_norm", "output.LayerNorm"),
     ]
-    return [copy(f"{n}{ours}.{k}", f"{h}{theirs}.{k}") for ours, theirs in pairs for k in ("weight", "bias")]
+    return [
+        copy(f"{n}{ours}.{k}", f"{h}{theirs}.{k}")
+        for ours, theirs in pairs
+        for k in ("weight", "bias")
+    ]
 
 
 def _rules(cfg: Config, variant: str, prefix: str) -> tuple[list[Rule], Any]:
@@ -173,7 +182,11 @@ BERT = Architecture(
     model_type="bert",
     config_class="BertConfig",
     base_prefix="bert.",
-    variants={"BertModel": "base", "BertForMaskedLM": "mlm", "BertForSequenceClassification": "classify"},
+    variants={
+        "BertModel": "base",
+        "BertForMaskedLM": "mlm",
+        "BertForSequenceClassification": "classify",
+    },
     spec=_spec,
     rules=_rules,
     to_config=_to_config,

@@ -88,9 +88,13 @@ def _differences(model: nn.Module, reference: nn.Module, class_name: str) -> lis
                 f"slot `{path}`: part `{ours[path][1]}` has options {class_name} cannot "
                 f"express: {detail}"
             )
-    if sorted(map(sorted, model.tied_parameters)) != sorted(map(sorted, reference.tied_parameters)):
+    if _ties(model) != _ties(reference):
         problems.append(f"weight tying differs from {class_name}'s")
     return problems
+
+
+def _ties(model: nn.Module) -> list[list[str]]:
+    return sorted(sorted(group) for group in getattr(model, "tied_parameters", []))
 
 
 def _candidates(model: nn.Module) -> list[tuple[Architecture, str, str]]:
@@ -101,7 +105,9 @@ def _candidates(model: nn.Module) -> list[tuple[Architecture, str, str]]:
         for class_name, variant in arch.variants.items():
             if arch.to_config is None:
                 continue
-            if name == ("transformer_classifier" if arch.model_type == "bert" else "transformer_lm"):
+            if name == (
+                "transformer_classifier" if arch.model_type == "bert" else "transformer_lm"
+            ):
                 found.append((arch, variant, class_name))
     return found
 
@@ -122,9 +128,7 @@ def _match(model: nn.Module) -> tuple[Architecture, str, dict[str, Any]]:
             return arch, variant, config
         if best is None or len(problems) < best[0]:
             best = (len(problems), [f"as {class_name}: " + p for p in problems])
-    supported = ", ".join(
-        n for a in ARCHITECTURES.values() if a.to_config for n in a.variants
-    )
+    supported = ", ".join(n for a in ARCHITECTURES.values() if a.to_config for n in a.variants)
     detail = "; ".join(best[1][:6]) if best else f"no architecture maps `{spec_of(model)['name']}`"
     raise SpecError(
         f"this model has no transformers counterpart ({detail}). Exportable: {supported}",
@@ -163,7 +167,10 @@ def to_transformers(model: nn.Module, folder: str | Path) -> Path:
     dtypes = {t.dtype for t in tensors.values()}
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    config = {**config, "dtype": str(dtypes.pop()).removeprefix("torch.") if len(dtypes) == 1 else "float32"}
+    config = {
+        **config,
+        "dtype": str(dtypes.pop()).removeprefix("torch.") if len(dtypes) == 1 else "float32",
+    }
     write_tensors(out / "model.safetensors", tensors, metadata={"format": "pt"})
     atomic_write_text(out / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
     return out

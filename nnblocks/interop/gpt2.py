@@ -110,7 +110,9 @@ def _rules(cfg: Config, variant: str, prefix: str) -> tuple[list[Rule], Any]:
 def _to_config(model: Any, variant: str) -> dict[str, Any]:
     layer = model.decoder.layers[0]
     activation = spec_of(layer.feedforward.activation)
-    activation = activation if activation.get("approximate", "none") != "none" else activation["name"]
+    activation = (
+        activation if activation.get("approximate", "none") != "none" else activation["name"]
+    )
     names = [k for k, v in _ACTIVATIONS.items() if v == activation]
     return {
         "architectures": ["GPT2LMHeadModel" if variant == "lm" else "GPT2Model"],

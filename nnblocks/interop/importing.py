@@ -21,7 +21,9 @@ from nnblocks.registry import build
 
 __all__ = ["from_transformers", "ARCHITECTURES", "architecture_of"]
 
-ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (GPT2, LLAMA, MISTRAL, QWEN2, BERT)}
+ARCHITECTURES: dict[str, Architecture] = {
+    a.model_type: a for a in (GPT2, LLAMA, MISTRAL, QWEN2, BERT)
+}
 
 
 def _supported() -> str:
@@ -78,7 +80,9 @@ def from_transformers(source: Any, *, dtype: torch.dtype = torch.float32) -> nn.
     Returns:
         The nnblocks model in eval mode. It takes ``attention_mask`` and ``position_ids``
         as transformers models do (and ``token_type_ids`` for BERT). Tokens equal to the
-        config's ``pad_token_id`` are masked out when no ``attention_mask`` is given.
+        config's ``pad_token_id`` are masked out when no ``attention_mask`` is given; so
+        in ``nnblocks.generate`` (which has no mask argument) a left-padded prompt works as
+        with transformers, but a pad id the model generates itself is masked afterwards.
 
     Raises:
         SpecError: an architecture, config option or value nnblocks does not map (named,
@@ -94,7 +98,9 @@ def from_transformers(source: Any, *, dtype: torch.dtype = torch.float32) -> nn.
     src = open_source(source)
     try:
         arch, variant = architecture_of(src.config.get("model_type"), src.architecture, src.where)
-        where = src.where if not isinstance(source, (str, Path)) else str(Path(source) / "config.json")
+        where = (
+            src.where if not isinstance(source, (str, Path)) else str(Path(source) / "config.json")
+        )
         cfg = Config(src.config, arch.config_class, where)
         spec = arch.spec(cfg, variant)
         rules, optional = arch.rules(cfg, variant, _prefix(src, arch.base_prefix))

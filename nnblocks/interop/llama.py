@@ -143,7 +143,10 @@ def llama_config(model: Any, model_type: str, architecture: str) -> dict[str, An
     layer = model.decoder.layers[0]
     attention, feedforward = layer.self_attention, layer.feedforward
     position = getattr(attention, "position", None)
-    rope: dict[str, Any] = {"rope_theta": getattr(position, "base", 10000.0), "rope_type": "default"}
+    rope: dict[str, Any] = {
+        "rope_theta": getattr(position, "base", 10000.0),
+        "rope_type": "default",
+    }
     scaling = getattr(position, "scaling", None)
     if scaling:
         rope.update({k: v for k, v in scaling.items() if k != "type"}, rope_type=scaling["type"])

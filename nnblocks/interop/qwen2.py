@@ -28,9 +28,7 @@ def _spec(cfg: Config, variant: str) -> dict[str, Any]:
         local = {**spec["self_attention"], "name": "local", "window": window}
         sliding = [str(i) for i, t in enumerate(types) if t == "sliding_attention"]
         if sliding:
-            spec["layer_overrides"] = {
-                f"decoder.{','.join(sliding)}": {"self_attention": local}
-            }
+            spec["layer_overrides"] = {f"decoder.{','.join(sliding)}": {"self_attention": local}}
     return spec
 
 

@@ -7,6 +7,7 @@ Private: the public names are the registered models (`transformer_lm`,
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,11 @@ from nnblocks.spec import close_matches, current_path, join_path, normalize
 
 __all__ = [
     "LAYER_OPTIONS",
+    "ENCODER_OPTIONS",
+    "DECODER_OPTIONS",
+    "StackPlan",
+    "plan_stacks",
+    "build_embedding",
     "TransformerStack",
     "build_stack",
     "parse_overrides",
@@ -52,6 +58,10 @@ LAYER_OPTIONS = {
     "dropout": "dropout",
     "drop_path": "drop_path",
 }
+
+# What a layer override may set in an encoder stack, and in a decoder of an encoder-decoder.
+ENCODER_OPTIONS = {"block", *(k for k in LAYER_OPTIONS if k != "cross_attention")}
+DECODER_OPTIONS = {"block", *LAYER_OPTIONS}
 
 _SELECTOR = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
@@ -145,10 +155,11 @@ def check_inputs(
     token_type_ids: Any = None,
     *,
     model: str,
+    mask_name: str = "attention_mask",
 ) -> None:
     """ShapeError naming the model unless the optional inputs fit ``tokens`` ``[B, T]``."""
     named = (
-        ("attention_mask", attention_mask, "bool or 0/1 integers"),
+        (mask_name, attention_mask, "bool or 0/1 integers"),
         ("position_ids", position_ids, "integer positions"),
         ("token_type_ids", token_type_ids, "integer token types"),
     )
@@ -156,9 +167,9 @@ def check_inputs(
         if value is None:
             continue
         ok = isinstance(value, torch.Tensor) and value.shape == tokens.shape
-        if ok and name != "attention_mask":
+        if ok and name != mask_name:
             ok = value.dtype in _INT_DTYPES
-        elif ok:
+        elif ok:  # the mask
             ok = value.dtype == torch.bool or value.dtype in _INT_DTYPES
         if not ok:
             got = (
@@ -283,6 +294,95 @@ def layer_options(
         "dropout": rate("dropout", dropout),
         "drop_path": rate("drop_path", drop_path),
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class StackPlan:
+    """What the Transformer models work out before building their stacks (one preamble).
+
+    Attributes:
+        options: the model-level layer options (``block`` and the keys of ``LAYER_OPTIONS``),
+            rates checked.
+        per_layer: stack name -> one dict of overridden options per layer.
+        relative: the relative position spec handed to every self-attention, or None.
+        final_norm: the norm spec after each stack's last layer, or None.
+    """
+
+    options: dict[str, Any]
+    per_layer: dict[str, list[dict[str, Any]]]
+    relative: Any
+    final_norm: Any
+
+    def build(
+        self, name: str, n_layers: int, *, dim: int, heads: int, **extra: Any
+    ) -> TransformerStack:
+        """Build stack ``name`` (slots ``name.layers.N``, ``name.final_norm``); ``extra``
+        adds stack options (``cross_attention`` for a decoder that reads an encoder)."""
+        return build_stack(
+            name,
+            n_layers,
+            dim=dim,
+            heads=heads,
+            options={**self.options, **extra},
+            per_layer=self.per_layer[name],
+            position=self.relative,
+            final_norm=self.final_norm,
+        )
+
+
+def plan_stacks(
+    *,
+    block: Any,
+    self_attention: Any,
+    feedforward: Any,
+    norm: Any,
+    norm_placement: str,
+    dropout: float,
+    drop_path: float,
+    final_norm: Any,
+    position: Any,
+    layer_overrides: Mapping[str, Any] | None,
+    stacks: Mapping[str, tuple[int, set[str], Mapping[str, Any] | None]],
+) -> StackPlan:
+    """The shared preamble of the Transformer models: options, overrides, positions, norm.
+
+    Args:
+        block, self_attention, feedforward, norm, norm_placement, dropout, drop_path: the
+            model's options for every layer.
+        final_norm: the model's ``final_norm`` option (see ``final_norm_spec``).
+        position: the model's position spec (relative ones go to attention).
+        layer_overrides: the model's ``layer_overrides``.
+        stacks: stack name -> (layers, options a layer override may set, the model's
+            stack-wide options such as ``decoder: {...}``).
+
+    Raises:
+        SpecError: a bad rate, override, position or norm option, naming its spec path.
+    """
+    path = current_path()
+    options = layer_options(
+        block, self_attention, feedforward, norm, norm_placement, dropout, drop_path
+    )
+    per_layer = parse_overrides(
+        stack_overrides(
+            layer_overrides, {s: wide for s, (_, _, wide) in stacks.items()}, path=join_path(path)
+        ),
+        {s: (n, allowed) for s, (n, allowed, _) in stacks.items()},
+        path=join_path(path, "layer_overrides"),
+    )
+    relative = is_relative_position(position, path=join_path(path, "position"))
+    return StackPlan(
+        options=options,
+        per_layer=per_layer,
+        relative=position if relative else None,
+        final_norm=final_norm_spec(final_norm, norm, norm_placement),
+    )
+
+
+def build_embedding(
+    spec: Any, *, at: str, dim: int, vocab_size: int, pad_id: int | None
+) -> nn.Module:
+    """A token embedding slot (``padding_idx`` is the model's ``pad_id``)."""
+    return build(spec, "embedding", at=at, dim=dim, vocab_size=vocab_size, padding_idx=pad_id)
 
 
 def stack_overrides(

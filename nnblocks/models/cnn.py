@@ -12,7 +12,7 @@ variant: 3x3 stem, no max pooling, so 8x8 and 32x32 images keep enough resolutio
 
 Slots (module paths): ``stem.conv``, ``stem.norm``, ``stem.activation``,
 ``stages.{i}.{j}.conv1|norm1|activation1|conv2|norm2|activation2``,
-``stages.{i}.{j}.shortcut_conv|shortcut_norm`` and ``head``.
+``stages.{i}.{j}.shortcut_conv|shortcut_norm``, ``dropout`` and ``head``.
 """
 
 from __future__ import annotations
@@ -147,6 +147,8 @@ class CNN(nn.Module):
             module per call site, so a learnable activation is not shared by accident.
         dropout: dropout before the head.
         zero_init_residual: zero the scale of each block's last norm (Goyal et al. 2017).
+        head: head spec over the pooled features (slot ``head``; ``"linear"``). The dropout
+            before it is slot ``dropout`` (a `regularization` part).
 
     Call arguments:
         images: ``[B, in_channels, H, W]`` float images.
@@ -179,6 +181,7 @@ class CNN(nn.Module):
         activation: Any = "relu",
         dropout: float = 0.0,
         zero_init_residual: bool = False,
+        head: Any = "linear",
     ):
         super().__init__()
         path = current_path() or _NAME
@@ -212,8 +215,8 @@ class CNN(nn.Module):
                 stage.append(block)
                 width = channels
             self.stages.append(stage)
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(width, num_classes)
+        self.dropout = build({"name": "dropout", "p": dropout}, "regularization", at="dropout")
+        self.head = build(head, "head", at="head", dim=width, out_features=num_classes, bias=True)
 
     def forward(self, images: Tensor) -> Tensor:
         """``images [B, C, H, W]`` -> logits ``[B, num_classes]``."""

@@ -68,7 +68,7 @@ class _Layer(nn.Module):
         self.norm = None if _is_none(norm) else build(norm, "norm", at="norm", dim=c_out)
         self.linear = nn.Linear(c_in, c_out, bias=self.norm is None)  # a norm re-centres
         self.activation = build(activation, "activation", at="activation")
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = build({"name": "dropout", "p": dropout}, "regularization", at="dropout")
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.linear(x)  # [B, c_out]
@@ -98,6 +98,8 @@ class TabularMLP(nn.Module):
         activation: activation spec (default ``"relu"``), one module per layer.
         dropout: dropout after each hidden layer.
         embedding_dropout: dropout on the concatenated embeddings.
+        head: head spec after the last hidden layer (slot ``head``; ``"linear"``). The
+            dropouts are slots too (``layers.N.dropout``, ``embedding_dropout``).
 
     Call arguments:
         x_num: ``[B, F]`` float numeric features (may be None when ``F == 0``).
@@ -132,6 +134,7 @@ class TabularMLP(nn.Module):
         activation: Any = "relu",
         dropout: float = 0.0,
         embedding_dropout: float = 0.0,
+        head: Any = "linear",
     ):
         super().__init__()
         path = current_path() or _NAME
@@ -173,14 +176,16 @@ class TabularMLP(nn.Module):
             build(embedding, "embedding", at=f"embeddings.{i}", dim=d, vocab_size=n)
             for i, (n, d) in enumerate(zip(cards, sizes))
         )
-        self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.embedding_dropout = build(
+            {"name": "dropout", "p": embedding_dropout}, "regularization", at="embedding_dropout"
+        )
         self.layers = nn.ModuleList()
         width = in_features + sum(sizes)
         for i, w in enumerate(widths):
             with spec_path(f"layers.{i}"):  # nested builds name `layers.0.norm` in errors
                 self.layers.append(_Layer(width, w, norm, activation, dropout))
             width = w
-        self.head = nn.Linear(width, outputs)
+        self.head = build(head, "head", at="head", dim=width, out_features=outputs, bias=True)
 
     def forward(self, x_num: Tensor | None, x_cat: Tensor | None = None) -> Tensor:
         """``x_num [B, F]``, ``x_cat [B, C]`` -> ``[B, outputs]``."""

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nnblocks.errors import ShapeError, SpecError
+from nnblocks.models._stack import tie_weight
 from nnblocks.registry import build, register
 from nnblocks.spec import current_path
 
@@ -50,6 +51,49 @@ def _positive_int(value: Any, name: str) -> int:
             path=current_path() or _NAME,
         )
     return value
+
+
+def _check_options(
+    path: str,
+    src_vocab_size: Any,
+    tgt_vocab_size: Any,
+    dim: Any,
+    layers: Any,
+    cell: Any,
+    bidirectional: bool,
+    teacher_forcing: Any,
+    share_embeddings: bool,
+) -> tuple[int, int, int, int]:
+    """The checked sizes ``(src_vocab_size, tgt_vocab_size, dim, layers)``, or a SpecError."""
+    src_vocab_size = _positive_int(src_vocab_size, "src_vocab_size")
+    tgt_vocab_size = _positive_int(tgt_vocab_size, "tgt_vocab_size")
+    dim = _positive_int(dim, "dim")
+    layers = _positive_int(layers, "layers")
+    if cell not in _CELLS:
+        raise SpecError(
+            f"Received an invalid value for `cell` of model `{_NAME}`: expected one of "
+            f"{sorted(_CELLS)}. Received: cell={cell!r}",
+            path=path,
+        )
+    if bidirectional and dim % 2:
+        raise SpecError(
+            f"a bidirectional encoder splits `dim` between its two directions, so dim "
+            f"must be even. Received: dim={dim}",
+            path=path,
+        )
+    if not 0.0 <= float(teacher_forcing) <= 1.0:
+        raise SpecError(
+            "Received an invalid value for `teacher_forcing`: expected a float in "
+            f"[0, 1]. Received: teacher_forcing={teacher_forcing!r}",
+            path=path,
+        )
+    if share_embeddings and src_vocab_size != tgt_vocab_size:
+        raise SpecError(
+            "share_embeddings needs one vocabulary for source and target. Received: "
+            f"src_vocab_size={src_vocab_size}, tgt_vocab_size={tgt_vocab_size}",
+            path=path,
+        )
+    return src_vocab_size, tgt_vocab_size, dim, layers
 
 
 @register("model", _NAME)
@@ -79,11 +123,14 @@ class RNNSeq2Seq(nn.Module):
         input_feeding: feed the previous attentional state into the next decoder step
             (Luong et al. 2015, sec. 3.3). Costs a Python loop over positions even with
             full teacher forcing; ignored without attention.
-        dropout: dropout on embeddings, between RNN layers and before the head.
+        dropout: dropout on embeddings, between RNN layers and before the head (slot
+            ``dropout``, a `regularization` part, besides the RNNs' own).
         teacher_forcing: initial value of ``model.teacher_forcing`` (see below).
         pad_id: padding token id; masks are computed from it. Padding must be on the right.
         bos_id: begin-of-sequence id (the first decoder input).
         eos_id: end-of-sequence id (where generation stops).
+        head: head spec over the attentional state (slot ``head``; ``"linear"``, with a
+            bias), giving ``[.., V_tgt]`` logits.
 
     Call arguments:
         src: ``[B, S]`` source token ids.
@@ -142,64 +189,62 @@ class RNNSeq2Seq(nn.Module):
         pad_id: int = 0,
         bos_id: int = 1,
         eos_id: int = 2,
+        head: Any = "linear",
     ):
         super().__init__()
         path = current_path() or _NAME
-        src_vocab_size = _positive_int(src_vocab_size, "src_vocab_size")
-        tgt_vocab_size = _positive_int(tgt_vocab_size, "tgt_vocab_size")
-        dim = _positive_int(dim, "dim")
-        layers = _positive_int(layers, "layers")
-        if cell not in _CELLS:
-            raise SpecError(
-                f"Received an invalid value for `cell` of model `{_NAME}`: expected one of "
-                f"{sorted(_CELLS)}. Received: cell={cell!r}",
-                path=path,
-            )
-        if bidirectional and dim % 2:
-            raise SpecError(
-                f"a bidirectional encoder splits `dim` between its two directions, so dim "
-                f"must be even. Received: dim={dim}",
-                path=path,
-            )
-        if not 0.0 <= float(teacher_forcing) <= 1.0:
-            raise SpecError(
-                "Received an invalid value for `teacher_forcing`: expected a float in "
-                f"[0, 1]. Received: teacher_forcing={teacher_forcing!r}",
-                path=path,
-            )
-        if share_embeddings and src_vocab_size != tgt_vocab_size:
-            raise SpecError(
-                "share_embeddings needs one vocabulary for source and target. Received: "
-                f"src_vocab_size={src_vocab_size}, tgt_vocab_size={tgt_vocab_size}",
-                path=path,
-            )
+        src_vocab_size, tgt_vocab_size, dim, layers = _check_options(
+            path, src_vocab_size, tgt_vocab_size, dim, layers, cell, bidirectional,
+            teacher_forcing, share_embeddings,
+        )  # fmt: skip
         self.dim, self.layers, self.cell = dim, layers, cell
         self.pad_id, self.bos_id, self.eos_id = int(pad_id), int(bos_id), int(eos_id)
         self.teacher_forcing = float(teacher_forcing)
         self.tied_parameters = []
 
-        emb_options = {"dim": dim, "padding_idx": self.pad_id}
-        self.src_embedding = build(
+        self._build_embeddings(
             embedding if src_embedding is None else src_embedding,
-            "embedding",
-            at="src_embedding",
-            vocab_size=src_vocab_size,
-            **emb_options,
-        )
-        self.tgt_embedding = build(
             embedding if tgt_embedding is None else tgt_embedding,
-            "embedding",
-            at="tgt_embedding",
-            vocab_size=tgt_vocab_size,
-            **emb_options,
+            src_vocab_size,
+            tgt_vocab_size,
         )
         if share_embeddings:
             self._share_embeddings(path)
+        self.input_feeding = bool(input_feeding) and not _is_none(attention)
+        self._build_rnns(bidirectional, dropout)
+        self.attention = (
+            None
+            if _is_none(attention)
+            else build(attention, "attention", at="attention", dim=dim, heads=1)
+        )
+        # Luong et al. 2015, eq. 5: attentional state h~_t = tanh(W_c [c_t; h_t]).
+        self.combine = nn.Linear(2 * dim, dim, bias=False) if self.attention is not None else None
+        self.dropout = build({"name": "dropout", "p": dropout}, "regularization", at="dropout")
+        self.head = build(head, "head", at="head", dim=dim, out_features=tgt_vocab_size, bias=True)
+        if tie_embeddings:
+            self._tie_head(path, tgt_vocab_size)
+        # Keys of the decoding state that change at every step (and their "0" initial copies).
+        self._carry = (
+            ["h"] + (["c"] if cell == "lstm" else []) + (["feed"] if self.input_feeding else [])
+        )
+
+    def _build_embeddings(
+        self, src_spec: Any, tgt_spec: Any, src_vocab: int, tgt_vocab: int
+    ) -> None:
+        """Slots ``src_embedding`` and ``tgt_embedding``, ``dim`` wide, padding at ``pad_id``."""
+        options = {"dim": self.dim, "padding_idx": self.pad_id}
+        self.src_embedding = build(
+            src_spec, "embedding", at="src_embedding", vocab_size=src_vocab, **options
+        )
+        self.tgt_embedding = build(
+            tgt_spec, "embedding", at="tgt_embedding", vocab_size=tgt_vocab, **options
+        )
+
+    def _build_rnns(self, bidirectional: bool, dropout: float) -> None:
+        """The torch RNNs in slots ``encoder`` and ``decoder`` (after the embeddings)."""
+        dim, layers, rnn = self.dim, self.layers, _CELLS[self.cell]
         src_width = _embedding_width(self.src_embedding, dim)
         tgt_width = _embedding_width(self.tgt_embedding, dim)
-
-        self.input_feeding = bool(input_feeding) and not _is_none(attention)
-        rnn = _CELLS[cell]
         between = dropout if layers > 1 else 0.0  # torch warns about dropout on one layer
         self.encoder = rnn(
             src_width,
@@ -215,21 +260,6 @@ class RNNSeq2Seq(nn.Module):
             layers,
             batch_first=True,
             dropout=between,
-        )
-        self.attention = (
-            None
-            if _is_none(attention)
-            else build(attention, "attention", at="attention", dim=dim, heads=1)
-        )
-        # Luong et al. 2015, eq. 5: attentional state h~_t = tanh(W_c [c_t; h_t]).
-        self.combine = nn.Linear(2 * dim, dim, bias=False) if self.attention is not None else None
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(dim, tgt_vocab_size)
-        if tie_embeddings:
-            self._tie_head(path, tgt_vocab_size)
-        # Keys of the decoding state that change at every step (and their "0" initial copies).
-        self._carry = (
-            ["h"] + (["c"] if cell == "lstm" else []) + (["feed"] if self.input_feeding else [])
         )
 
     # ---- weight sharing -------------------------------------------------------------------
@@ -263,7 +293,7 @@ class RNNSeq2Seq(nn.Module):
             )
         name = next(n for n, p in self.tgt_embedding.named_parameters() if p is weight)
         name = f"tgt_embedding.{name}"
-        self.head.weight = weight
+        tie_weight(self.tgt_embedding, self.head, slot="head")
         # One group per Parameter, listing every name it has (the audit wants whole groups).
         for i, group in enumerate(self.tied_parameters):
             if name in group:

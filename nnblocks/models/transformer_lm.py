@@ -10,38 +10,24 @@ from torch import nn
 
 from nnblocks.errors import ShapeError
 from nnblocks.models._stack import (
+    ENCODER_OPTIONS,
     build_dropout,
+    build_embedding,
     build_position,
-    build_stack,
     check_inputs,
     check_tokens,
     embed,
-    final_norm_spec,
     input_masks,
-    is_relative_position,
     key_mask,
-    layer_options,
     padded_positions,
-    parse_overrides,
+    plan_stacks,
     positive_int,
-    stack_overrides,
     tie_weight,
     tied_groups,
 )
 from nnblocks.registry import build, register
-from nnblocks.spec import current_path, join_path
 
 __all__ = ["TransformerLM"]
-
-_LAYER_OPTIONS = {
-    "block",
-    "self_attention",
-    "feedforward",
-    "norm",
-    "norm_placement",
-    "dropout",
-    "drop_path",
-}
 
 
 @register("model", "transformer_lm")
@@ -140,36 +126,18 @@ class TransformerLM(nn.Module):
         positive_int("heads", heads)
         positive_int("layers", layers, minimum=0)
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
-        options = layer_options(
-            block, self_attention, feedforward, norm, norm_placement, dropout, drop_path
-        )
-        per_layer = parse_overrides(
-            stack_overrides(layer_overrides, {"decoder": decoder}, path=join_path(current_path())),
-            {"decoder": (layers, _LAYER_OPTIONS)},
-            path=join_path(current_path(), "layer_overrides"),
-        )["decoder"]
-        relative = is_relative_position(position, path=join_path(current_path(), "position"))
-
-        self.embedding = build(
-            embedding,
-            "embedding",
-            at="embedding",
-            dim=dim,
-            vocab_size=vocab_size,
-            padding_idx=pad_id,
+        plan = plan_stacks(
+            block=block, self_attention=self_attention, feedforward=feedforward, norm=norm,
+            norm_placement=norm_placement, dropout=dropout, drop_path=drop_path,
+            final_norm=final_norm, position=position, layer_overrides=layer_overrides,
+            stacks={"decoder": (layers, ENCODER_OPTIONS, decoder)},
+        )  # fmt: skip
+        self.embedding = build_embedding(
+            embedding, at="embedding", dim=dim, vocab_size=vocab_size, pad_id=pad_id
         )
         self.position = build_position(position, at="position", dim=dim, max_len=max_len)
-        self.dropout = build_dropout(options["dropout"])
-        self.decoder = build_stack(
-            "decoder",
-            layers,
-            dim=dim,
-            heads=heads,
-            options=options,
-            per_layer=per_layer,
-            position=position if relative else None,
-            final_norm=final_norm_spec(final_norm, norm, norm_placement),
-        )
+        self.dropout = build_dropout(plan.options["dropout"])
+        self.decoder = plan.build("decoder", layers, dim=dim, heads=heads)
         self.head = build(head, "head", at="head", dim=dim, out_features=vocab_size, bias=False)
         shared = [tie_weight(self.embedding, self.head, slot="head")] if tie_embeddings else []
         self.tied_parameters = tied_groups(self, shared)

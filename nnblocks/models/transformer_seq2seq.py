@@ -10,18 +10,17 @@ from torch import nn
 
 from nnblocks.errors import ShapeError, SpecError
 from nnblocks.models._stack import (
+    DECODER_OPTIONS,
+    ENCODER_OPTIONS,
     build_dropout,
+    build_embedding,
     build_position,
-    build_stack,
+    check_inputs,
     check_tokens,
     embed,
-    final_norm_spec,
-    is_relative_position,
-    key_mask,
-    layer_options,
-    parse_overrides,
+    input_masks,
+    plan_stacks,
     positive_int,
-    stack_overrides,
     tie_weight,
     tied_groups,
 )
@@ -29,17 +28,6 @@ from nnblocks.registry import build, register
 from nnblocks.spec import current_path, join_path
 
 __all__ = ["TransformerSeq2Seq"]
-
-_ENCODER_OPTIONS = {
-    "block",
-    "self_attention",
-    "feedforward",
-    "norm",
-    "norm_placement",
-    "dropout",
-    "drop_path",
-}
-_DECODER_OPTIONS = _ENCODER_OPTIONS | {"cross_attention"}
 
 
 def _vocab_sizes(vocab_size: Any, src_vocab_size: Any, tgt_vocab_size: Any) -> tuple[int, int]:
@@ -100,6 +88,9 @@ class TransformerSeq2Seq(nn.Module):
     Call arguments:
         src: ``[B, S]`` source token ids.
         tgt_in: ``[B, T]`` target ids shifted right (BOS first), for teacher forcing.
+        attention_mask: optional ``[B, S]`` bool or 0/1, True/1 at real source tokens (the
+            Hugging Face name); without it the mask comes from ``pad_id``.
+        decoder_attention_mask: optional ``[B, T]``, the same for ``tgt_in``.
 
     Returns:
         Logits ``[B, T, V_tgt]``.
@@ -162,69 +153,20 @@ class TransformerSeq2Seq(nn.Module):
         positive_int("encoder_layers", encoder_layers, minimum=0)
         positive_int("decoder_layers", decoder_layers, minimum=0)
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
-        options = layer_options(
-            block, self_attention, feedforward, norm, norm_placement, dropout, drop_path
-        )
-        per_layer = parse_overrides(
-            stack_overrides(
-                layer_overrides,
-                {"encoder": encoder, "decoder": decoder},
-                path=join_path(current_path()),
-            ),
-            {
-                "encoder": (encoder_layers, _ENCODER_OPTIONS),
-                "decoder": (decoder_layers, _DECODER_OPTIONS),
+        plan = plan_stacks(
+            block=block, self_attention=self_attention, feedforward=feedforward, norm=norm,
+            norm_placement=norm_placement, dropout=dropout, drop_path=drop_path,
+            final_norm=final_norm, position=position, layer_overrides=layer_overrides,
+            stacks={
+                "encoder": (encoder_layers, ENCODER_OPTIONS, encoder),
+                "decoder": (decoder_layers, DECODER_OPTIONS, decoder),
             },
-            path=join_path(current_path(), "layer_overrides"),
-        )
-        relative = (
-            position
-            if is_relative_position(position, path=join_path(current_path(), "position"))
-            else None
-        )
-        last_norm = final_norm_spec(final_norm, norm, norm_placement)
-
-        self.src_embedding = build(
-            embedding,
-            "embedding",
-            at="src_embedding",
-            dim=dim,
-            vocab_size=src_vocab,
-            padding_idx=pad_id,
-        )
-        if share_embeddings:
-            self.tgt_embedding = self.src_embedding
-        else:
-            self.tgt_embedding = build(
-                embedding,
-                "embedding",
-                at="tgt_embedding",
-                dim=dim,
-                vocab_size=tgt_vocab,
-                padding_idx=pad_id,
-            )
-        self.src_position = build_position(position, at="src_position", dim=dim, max_len=max_len)
-        self.tgt_position = build_position(position, at="tgt_position", dim=dim, max_len=max_len)
-        self.dropout = build_dropout(options["dropout"])
-        self.encoder = build_stack(
-            "encoder",
-            encoder_layers,
-            dim=dim,
-            heads=heads,
-            options=options,
-            per_layer=per_layer["encoder"],
-            position=relative,
-            final_norm=last_norm,
-        )
-        self.decoder = build_stack(
-            "decoder",
-            decoder_layers,
-            dim=dim,
-            heads=heads,
-            options={**options, "cross_attention": cross_attention},
-            per_layer=per_layer["decoder"],
-            position=relative,
-            final_norm=last_norm,
+        )  # fmt: skip
+        self._build_embeddings(embedding, position, share_embeddings, pad_id)
+        self.dropout = build_dropout(plan.options["dropout"])
+        self.encoder = plan.build("encoder", encoder_layers, dim=dim, heads=heads)
+        self.decoder = plan.build(
+            "decoder", decoder_layers, dim=dim, heads=heads, cross_attention=cross_attention
         )
         self.head = build(head, "head", at="head", dim=dim, out_features=tgt_vocab, bias=False)
 
@@ -233,11 +175,38 @@ class TransformerSeq2Seq(nn.Module):
             shared.append(tie_weight(self.tgt_embedding, self.head, slot="head"))
         self.tied_parameters = tied_groups(self, shared)
 
-    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Encode the source once: ``(memory [B, S, D], src key mask [B, S] or None)``."""
+    def _build_embeddings(
+        self, embedding: Any, position: Any, share: bool, pad_id: int | None
+    ) -> None:
+        """Slots ``src_embedding``, ``tgt_embedding`` (one module when shared) and the
+        absolute ``src_position``, ``tgt_position``."""
+        dim, max_len = self.dim, self.max_len
+        self.src_embedding = build_embedding(
+            embedding, at="src_embedding", dim=dim, vocab_size=self.src_vocab_size, pad_id=pad_id
+        )
+        if share:
+            self.tgt_embedding = self.src_embedding
+        else:
+            self.tgt_embedding = build_embedding(
+                embedding, at="tgt_embedding", dim=dim, vocab_size=self.tgt_vocab_size,
+                pad_id=pad_id,
+            )  # fmt: skip
+        self.src_position = build_position(position, at="src_position", dim=dim, max_len=max_len)
+        self.tgt_position = build_position(position, at="tgt_position", dim=dim, max_len=max_len)
+
+    def encode(
+        self, src: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Encode the source once: ``(memory [B, S, D], src key mask [B, S] or None)``.
+
+        ``attention_mask`` ``[B, S]`` (True/1 = real token) replaces the ``pad_id`` mask.
+        """
         check_tokens(src, model="transformer_seq2seq", arg="src")
+        check_inputs(src, attention_mask, None, model="transformer_seq2seq")
         x = embed(src, self.src_embedding, self.src_position, self.dropout)  # [B, S, D]
-        src_mask = key_mask(src, self.pad_id)
+        src_mask, _ = input_masks(
+            src, self.pad_id, attention_mask, None, absolute=False, model="transformer_seq2seq"
+        )
         memory, _ = self.encoder(x, mask=src_mask)
         return memory, src_mask
 
@@ -248,28 +217,42 @@ class TransformerSeq2Seq(nn.Module):
         src_mask: torch.Tensor | None,
         caches: list[dict[str, Any]] | None = None,
         offset: int = 0,
+        tgt_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[dict[str, Any]] | None]:
         # With caches, `tgt` is the whole prefix and only positions from `offset` are run.
         x = embed(tgt[:, offset:], self.tgt_embedding, self.tgt_position, self.dropout, offset)
+        mask, _ = input_masks(
+            tgt, self.pad_id, tgt_mask, None, absolute=False, model="transformer_seq2seq"
+        )
         return self.decoder(
             x,
-            mask=key_mask(tgt, self.pad_id),
+            mask=mask,
             causal=True,
             context=memory,
             context_mask=src_mask,
             caches=caches,
         )
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        src: torch.Tensor,
+        tgt_in: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         check_tokens(tgt_in, model="transformer_seq2seq", arg="tgt_in")
+        check_inputs(
+            tgt_in, decoder_attention_mask, None, model="transformer_seq2seq",
+            mask_name="decoder_attention_mask",
+        )  # fmt: skip
         if src.shape[0] != tgt_in.shape[0]:
             raise ShapeError(
                 "model `transformer_seq2seq`: expected `src` and `tgt_in` with the same batch "
                 f"size. Received: src {tuple(src.shape)}, tgt_in {tuple(tgt_in.shape)}"
             )
-        memory, src_mask = self.encode(src)
-        h, _ = self._decode(tgt_in, memory, src_mask)  # [B, T, D]
-        return self.head(h)  # [B, T, V]
+        memory, src_mask = self.encode(src, attention_mask)
+        h, _ = self._decode(tgt_in, memory, src_mask, tgt_mask=decoder_attention_mask)
+        return self.head(h)  # [B, T, V]; h: [B, T, D]
 
     # Decoding protocol (docs/interfaces.md), used by nnblocks.generate.
 

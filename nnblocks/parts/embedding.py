@@ -94,7 +94,11 @@ class TokenEmbedding(nn.Module):
     ):
         super().__init__()
         path = current_path() or None
-        sizes = (("dim", dim, 1), ("vocab_size", vocab_size, 1), ("type_vocab_size", type_vocab_size, 0))
+        sizes = (
+            ("dim", dim, 1),
+            ("vocab_size", vocab_size, 1),
+            ("type_vocab_size", type_vocab_size, 0),
+        )
         for name, value, low in sizes:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 what = "a positive integer" if low else "a non-negative integer"

@@ -89,9 +89,7 @@ class LinearHead(_Head):
 
     part_name = "linear"
 
-    def __init__(
-        self, dim: int, out_features: int, bias: bool = True, activation: Any = None
-    ):
+    def __init__(self, dim: int, out_features: int, bias: bool = True, activation: Any = None):
         super().__init__(dim, out_features)
         # Held directly (not in an nn.Linear) so a tied model names it `head.weight`.
         linear = nn.Linear(dim, out_features, bias=bias)  # nn.Linear's initialisation

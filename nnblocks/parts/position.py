@@ -440,7 +440,7 @@ def _check_scaling(scaling: Any) -> dict[str, Any] | None:
     """The ``scaling`` option of `rotary` as a plain dict, or a SpecError naming the problem."""
     if scaling is None:
         return None
-    kind = scaling.get("type") if isinstance(scaling, dict) else None
+    kind = str(scaling.get("type")) if isinstance(scaling, dict) else ""
     supported = ", ".join(_SCALING_KEYS)
     check_option(
         "rotary",

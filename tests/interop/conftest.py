@@ -33,6 +33,9 @@ LLAMA3_ROPE = {
 CAUSAL = {
     "gpt2": ("GPT2LMHeadModel", "GPT2Config",
              {**SMALL, "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64}),
+    "gpt2_untied": ("GPT2LMHeadModel", "GPT2Config",
+                    {**SMALL, "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64,
+                     "tie_word_embeddings": False, "activation_function": "relu"}),
     "llama": ("LlamaForCausalLM", "LlamaConfig", LLAMA_LIKE),
     "llama_variants": ("LlamaForCausalLM", "LlamaConfig", {
         **LLAMA_LIKE, "head_dim": 12, "attention_bias": True, "mlp_bias": True,

@@ -81,8 +81,9 @@ def test_left_over_and_missing_weights_are_listed(llama_folder):
     _edit_weights(llama_folder, lambda t: t.update(extra_scale=torch.ones(3)))
     with pytest.raises(CheckpointError, match="does not use.*extra_scale"):
         from_transformers(llama_folder)
-    _edit_weights(llama_folder, lambda t: (t.pop("extra_scale"),
-                                           t.pop("model.layers.1.mlp.up_proj.weight")))
+    _edit_weights(
+        llama_folder, lambda t: (t.pop("extra_scale"), t.pop("model.layers.1.mlp.up_proj.weight"))
+    )
     with pytest.raises(CheckpointError, match=r"lacks: model\.layers\.1\.mlp\.up_proj\.weight"):
         from_transformers(llama_folder)
 

@@ -118,7 +118,9 @@ class GroupedQueryAttention(KeyValueAttention):
         self.q_proj = nn.Linear(dim, heads * head_dim, bias=bias)
         self.k_proj = nn.Linear(dim, kv_heads * head_dim, bias=bias)
         self.v_proj = nn.Linear(dim, kv_heads * head_dim, bias=bias)
-        self.out_proj = nn.Linear(heads * head_dim, dim, bias=bias if out_bias is None else out_bias)
+        self.out_proj = nn.Linear(
+            heads * head_dim, dim, bias=bias if out_bias is None else out_bias
+        )
 
     def _queries(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
