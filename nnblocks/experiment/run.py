@@ -29,6 +29,7 @@ import torch
 
 from nnblocks.errors import SpecError
 from nnblocks.experiment.environment import describe_environment, seed_everything
+from nnblocks.experiment.model_source import build_recipe_model, check_recipe_model
 from nnblocks.experiment.recipe import dump_recipe, validate_recipe
 from nnblocks.registry import build
 from nnblocks.spec import spec_path
@@ -70,12 +71,7 @@ def build_from_recipe(
     data = load_data(recipe)
     task = getattr(data, "task", None)
     model_args = dict(getattr(task, "model_args", {}) or {})
-    with spec_path("model"):
-        if device == "meta":
-            with torch.device("meta"):
-                model = build(recipe["model"], "model", **model_args)
-        else:
-            model = build(recipe["model"], "model", **model_args)
+    model = build_recipe_model(recipe["model"], model_args, device=device)  # spec or `from:`
     return data, model
 
 
@@ -106,8 +102,7 @@ def check_recipe(recipe: Mapping[str, Any]) -> Any:
         raise SpecError("the recipe needs a `model` section.", path="model")
     data = load_data(recipe)
     model_args = dict(getattr(getattr(data, "task", None), "model_args", {}) or {})
-    with spec_path("model"), torch.device("meta"):
-        build(recipe["model"], "model", **model_args)
+    check_recipe_model(recipe["model"], model_args)  # a spec on meta, or a `from:` folder
     return data
 
 

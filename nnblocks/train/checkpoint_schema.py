@@ -60,7 +60,10 @@ _FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (_is_int, "an integer"),
     "world_size": _count(1),
     "batch_size": _count(1),
-    "optimizer": (_optimizer, "{'class': str, 'scalars': {...}, 'param_groups': [{'params': [...]}]}"),
+    "optimizer": (
+        _optimizer,
+        "{'class': str, 'scalars': {...}, 'param_groups': [{'params': [...]}]}",
+    ),
     "schedule": (_list_of_dicts, "a list of schedule states"),
     "scaler": (lambda v: v is None or isinstance(v, dict), "null or a gradient-scaler state"),
     "callbacks": (lambda v: isinstance(v, dict), "an object of callback states"),

@@ -111,7 +111,9 @@ class PretrainedTokenizer(Tokenizer):
         folder = Path(folder)
         path = folder / TOKENIZER_FILE
         if not path.is_file():
-            raise DataError(f"`{path}` is missing: expected a tokenizer in the `tokenizers` format.")
+            raise DataError(
+                f"`{path}` is missing: expected a tokenizer in the `tokenizers` format."
+            )
         special: dict[str, Any] = {}
         config = folder / TOKENIZER_CONFIG_FILE
         if config.is_file():
