@@ -113,8 +113,8 @@ def generate_text(
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     seq2seq = "src" in tokenizers or getattr(model, "src_vocab_size", None) is not None
     if seq2seq:
-        src_tok = tokenizers.get("src") or tokenizers.get("text")
-        tgt_tok = tokenizers.get("tgt") or src_tok
+        src_tok: Any = tokenizers.get("src") or tokenizers.get("text")
+        tgt_tok: Any = tokenizers.get("tgt") or src_tok
         src = torch.tensor([src_tok.encode(prompt, eos=True)], device=device)
         out = decode(model, src, max_new_tokens=max_new_tokens, **kwargs)  # type: ignore[misc]
         return str(tgt_tok.decode(out[0, 1:]))

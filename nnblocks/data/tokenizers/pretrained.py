@@ -131,7 +131,7 @@ class PretrainedTokenizer(Tokenizer):
         for role in _ROLES:
             name = self.tokens[role]
             setattr(self, f"{role}_id", None if name is None else self._tok.token_to_id(name))
-        self.specials = tuple(n for n in self.tokens.values() if n is not None)
+        self.specials = tuple(n for n in self.tokens.values() if n is not None)  # type: ignore[assignment]
 
     # -- the tokenizer contract -------------------------------------------------------
     def fit(self, texts: Iterable[str]) -> PretrainedTokenizer:
