@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+
 import pytest
 import torch
 from torch import nn
@@ -131,3 +133,10 @@ def test_transformer_matches():
 def test_unsupported_options_are_named(module, option):
     with pytest.raises(NNBlocksError, match=option):
         from_torch(module)
+
+
+def test_docstring_example_runs():
+    import nnblocks.interop.torch_nn as module
+
+    result = doctest.testmod(module, extraglobs={"nnblocks": nnblocks})
+    assert result.attempted > 0 and result.failed == 0
