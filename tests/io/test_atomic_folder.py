@@ -8,8 +8,8 @@ import os
 import pytest
 
 from nnblocks.errors import CheckpointError
-from nnblocks.io import atomic_folder, recover_folder
 from nnblocks.io import atomic as atomic_module
+from nnblocks.io import atomic_folder, recover_folder
 
 
 def _contents(folder):
