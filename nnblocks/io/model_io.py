@@ -354,6 +354,8 @@ def load(
         model = _load_pickle(folder, pickles[0], trust_pickle=True, strict=strict)
         return model.to(map_location).eval()
     spec_path = model_document_path(folder)
+    if spec_path.is_file() and not (folder / MANIFEST_NAME).is_file():
+        read_spec_document(spec_path)  # a Hugging Face folder is pointed to the importer
     verify_manifest(folder, require=(spec_path.name, WEIGHTS_NAME))
     document = read_spec_document(spec_path)
     check_parts(document, path=spec_path)

@@ -41,6 +41,14 @@ def test_multihead_attention_matches_with_padding_and_a_causal_mask():
     torch.testing.assert_close(part(x, causal=True), ref, rtol=1e-5, atol=1e-5)
 
 
+def test_sequence_first_attention_matches_once_transposed():
+    mha = nn.MultiheadAttention(D, H).eval()  # batch_first=False: torch takes [T, B, D]
+    part = from_torch(mha)
+    x = torch.randn(5, 2, D)
+    ref, _ = mha(x, x, x)
+    torch.testing.assert_close(part(x.transpose(0, 1)).transpose(0, 1), ref, rtol=1e-5, atol=1e-5)
+
+
 def test_float_masks_and_3d_masks_convert():
     mha = nn.MultiheadAttention(D, H, batch_first=True, bias=False).eval()
     part = from_torch(mha)

@@ -225,3 +225,10 @@ def test_hugging_face_config_is_pointed_to_the_importer(tmp_path, tiny_model):
     write_manifest(folder, [CONFIG_NAME, WEIGHTS_NAME])
     with pytest.raises(CheckpointError, match="from_transformers"):
         nnblocks.load(folder)
+
+
+def test_hugging_face_folder_without_a_manifest_is_pointed_to_the_importer(tmp_path):
+    (tmp_path / CONFIG_NAME).write_text(json.dumps({"model_type": "gpt2", "n_embd": 8}))
+    (tmp_path / WEIGHTS_NAME).write_bytes(b"")
+    with pytest.raises(CheckpointError, match="Hugging Face model folder.*from_transformers"):
+        nnblocks.load(tmp_path)
