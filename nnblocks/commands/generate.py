@@ -115,7 +115,7 @@ def generate_text(
     if seq2seq:
         src_tok: Any = tokenizers.get("src") or tokenizers.get("text")
         tgt_tok: Any = tokenizers.get("tgt") or src_tok
-        src = torch.tensor([src_tok.encode(prompt, eos=True)], device=device)
+        src = torch.tensor([src_tok.encode(prompt)], device=device)  # as the data encodes it
         out = decode(model, src, max_new_tokens=max_new_tokens, **kwargs)  # type: ignore[misc]
         return str(tgt_tok.decode(out[0, 1:]))
     tok = tokenizers.get("text") or next(iter(tokenizers.values()))

@@ -67,7 +67,7 @@ def test_model_card_has_front_matter_slots_metrics_and_recipe(tmp_path, tiny_mod
     assert text.startswith("---\n")
     front = yaml.safe_load(text.split("---\n")[1])
     assert front["library_name"] == "nnblocks"
-    assert {"nnblocks", "io_test_lm", "norm"} <= set(front["tags"])
+    assert {"nnblocks", "io_test_lm", "io_test_norm"} <= set(front["tags"])
     n_params = sum(p.numel() for p in {id(p): p for p in tiny_model.parameters()}.values())
     assert f"{n_params:,} parameters" in text
     assert "| `norm` | norm | `io_test_norm` |" in text
