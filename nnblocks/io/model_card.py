@@ -21,7 +21,13 @@ __all__ = ["CARD_NAME", "model_card", "slot_rows"]
 
 CARD_NAME = "README.md"
 _MAX_SLOT_ROWS = 200
-_TAGGED_KINDS = ("attention", "position", "norm", "feedforward", "block")  # a 96-layer model lists its first slots, then says how many more
+_TAGGED_KINDS = (
+    "attention",
+    "position",
+    "norm",
+    "feedforward",
+    "block",
+)  # a 96-layer model lists its first slots, then says how many more
 
 
 def slot_rows(model: nn.Module) -> list[tuple[str, str, str]]:
