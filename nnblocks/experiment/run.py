@@ -33,6 +33,7 @@ from nnblocks.errors import CheckpointError, SpecError
 from nnblocks.experiment.continue_run import Previous, continue_model, previous_run
 from nnblocks.experiment.environment import describe_environment, seed_everything
 from nnblocks.experiment.folder import claim_folder
+from nnblocks.experiment.model_source import FROM_KEY, build_recipe_model, is_from_checkpoint
 from nnblocks.experiment.recipe import Recipe, dump_recipe, validate_recipe
 from nnblocks.registry import build
 from nnblocks.spec import spec_path
@@ -100,12 +101,14 @@ def build_data(recipe: Mapping[str, Any], *, root: str | os.PathLike[str] | None
 
 
 def _build_model(recipe: Recipe, data: Any, device: str | None) -> torch.nn.Module:
+    """The recipe's model: built from its spec, or loaded ``from`` a checkpoint and swapped."""
     model_args = dict(getattr(getattr(data, "task", None), "model_args", {}) or {})
-    with spec_path("model"):
-        if device == "meta":
-            with torch.device("meta"):
-                return build(recipe["model"], "model", **model_args)
-        return build(recipe["model"], "model", **model_args)
+    spec = recipe["model"]
+    if is_from_checkpoint(spec) and isinstance(spec[FROM_KEY], str):
+        start = Path(spec[FROM_KEY]).expanduser()
+        # A relative `from` starts at the recipe's folder, like every path in a recipe.
+        spec = {**spec, FROM_KEY: str(start if start.is_absolute() else recipe.folder / start)}
+    return build_recipe_model(spec, model_args, device=device)
 
 
 def _seed(recipe: Recipe) -> None:

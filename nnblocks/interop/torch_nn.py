@@ -73,9 +73,9 @@ def _attention_state(mha: nn.MultiheadAttention, prefix: str) -> dict[str, torch
 _ACTIVATIONS: dict[Callable[..., Any], str] = {F.relu: "relu", F.gelu: "gelu"}
 
 
-def _activation(layer: nn.Module) -> Any:
+def _activation(layer: Any) -> Any:
     act = layer.activation
-    if act in _ACTIVATIONS:
+    if not isinstance(act, nn.Module) and act in _ACTIVATIONS:
         return _ACTIVATIONS[act]
     if type(act) is nn.ReLU:
         return "relu"
@@ -95,7 +95,7 @@ def _norm_spec(norm: nn.Module, where: nn.Module, option: str) -> dict[str, Any]
     }
 
 
-def _layer_spec(layer: nn.Module, *, cross: bool) -> dict[str, Any]:
+def _layer_spec(layer: Any, *, cross: bool) -> dict[str, Any]:
     p = float(layer.dropout.p)
     for name in ("dropout1", "dropout2", *(("dropout3",) if cross else ())):
         if float(getattr(layer, name).p) != p:
@@ -120,7 +120,7 @@ def _layer_spec(layer: nn.Module, *, cross: bool) -> dict[str, Any]:
     return spec
 
 
-def _layer_state(layer: nn.Module, prefix: str, *, cross: bool) -> dict[str, torch.Tensor]:
+def _layer_state(layer: Any, prefix: str, *, cross: bool) -> dict[str, torch.Tensor]:
     state = _attention_state(layer.self_attn, f"{prefix}self_attention.")
     norms = ["self_attention_norm", "feedforward_norm"]
     if cross:
@@ -135,7 +135,7 @@ def _layer_state(layer: nn.Module, prefix: str, *, cross: bool) -> dict[str, tor
     return state
 
 
-def _same_layers(layers: nn.ModuleList, owner: nn.Module, *, cross: bool) -> dict[str, Any]:
+def _same_layers(layers: Any, owner: nn.Module, *, cross: bool) -> dict[str, Any]:
     specs = [_layer_spec(layer, cross=cross) for layer in layers]
     if any(s != specs[0] for s in specs):
         raise _unsupported(owner, "layers", "layers of different configurations", "equal layers")
@@ -146,7 +146,9 @@ def _stack_norm(norm: nn.Module | None, owner: nn.Module, option: str) -> Any:
     return None if norm is None else _norm_spec(norm, owner, option)
 
 
-def _stack_state(layers: nn.ModuleList, norm: nn.Module | None, prefix: str, *, cross: bool):
+def _stack_state(
+    layers: Any, norm: nn.Module | None, prefix: str, *, cross: bool
+) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for i, layer in enumerate(layers):
         state.update(_layer_state(layer, f"{prefix}layers.{i}.", cross=cross))
@@ -158,7 +160,7 @@ def _stack_state(layers: nn.ModuleList, norm: nn.Module | None, prefix: str, *, 
 # -- entry point -------------------------------------------------------------------------
 
 
-def _convert(module: nn.Module) -> tuple[dict[str, Any], str, dict[str, Any], dict[str, Any]]:
+def _convert(module: Any) -> tuple[dict[str, Any], str, dict[str, Any], dict[str, Any]]:
     """(spec, kind, build defaults, state dict in nnblocks names) for a torch module."""
     if isinstance(module, nn.MultiheadAttention):
         defaults = {"dim": module.embed_dim, "heads": module.num_heads}

@@ -36,6 +36,19 @@ def _layers(name: str, n_layers: Any, block: Any, **offered: Any) -> nn.ModuleLi
     )
 
 
+class _Stack(nn.Module):
+    """A plain container for one side of `encoder_decoder`: ``layers`` and ``final_norm``."""
+
+    def __init__(self, layers: nn.ModuleList, final_norm: nn.Module | None):
+        super().__init__()
+        self.layers = layers
+        self.final_norm = final_norm
+
+
+def _norm(spec: Any, at: str, dim: int) -> nn.Module | None:
+    return None if spec is None else build(spec, "norm", at=at, dim=dim)
+
+
 @register("model", "encoder_stack")
 class EncoderStack(nn.Module):
     """A stack of `block` parts over features, ``[B, T, D] -> [B, T, D]``.
@@ -75,9 +88,7 @@ class EncoderStack(nn.Module):
     ):
         super().__init__()
         self.layers = _layers("layers", layers, block, dim=dim, heads=heads)
-        self.final_norm = (
-            None if final_norm is None else build(final_norm, "norm", at="final_norm", dim=dim)
-        )
+        self.final_norm = _norm(final_norm, "final_norm", dim)
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False
@@ -128,23 +139,13 @@ class EncoderDecoder(nn.Module):
         super().__init__()
         if decoder_block is None:
             decoder_block = {"name": "transformer", "cross_attention": "mha"}
-        self.encoder = nn.Module()
-        self.encoder.layers = _layers(
-            "encoder_layers", encoder_layers, encoder_block, dim=dim, heads=heads
+        self.encoder = _Stack(
+            _layers("encoder_layers", encoder_layers, encoder_block, dim=dim, heads=heads),
+            _norm(encoder_norm, "encoder.final_norm", dim),
         )
-        self.encoder.final_norm = (
-            None
-            if encoder_norm is None
-            else build(encoder_norm, "norm", at="encoder.final_norm", dim=dim)
-        )
-        self.decoder = nn.Module()
-        self.decoder.layers = _layers(
-            "decoder_layers", decoder_layers, decoder_block, dim=dim, heads=heads
-        )
-        self.decoder.final_norm = (
-            None
-            if decoder_norm is None
-            else build(decoder_norm, "norm", at="decoder.final_norm", dim=dim)
+        self.decoder = _Stack(
+            _layers("decoder_layers", decoder_layers, decoder_block, dim=dim, heads=heads),
+            _norm(decoder_norm, "decoder.final_norm", dim),
         )
 
     def encode(self, src: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -6,9 +6,11 @@ Learner's checkpoints): atomic writes, strictly validated safetensors files, man
 
 from nnblocks.io.atomic import (
     atomic_files,
+    atomic_folder,
     atomic_path,
     atomic_write_bytes,
     atomic_write_text,
+    recover_folder,
 )
 from nnblocks.io.manifest import (
     MANIFEST_NAME,
@@ -49,6 +51,8 @@ __all__ = [
     "is_nnblocks_config",
     "describe_tensors",
     "atomic_files",
+    "atomic_folder",
+    "recover_folder",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",

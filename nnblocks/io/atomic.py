@@ -1,26 +1,40 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of either.
+"""The one atomic write layer: a reader sees the old file (or folder) or the new one,
+never half of either.
 
-The recipe (the one databases use; see also LWN "Ensuring data reaches disk", 2011):
-write a temporary file in the *same* folder (a rename is only atomic within one file
-system), flush and fsync it, ``os.replace`` it over the target, then fsync the folder so
-the rename itself survives a power cut. On any failure the temporary file is removed and
-the old target is left byte-identical.
+Files (``atomic_files``, ``atomic_path``, ``atomic_write_bytes``): the recipe databases use
+(see also LWN "Ensuring data reaches disk", 2011): write a temporary file in the *same*
+folder (a rename is only atomic within one file system), flush and fsync it, ``os.replace``
+it over the target, then fsync the folder so the rename itself survives a power cut. On any
+failure the temporary file is removed and the old target is left byte-identical.
+
+Folders (``atomic_folder``): the new folder is written under a temporary name next to its
+final place, every file fsynced, then swapped in with one ``renameat2(RENAME_EXCHANGE)``
+(Linux >= 3.15), so a process killed at any instant leaves either the complete old folder
+or the complete new one at the final path. Where the kernel or file system cannot
+exchange, two renames are used and ``recover_folder`` puts the old folder back if a crash
+fell between them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from nnblocks.errors import CheckpointError
 
 __all__ = [
     "Staging",
     "atomic_files",
+    "atomic_folder",
+    "recover_folder",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -183,3 +197,136 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> None:
     """Write ``text`` to ``path`` atomically; see :func:`atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode(encoding))
+
+
+# -- whole folders ------------------------------------------------------------------------
+
+_TMP = ".tmp-"
+_OLD = ".old-"
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _renameat2() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_EXCHANGE = _renameat2() if os.name == "posix" else None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths; False where the kernel cannot."""
+    if _EXCHANGE is None:
+        return False
+    rc = _EXCHANGE(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # the file system cannot
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _siblings(path: Path, marker: str) -> list[Path]:
+    prefix = f".{path.name}{marker}"
+    try:
+        return sorted(p for p in path.parent.iterdir() if p.name.startswith(prefix))
+    except OSError:
+        return []
+
+
+def recover_folder(path: str | os.PathLike[str]) -> None:
+    """Undo a crash between the two renames of the fallback swap; drop stale temporaries."""
+    path = Path(path)
+    olds = _siblings(path, _OLD)
+    if not path.exists() and olds:
+        with contextlib.suppress(OSError):
+            os.rename(olds[-1], path)
+            olds = olds[:-1]
+    for stale in olds + _siblings(path, _TMP):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for entry in folder.iterdir():
+        if entry.is_file() and not entry.is_symlink():
+            _fsync_path(entry)
+    fsync_dir(folder)
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    parent = path.parent
+    if path.exists():
+        if _exchange(tmp, path):
+            fsync_dir(parent)
+            shutil.rmtree(tmp, ignore_errors=True)  # now holds the old folder
+            return
+        old = parent / f".{path.name}{_OLD}{secrets.token_hex(6)}"
+        os.rename(path, old)
+        os.rename(tmp, path)
+        fsync_dir(parent)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, path)
+        fsync_dir(parent)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Write a whole folder atomically: it replaces ``path`` only when complete.
+
+    Yields an empty temporary folder next to ``path``; write every file into it by any
+    means (they are fsynced before the swap, so plain writes suffice). When the body
+    returns, the folder replaces ``path`` as a whole; if it raises, the temporary folder is
+    removed and ``path`` is left exactly as it was.
+
+    Raises:
+        CheckpointError: ``path`` is a file, or the folder cannot be created, synced or
+            swapped in (naming it); the previous folder, if any, is unchanged. Exceptions
+            from the body propagate unchanged.
+
+    Example:
+        >>> with atomic_folder("runs/a/checkpoints/last") as tmp:   # doctest: +SKIP
+        ...     (tmp / "training.json").write_text("{}")
+    """
+    path = Path(path)
+    parent = path.parent
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"cannot write the folder `{path}`: it is a file; expected a folder.")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(
+            f"could not create the folder `{parent}` for `{path.name}`: {exc.strerror or exc}."
+        ) from exc
+    recover_folder(path)
+    tmp = parent / f".{path.name}{_TMP}{secrets.token_hex(6)}"
+    try:
+        os.mkdir(tmp)
+    except OSError as exc:
+        raise CheckpointError(
+            f"could not write `{path}`: {exc.strerror or exc}. Expected a writable folder "
+            f"`{parent}`; the previous `{path.name}`, if any, is unchanged."
+        ) from exc
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        _swap_in(tmp, path)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(
+            f"could not write `{path}`: {exc.strerror or exc}; the previous `{path.name}`, "
+            "if any, is unchanged."
+        ) from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

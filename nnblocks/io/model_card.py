@@ -20,7 +20,14 @@ from nnblocks.registry import kind_of, spec_of
 __all__ = ["CARD_NAME", "model_card", "slot_rows"]
 
 CARD_NAME = "README.md"
-_MAX_SLOT_ROWS = 200  # a 96-layer model lists its first slots, then says how many more
+_MAX_SLOT_ROWS = 200
+_TAGGED_KINDS = (
+    "attention",
+    "position",
+    "norm",
+    "feedforward",
+    "block",
+)  # a 96-layer model lists its first slots, then says how many more
 
 
 def slot_rows(model: nn.Module) -> list[tuple[str, str, str]]:
@@ -47,8 +54,9 @@ def _value(value: Any) -> str:
 
 def _front_matter(model: nn.Module, task: str | None) -> str:
     name = str(spec_of(model).get("name", type(model).__name__))
-    kinds = sorted({kind for _, kind, _ in slot_rows(model)} - {"model"})
-    tags = ["nnblocks", name, *([task] if task else []), *kinds]
+    # The parts a researcher filters by (which attention, position scheme, norm, ...).
+    parts = sorted({part for _, kind, part in slot_rows(model) if kind in _TAGGED_KINDS})
+    tags = ["nnblocks", name, *([task] if task else []), *parts]
     meta = {"library_name": "nnblocks", "tags": list(dict.fromkeys(tags))}
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
 

@@ -165,6 +165,7 @@ def save(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CheckpointError(f"could not create the folder `{folder}`: {exc}.") from exc
+    before = _listed(folder)
     with atomic_files(folder) as staging:
         weights = staging.path(WEIGHTS_NAME)
         staged = {name: staging.path(name) for name in files}
@@ -178,16 +179,28 @@ def save(
         # manifest, so editing it does not make the weights unloadable.
         listed = make_manifest({WEIGHTS_NAME: weights, **staged})
         _write(manifest, dump_manifest(listed), folder / MANIFEST_NAME)
-    _remove_stale(folder, keep={WEIGHTS_NAME, CARD_NAME, MANIFEST_NAME, *files})
+    _remove_stale(folder, before - {WEIGHTS_NAME, *files})
     return folder
 
 
-def _remove_stale(folder: Path, *, keep: set[str]) -> None:
-    # A format-1 spec.json or an old tokenizer left beside a new save would contradict it.
+def _listed(folder: Path) -> set[str]:
+    """The model files the folder's current manifest lists (what an earlier save wrote)."""
     from nnblocks.io.spec_file import SPEC_NAME
 
-    for name in (SPEC_NAME, DATA_NAME, TOKENIZER_NAME, TOKENIZER_CONFIG_NAME):
-        if name not in keep and (folder / name).is_file():
+    try:
+        files = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    known = {SPEC_NAME, DATA_NAME, TOKENIZER_NAME, TOKENIZER_CONFIG_NAME}
+    return {name for name in files if name in known} if isinstance(files, dict) else set()
+
+
+def _remove_stale(folder: Path, names: set[str]) -> None:
+    # A file an earlier save wrote and this one did not (a format-1 spec.json, a tokenizer
+    # the model no longer has) would contradict the new folder. Files the manifest did not
+    # list (e.g. a data.json written by bundle.save_state) are the user's: left alone.
+    for name in sorted(names):
+        if (folder / name).is_file():
             try:
                 (folder / name).unlink()
             except OSError as exc:
@@ -354,6 +367,8 @@ def load(
         model = _load_pickle(folder, pickles[0], trust_pickle=True, strict=strict)
         return model.to(map_location).eval()
     spec_path = model_document_path(folder)
+    if spec_path.is_file() and not (folder / MANIFEST_NAME).is_file():
+        read_spec_document(spec_path)  # a Hugging Face folder is pointed to the importer
     verify_manifest(folder, require=(spec_path.name, WEIGHTS_NAME))
     document = read_spec_document(spec_path)
     check_parts(document, path=spec_path)

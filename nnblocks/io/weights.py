@@ -7,8 +7,9 @@ the same checks and the same messages:
    with the file's header before a byte of tensor data is read. The model may live on the
    meta device, so a spec whose sizes disagree with the weights fails without allocating.
 2. :func:`materialize` turns a model whose parameters are on the meta device into a real
-   one whose tensors are the file's own (read from a memory-mapped file, no second copy):
-   the fresh random initialisation a normal build would do is never spent.
+   one whose parameters are the tensors read from the (memory-mapped) file: the model's
+   memory is allocated once, and the random initialisation a normal build would do, and
+   the second copy it would need, are never spent.
 3. :func:`load_weights` copies the file into an existing, allocated model (resuming
    training, or a part that cannot be built on the meta device).
 """

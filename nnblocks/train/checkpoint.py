@@ -7,13 +7,16 @@ A checkpoint is a folder::
     training.json       position (epoch, batch, step), sampler seed, optimizer groups,
                         schedule, gradient scaler and callback states, RNG states of every
                         process (torch, CUDA, numpy, random), history
-    spec.json           the model's spec, when it was built by nnblocks.build, so
-                        ``nnblocks.load(folder)`` rebuilds the model for inference
+    config.json         the model's spec, when it was built by nnblocks.build
     manifest.json       SHA-256 and size of every file above
 
-The folder is replaced as a whole and atomically (``nnblocks.train.atomic_folder``): a
-process killed at any instant leaves the complete previous checkpoint or the complete new
-one. Nothing is written once the loss or the weights are non-finite.
+The model's files are those of ``nnblocks.save`` (``nnblocks.io.model_files``), so a run
+folder holds one format and ``nnblocks.load(checkpoint)`` rebuilds the model for inference;
+its weights load through the same checked loader (``nnblocks.io.load_weights``). The
+folder is replaced as a whole and atomically (``nnblocks.io.atomic_folder``): a process
+killed at any instant leaves the complete previous checkpoint or the complete new one.
+Nothing is written once the loss or the weights are non-finite. ``training.json`` is
+validated field by field when read (``CheckpointError`` naming the field).
 """
 
 from __future__ import annotations
@@ -30,7 +33,13 @@ import torch
 from torch import nn
 
 from nnblocks.errors import CheckpointError, TrainingError
-from nnblocks.train.atomic_folder import recover, write_folder
+from nnblocks.io._json import parse_json, read_small_file
+from nnblocks.io.atomic import atomic_folder, recover_folder
+from nnblocks.io.manifest import verify_manifest, write_manifest
+from nnblocks.io.model_io import WEIGHTS_NAME, model_files
+from nnblocks.io.safetensors_io import read_tensors, serialize_tensors
+from nnblocks.io.weights import load_weights
+from nnblocks.train.checkpoint_schema import validate_training_document
 from nnblocks.train.distributed import gather_objects
 from nnblocks.train.rng import rng_state, set_rng_state
 
@@ -52,7 +61,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.safetensors"
+MODEL_FILE = WEIGHTS_NAME  # one weights-file name for saved models and checkpoints
 STATE_FILE = "state.safetensors"
 TRAINING_FILE = "training.json"
 _FORMAT = "nnblocks.training_state"
@@ -170,34 +179,27 @@ def save_training_state(learn: Learner, path: str | os.PathLike[str]) -> Path | 
         "rng": rngs,
     }
     files = {TRAINING_FILE: (json.dumps(_plain(doc), indent=1, allow_nan=False) + "\n").encode()}
-    spec = _spec_bytes(learn.model, path)
-    if spec is not None:
-        from nnblocks.io.spec_file import SPEC_NAME
-
-        files[SPEC_NAME] = spec
-    return write_folder(path, {MODEL_FILE: model_tensors, STATE_FILE: state_tensors}, files)
-
-
-def _spec_bytes(model: nn.Module, path: Path) -> bytes | None:
     try:
-        from nnblocks.io.spec_file import dump_spec_document, spec_document
-    except ImportError:
-        return None
-    try:
-        return dump_spec_document(spec_document(model, folder=path))
+        _, model_docs = model_files(learn.model, path)
+        files.update(model_docs)
     except CheckpointError:
-        return None  # not built from a spec: the checkpoint still resumes, load() cannot rebuild
+        pass  # not built from a spec: the checkpoint still resumes, load() cannot rebuild
+    with atomic_folder(path) as tmp:
+        serialize_tensors(tmp / MODEL_FILE, model_tensors, {"format": "pt"}, name=path / MODEL_FILE)
+        serialize_tensors(tmp / STATE_FILE, state_tensors, name=path / STATE_FILE)
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        write_manifest(tmp, [MODEL_FILE, STATE_FILE, *files])
+    return path
 
 
 # -- loading -----------------------------------------------------------------------------
 
 
 def _verified(path: str | os.PathLike[str], require: tuple[str, ...]) -> Path:
-    from nnblocks.io.manifest import verify_manifest
-
     path = Path(path)
     if path.parent.is_dir():
-        recover(path)
+        recover_folder(path)
     if not path.is_dir():
         raise CheckpointError(
             f"`{path}` is missing: expected a training checkpoint folder written by "
@@ -208,13 +210,12 @@ def _verified(path: str | os.PathLike[str], require: tuple[str, ...]) -> Path:
 
 
 def read_training_document(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The verified ``training.json`` of a checkpoint.
+    """The verified and validated ``training.json`` of a checkpoint.
 
     Raises:
-        CheckpointError: missing, corrupt (SHA-256), or not a training checkpoint.
+        CheckpointError: missing, corrupt (SHA-256), not a training checkpoint, or a field
+            of the wrong type or range or missing (naming the field).
     """
-    from nnblocks.io._json import parse_json, read_small_file
-
     folder = _verified(path, (TRAINING_FILE,))
     where = f"`{folder / TRAINING_FILE}`"
     doc = parse_json(
@@ -227,19 +228,8 @@ def read_training_document(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(
             f"{where}: version {doc.get('version')!r:.40} is not supported; expected {_VERSION}."
         )
+    validate_training_document(doc, where=where)
     return _unplain(doc)
-
-
-def _load_weights(model: nn.Module, folder: Path, device: torch.device | str) -> None:
-    from nnblocks.io.safetensors_io import read_tensors
-
-    tensors = read_tensors(folder / MODEL_FILE, device=str(device))
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"`{folder / MODEL_FILE}` does not fit the model {type(model).__name__}: {exc}"
-        ) from exc
 
 
 def load_model_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
@@ -250,12 +240,10 @@ def load_model_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Mod
 
     Raises:
         CheckpointError: a missing or corrupt checkpoint (naming the file), or weights that
-            do not fit the model.
+            do not fit the model (naming the tensor, the expected and the found shape).
     """
     folder = _verified(path, (MODEL_FILE,))
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    _load_weights(model, folder, device)
-    return model
+    return load_weights(model, folder / MODEL_FILE)
 
 
 def _load_optimizer(
@@ -303,11 +291,9 @@ def load_training_state(learn: Learner, path: str | os.PathLike[str]) -> None:
         CheckpointError: a missing or corrupt checkpoint (naming the file) or one that does
             not fit the model or optimizer.
     """
-    from nnblocks.io.safetensors_io import read_tensors
-
     folder = _verified(path, (MODEL_FILE, STATE_FILE, TRAINING_FILE))
     doc = read_training_document(folder)
-    _load_weights(learn.model, folder, learn.device)
+    load_weights(learn.model, folder / MODEL_FILE, device=learn.device)
     tensors = read_tensors(folder / STATE_FILE, device=str(learn.device))
     _load_optimizer(learn.opt, doc["optimizer"], tensors, folder / STATE_FILE)
     for name, p in learn.model.named_parameters():

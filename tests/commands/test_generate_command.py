@@ -89,3 +89,21 @@ def test_folder_without_a_tokenizer_says_what_to_save(tmp_path, capsys, bpe):
     folder = nnblocks.save(_lm(bpe.vocab_size), tmp_path / "lm")
     assert main(["generate", str(folder), "--prompt", "x"]) == 1
     assert "holds no tokenizer" in capsys.readouterr().err
+
+
+def test_generate_translates_with_an_encoder_decoder(tmp_path):
+    from nnblocks.data import from_pairs
+
+    pairs = [(f"{a} plus {b}", str(a + b)) for a in range(12) for b in range(12)]
+    data = from_pairs(pairs, src_tokenizer="word", tgt_tokenizer="char")
+    torch.manual_seed(0)
+    spec = {"name": "transformer_seq2seq", "dim": 16, "heads": 2, "encoder_layers": 1,
+            "decoder_layers": 1}  # fmt: skip
+    model = nnblocks.build(spec, **data.model_args)
+    folder = nnblocks.save(model, tmp_path / "s2s", data=data)
+    assert not (folder / "tokenizer.json").exists()  # word/char tokenizers live in data.json
+    text = generate_text(folder, "3 plus 4", method="sample", max_new_tokens=3)
+    src_tok, tgt_tok = data.tokenizers["src"], data.tokenizers["tgt"]
+    expected = nnblocks.generate.greedy(model, torch.tensor([src_tok.encode("3 plus 4")]))
+    assert generate_text(folder, "3 plus 4", max_new_tokens=None) == tgt_tok.decode(expected[0, 1:])
+    assert set(text) <= set("0123456789")  # sampled, but only from the target's characters

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+
 import pytest
 import torch
 from torch import nn
@@ -37,6 +39,14 @@ def test_multihead_attention_matches_with_padding_and_a_causal_mask():
     ref, _ = mha(x, x, x, attn_mask=causal)
     torch.testing.assert_close(part(x, mask=convert_masks(causal)), ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(part(x, causal=True), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_sequence_first_attention_matches_once_transposed():
+    mha = nn.MultiheadAttention(D, H).eval()  # batch_first=False: torch takes [T, B, D]
+    part = from_torch(mha)
+    x = torch.randn(5, 2, D)
+    ref, _ = mha(x, x, x)
+    torch.testing.assert_close(part(x.transpose(0, 1)).transpose(0, 1), ref, rtol=1e-5, atol=1e-5)
 
 
 def test_float_masks_and_3d_masks_convert():
@@ -131,3 +141,10 @@ def test_transformer_matches():
 def test_unsupported_options_are_named(module, option):
     with pytest.raises(NNBlocksError, match=option):
         from_torch(module)
+
+
+def test_docstring_example_runs():
+    import nnblocks.interop.torch_nn as module
+
+    result = doctest.testmod(module, extraglobs={"nnblocks": nnblocks})
+    assert result.attempted > 0 and result.failed == 0

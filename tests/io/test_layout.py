@@ -67,7 +67,7 @@ def test_model_card_has_front_matter_slots_metrics_and_recipe(tmp_path, tiny_mod
     assert text.startswith("---\n")
     front = yaml.safe_load(text.split("---\n")[1])
     assert front["library_name"] == "nnblocks"
-    assert {"nnblocks", "io_test_lm", "norm"} <= set(front["tags"])
+    assert {"nnblocks", "io_test_lm", "io_test_norm"} <= set(front["tags"])
     n_params = sum(p.numel() for p in {id(p): p for p in tiny_model.parameters()}.values())
     assert f"{n_params:,} parameters" in text
     assert "| `norm` | norm | `io_test_norm` |" in text
@@ -225,3 +225,31 @@ def test_hugging_face_config_is_pointed_to_the_importer(tmp_path, tiny_model):
     write_manifest(folder, [CONFIG_NAME, WEIGHTS_NAME])
     with pytest.raises(CheckpointError, match="from_transformers"):
         nnblocks.load(folder)
+
+
+def test_hugging_face_folder_without_a_manifest_is_pointed_to_the_importer(tmp_path):
+    (tmp_path / CONFIG_NAME).write_text(json.dumps({"model_type": "gpt2", "n_embd": 8}))
+    (tmp_path / WEIGHTS_NAME).write_bytes(b"")
+    with pytest.raises(CheckpointError, match="Hugging Face model folder.*from_transformers"):
+        nnblocks.load(tmp_path)
+
+
+class _FakeTokenizer:
+    """Just what nnblocks.save asks of a tokenizer."""
+
+    def tokenizer_json(self):
+        return '{"version": "1.0"}'
+
+    def special_tokens(self):
+        return {"bos_token": "<s>"}
+
+
+def test_a_resave_removes_what_it_no_longer_writes_but_not_the_users_files(tmp_path, tiny_model):
+    folder = nnblocks.save(tiny_model, tmp_path, tokenizer=_FakeTokenizer())
+    assert (folder / "tokenizer.json").is_file() and (folder / "tokenizer_config.json").is_file()
+    (folder / "notes.txt").write_text("mine")
+    (folder / "data.json").write_text("{}")  # as bundle.save_state writes it, unlisted
+    nnblocks.save(tiny_model, folder)
+    assert not (folder / "tokenizer.json").exists()
+    assert not (folder / "tokenizer_config.json").exists()
+    assert (folder / "notes.txt").read_text() == "mine" and (folder / "data.json").exists()

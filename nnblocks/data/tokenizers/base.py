@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from nnblocks.errors import DataError
+from nnblocks.io.atomic import atomic_write_text
 
 __all__ = [
     "PAD",
@@ -156,9 +157,7 @@ class Tokenizer:
     def save(self, path: str | Path) -> Path:
         """Write ``to_dict()`` as JSON (atomically) and return the path."""
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
         return path
 
     def __repr__(self) -> str:

@@ -111,7 +111,9 @@ class PretrainedTokenizer(Tokenizer):
         folder = Path(folder)
         path = folder / TOKENIZER_FILE
         if not path.is_file():
-            raise DataError(f"`{path}` is missing: expected a tokenizer in the `tokenizers` format.")
+            raise DataError(
+                f"`{path}` is missing: expected a tokenizer in the `tokenizers` format."
+            )
         special: dict[str, Any] = {}
         config = folder / TOKENIZER_CONFIG_FILE
         if config.is_file():
@@ -129,7 +131,7 @@ class PretrainedTokenizer(Tokenizer):
         for role in _ROLES:
             name = self.tokens[role]
             setattr(self, f"{role}_id", None if name is None else self._tok.token_to_id(name))
-        self.specials = tuple(n for n in self.tokens.values() if n is not None)
+        self.specials = tuple(n for n in self.tokens.values() if n is not None)  # type: ignore[assignment]
 
     # -- the tokenizer contract -------------------------------------------------------
     def fit(self, texts: Iterable[str]) -> PretrainedTokenizer:
