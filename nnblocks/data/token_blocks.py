@@ -67,7 +67,8 @@ class TokenBlocks:
         self.block_size = block_size
         self._offsets = torch.arange(block_size + 1, device=stream.device)  # [T+1]
         base = getattr(tokens, "base", None)
-        self._mapping = base.obj if isinstance(base, memoryview) else None
+        owner = base.obj if isinstance(base, memoryview) else None
+        self._mapping: mmap.mmap | None = owner if isinstance(owner, mmap.mmap) else None
         self._gathers = 0
 
     @property
