@@ -47,10 +47,10 @@ class TokenBlocks:
     trim: dict[int, int] = {}
 
     # Pages of a mapped file that a batch touched stay resident (and count as the process's
-    # memory) until the kernel needs them; dropping them every so many batches keeps the
+    # memory) until the kernel needs them; dropping them every 32 batches keeps the
     # resident size bounded however long training runs. They stay in the page cache, so a
     # block read again soon costs a minor fault, not a disk read.
-    release_every = 256
+    release_every = 32
 
     def __init__(self, tokens: Any, block_size: int):
         if not isinstance(block_size, int) or block_size < 1:
