@@ -171,7 +171,8 @@ def main() -> None:
     load = {"before": os.getloadavg()}
     reuse = args.reuse and (big / "corpus.json").is_file() and (small / "corpus.json").is_file()
     write_big = 0.0 if reuse else write_corpus(big, big_tokens, seed=0)
-    write_small = 0.0 if reuse else write_corpus(small, args.small_tokens, seed=1)
+    if not reuse:
+        write_corpus(small, args.small_tokens, seed=1)
     size_gb = (big / "train.bin").stat().st_size / 1e9
     print(f"{size_gb:.2f} GB of tokens; written in {write_big:.0f} s (0: reused)")
     runs: dict[str, list[dict[str, float]]] = {"memory": [], "mapped-small": [], "mapped-big": []}
@@ -193,7 +194,9 @@ def main() -> None:
     }
     ratio = summary["mapped-small"]["tokens_per_s"] / summary["memory"]["tokens_per_s"]
     growth = summary["mapped-big"]["peak_rss_mb"] - summary["mapped-small"]["peak_rss_mb"]
-    print(f"\n{'run':14} {'tokens':>14} {'tokens/s':>10} {'loader us/batch':>16} {'peak RSS MB':>12}")
+    print(
+        f"\n{'run':14} {'tokens':>14} {'tokens/s':>10} {'loader us/batch':>16} {'peak RSS MB':>12}"
+    )
     for kind, s in summary.items():
         print(
             f"{kind:14} {s['corpus_tokens']:>14,} {s['tokens_per_s']:>10.0f} "
