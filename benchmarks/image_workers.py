@@ -71,7 +71,9 @@ def step_time(bundle, workers: int | None, steps: int, device: str) -> float:  #
         device=device,
         callbacks=[timer],
     )
-    learn.fit(1)
+    learn.fit(10_000)  # epochs until the timer stops the fit after `steps` timed steps
+    if not timer.seconds:
+        raise RuntimeError("the fit ended before the timed steps: raise --images or lower --steps")
     return timer.seconds / steps
 
 
