@@ -22,7 +22,7 @@ from nnblocks.data.batching import (
     sequence_lengths,
 )
 from nnblocks.data.bundle import DataBundle, load_data_state
-from nnblocks.data.losses import (
+from nnblocks.data.losses_and_metrics import (
     MeanAbsoluteError,
     MultiLabelAccuracy,
     SequenceCrossEntropy,

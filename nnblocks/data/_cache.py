@@ -6,9 +6,11 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from nnblocks.errors import CheckpointError
+from nnblocks.io.atomic import atomic_write_text
 
 __all__ = ["cache_dir", "cache_key", "read_json", "write_json"]
 
@@ -43,12 +45,9 @@ def read_json(path: Path) -> Any | None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (a temp file in the same folder, then rename), so a reader
-    never sees half a file; failures to write the cache are logged, not raised."""
+    """Write JSON through the one atomic write layer, so a reader never sees half a file;
+    failures to write the cache are logged, not raised (the next run only regenerates)."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False)
-        os.replace(tmp, path)
-    except OSError as exc:
+        atomic_write_text(path, json.dumps(data, ensure_ascii=False))
+    except CheckpointError as exc:
         log.warning("could not write cache file %s: %s", path, exc)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from nnblocks.data.show import show_batch
 from nnblocks.data.splits import check_leakage
 from nnblocks.data.tasks import Task
 from nnblocks.errors import DataError
@@ -88,8 +89,6 @@ class DataBundle:
 
     def show_batch(self, split: str = "train", n: int = 8, path: str | Path | None = None) -> Any:
         """Show ``n`` decoded examples of a split (see ``nnblocks.data.show_batch``)."""
-        from nnblocks.data.show import show_batch
-
         return show_batch(self, split=split, n=n, path=path)
 
     def check_leakage(self, column: int = 0, *, what: str = "input") -> None:

@@ -14,10 +14,11 @@ __all__ = ["show_batch"]
 
 
 def _resolve(data: Any, split: str, task: Any) -> tuple[Any, Any]:
-    from nnblocks.data.bundle import DataBundle
-
-    if isinstance(data, DataBundle):
-        return data.split(split), task or data.task
+    # A DataBundle is recognised by what it has (named splits and a task), not by its class:
+    # the bundle uses this module, so importing it here would close a circle.
+    split_of = getattr(data, "split", None)
+    if callable(split_of) and hasattr(data, "task"):
+        return split_of(split), task or data.task
     if task is None:
         raise DataError("show_batch needs a DataBundle, or data together with its task (task=...).")
     return data, task

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnblocks.data.losses import (
+from nnblocks.data.losses_and_metrics import (
     MeanAbsoluteError,
     MultiLabelAccuracy,
     SequenceCrossEntropy,

@@ -14,6 +14,7 @@ block indices per epoch (the same batches for the same seed) and an exact resume
 
 from __future__ import annotations
 
+import mmap
 from typing import Any
 
 import torch
@@ -27,7 +28,8 @@ class TokenBlocks:
     """Blocks of ``block_size`` tokens and their next tokens from one token array.
 
     Args:
-        tokens: ``[N]`` token ids: a ``numpy.memmap`` (a corpus split) or a 1-D tensor.
+        tokens: ``[N]`` token ids: an array over a memory map (a corpus split, see
+            ``open_token_corpus``) or a 1-D tensor.
         block_size: ``T``, tokens per example.
 
     Raises:
@@ -44,6 +46,12 @@ class TokenBlocks:
     names = ("tokens", "next")
     trim: dict[int, int] = {}
 
+    # Pages of a mapped file that a batch touched stay resident (and count as the process's
+    # memory) until the kernel needs them; dropping them every 32 batches keeps the
+    # resident size bounded however long training runs. They stay in the page cache, so a
+    # block read again soon costs a minor fault, not a disk read.
+    release_every = 32
+
     def __init__(self, tokens: Any, block_size: int):
         if not isinstance(block_size, int) or block_size < 1:
             raise DataError(f"`block_size` must be a positive integer. Received: {block_size!r}")
@@ -58,6 +66,10 @@ class TokenBlocks:
         self.stream = stream
         self.block_size = block_size
         self._offsets = torch.arange(block_size + 1, device=stream.device)  # [T+1]
+        base = getattr(tokens, "base", None)
+        owner = base.obj if isinstance(base, memoryview) else None
+        self._mapping: mmap.mmap | None = owner if isinstance(owner, mmap.mmap) else None
+        self._gathers = 0
 
     @property
     def tensors(self) -> tuple[torch.Tensor, ...]:
@@ -77,8 +89,16 @@ class TokenBlocks:
             raise IndexError(f"block index out of range 0..{len(self) - 1}")
         idx = idx.remainder(len(self)).to(self.stream.device)
         window = self.stream[idx[:, None] * self.block_size + self._offsets].long()  # [B, T+1]
+        self._gathers += 1
+        if self._gathers % self.release_every == 0:
+            self.release()
         x, y = window[:, :-1], window[:, 1:]  # [B, T] each
         return (x[0], y[0]) if single else (x, y)
+
+    def release(self) -> None:
+        """Drop the resident pages of the mapped file (the data is unchanged: it is re-read)."""
+        if self._mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._mapping.madvise(mmap.MADV_DONTNEED)
 
     def to(self, device: torch.device | str) -> TokenBlocks:
         """The same blocks with the stream on ``device`` (a small corpus, gathered there)."""

@@ -12,7 +12,7 @@ A language-model corpus larger than memory is tokenised once, in a stream, into 
 
 Every file goes through the one atomic write layer (``nnblocks.io.atomic.atomic_files``):
 the folder holds the old corpus or the new one, never a half-written one. Reading maps the
-files (``numpy.memmap``), so opening a 2 GB corpus costs no memory; the sizes are checked
+files (``mmap``), so opening a 2 GB corpus costs no memory; the sizes are checked
 against ``corpus.json`` and the tokenizer against its hash before any training starts.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import mmap
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -189,7 +190,7 @@ class TokenCorpus:
 
     folder: Path
     tokenizer: Tokenizer
-    splits: dict[str, np.memmap]
+    splits: dict[str, np.ndarray]  # views of memory maps of the split files
     meta: dict[str, Any]
 
     def __iter__(self) -> Iterator[str]:
@@ -253,6 +254,20 @@ def open_token_corpus(
                 f"`{path}`: expected {count} tokens ({count * dtype.itemsize} bytes) as "
                 f"`{CORPUS_FILE}` says; the file has {size} bytes (truncated or replaced)."
             )
-        # copy-on-write: a writable view (torch wants one) that never changes the file
-        splits[name] = np.memmap(path, dtype=dtype, mode="c", shape=(count,))
+        splits[name] = _map(path, dtype, count)
     return TokenCorpus(folder=root, tokenizer=tokenizer or stored, splits=splits, meta=meta)
+
+
+def _map(path: Path, dtype: np.dtype, count: int) -> np.ndarray:
+    """``[count]`` tokens of ``path`` as an array over a memory map of the file.
+
+    Copy-on-write (``ACCESS_COPY``): a writable view, as torch wants one, that can never
+    change the file. ``MADV_RANDOM``: blocks are sampled at random, so the kernel's usual
+    read-around (about 128 KB for every page touched) would page in the whole file for
+    nothing — with it off, only the pages of the sampled blocks are read.
+    """
+    with open(path, "rb") as f:
+        mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    if hasattr(mapping, "madvise") and hasattr(mmap, "MADV_RANDOM"):  # Linux, macOS
+        mapping.madvise(mmap.MADV_RANDOM)
+    return np.frombuffer(mapping, dtype=dtype, count=count)

@@ -53,6 +53,7 @@ def test_blocks_are_the_in_memory_windows_without_a_copy(corpus):
     mapped = opened.splits["train"]
     blocks = TokenBlocks(mapped, block_size=16)
     assert blocks.stream.data_ptr() == mapped.ctypes.data  # a view of the mapped file
+    assert not mapped.flags.owndata
     ids = [int(v) for v in mapped]
     x_mem, y_mem = _windows(ids, 16, tok.pad_id)  # the in-memory source's cutting of a stream
     idx = torch.tensor([0, 5, len(blocks) - 1])
@@ -196,3 +197,14 @@ def test_token_corpus_recipe_trains(corpus):
     result = run_recipe(load_recipe(path), None, progress=False, root=folder.parent)
     assert result.metrics["epochs_run"] == 1 and np.isfinite(result.metrics["train_loss"])
     assert isinstance(result.data.train, TokenBlocks)
+
+
+def test_dropping_resident_pages_keeps_the_data(corpus):
+    folder, _ = corpus
+    blocks = from_token_corpus(folder, block_size=8).train
+    assert blocks._mapping is not None  # a view of the memory map, not a copy
+    idx = torch.tensor([1, 7, 30])
+    before = blocks[idx]
+    blocks.release()
+    after = blocks[idx]
+    assert all(torch.equal(a, b) for a, b in zip(before, after))

@@ -65,6 +65,54 @@ def _generate(
     }
 
 
+def _check_options(lang: str, target_tokens: str, max_number: int, sizes: dict[str, int]) -> None:
+    if lang not in LEXICONS:
+        raise DataError(
+            f"dataset `numbers`: `lang` must be one of {sorted(LEXICONS)}. Received: lang={lang!r}"
+        )
+    if target_tokens not in ("morphemes", "chars"):
+        raise DataError(
+            f"dataset `numbers`: `target_tokens` must be 'morphemes' or 'chars'. Received: {target_tokens!r}"
+        )
+    if not 0 < max_number <= 999_999:
+        raise DataError(
+            f"dataset `numbers`: `max_number` must be in 1..999999. Received: {max_number}"
+        )
+    if sizes["train"] < 1 or any(v < 0 for v in sizes.values()):
+        raise DataError(
+            f"dataset `numbers`: sizes must be >= 0 and train_size >= 1. Received: {sizes}"
+        )
+
+
+def _cached_pairs(
+    lang: str,
+    sizes: dict[str, int],
+    max_number: int,
+    long_min_words: int | None,
+    seed: int,
+    *,
+    cache: bool,
+) -> dict[str, list[list[Any]]]:
+    """The generated pairs, read from the cache when an earlier call made them."""
+    key = cache_key(
+        v=_GENERATOR_VERSION,
+        lang=lang,
+        sizes=sizes,
+        max_number=max_number,
+        long_min_words=long_min_words,
+        seed=seed,
+    )
+    path = cache_dir() / f"numbers-{lang}-{key}.json" if cache else None
+    data = read_json(path) if path is not None else None
+    if data is None:
+        kept = "; cached for the next run" if path is not None else " (caching is off)"
+        log.info("generating number pairs (en -> %s)%s", lang, kept)
+        data = _generate(lang, sizes, max_number, long_min_words, seed)
+        if path is not None:
+            write_json(path, data)
+    return data
+
+
 @register("dataset", "numbers")
 def numbers(
     lang: str = "de",
@@ -118,45 +166,11 @@ def numbers(
         >>> bundle.task.decode_example(bundle.test[0])  # doctest: +SKIP
         {'input': 'four hundred and nine thousand ...', 'target': 'vierhundertneuntausend...'}
     """
-    if lang not in LEXICONS:
-        raise DataError(
-            f"dataset `numbers`: `lang` must be one of {sorted(LEXICONS)}. Received: lang={lang!r}"
-        )
-    if target_tokens not in ("morphemes", "chars"):
-        raise DataError(
-            f"dataset `numbers`: `target_tokens` must be 'morphemes' or 'chars'. Received: {target_tokens!r}"
-        )
-    if not 0 < max_number <= 999_999:
-        raise DataError(
-            f"dataset `numbers`: `max_number` must be in 1..999999. Received: {max_number}"
-        )
     sizes = {"train": train_size, "valid": valid_size, "test": test_size, "long": long_size}
-    if train_size < 1 or any(v < 0 for v in sizes.values()):
-        raise DataError(
-            f"dataset `numbers`: sizes must be >= 0 and train_size >= 1. Received: {sizes}"
-        )
-    key = cache_key(
-        v=_GENERATOR_VERSION,
-        lang=lang,
-        sizes=sizes,
-        max_number=max_number,
-        long_min_words=long_min_words,
-        seed=seed,
-    )
-    path = cache_dir() / f"numbers-{lang}-{key}.json" if cache else None
-    data = read_json(path) if path is not None else None
-    if data is None:
-        kept = "; cached for the next run" if path is not None else " (caching is off)"
-        log.info("generating number pairs (en -> %s)%s", lang, kept)
-        data = _generate(lang, sizes, max_number, long_min_words, seed)
-        if path is not None:
-            write_json(path, data)
-    pairs: list[tuple[str, str]] = []
-    counts: dict[str, int] = {}
-    for name in ("train", "valid", "test"):
-        counts[name] = len(data[name])
-        pairs.extend((en, tgt) for _, en, tgt in data[name])
-    a, b = counts["train"], counts["train"] + counts["valid"]
+    _check_options(lang, target_tokens, max_number, sizes)
+    data = _cached_pairs(lang, sizes, max_number, long_min_words, seed, cache=cache)
+    pairs = [(en, tgt) for name in ("train", "valid", "test") for _, en, tgt in data[name]]
+    a, b = len(data["train"]), len(data["train"]) + len(data["valid"])
     splits = split_by_indices(
         len(pairs), train=range(a), valid=range(a, b), test=range(b, len(pairs))
     )

@@ -138,50 +138,21 @@ def supervised_bundle(
         default={"name": "stratified" if task == "classification" else "random", "valid": 0.2},
         path=f"{where}.split",
     )
-    task_obj: Task
-    transforms: dict[str, Transform] = {}
-    if task == "classification":
-        y, classes = encode_labels(labels, splits, where=where, classes=classes)
-        task_obj = ClassificationTask(
-            len(classes),
-            classes=classes,
-            model_args=model_args,
-            input_kind=input_kind,
-            render_input=render_input,
-        )
-    elif task == "multilabel":
-        y = torch.as_tensor(targets, dtype=torch.float32)
-        if y.dim() != 2:
-            raise DataError(
-                f"{where}: multilabel targets must be [N, labels] 0/1. Received shape {tuple(y.shape)}"
-            )
-        names = (
-            list(target_names) if target_names is not None else [str(i) for i in range(y.shape[1])]
-        )
-        task_obj = MultiLabelTask(
-            names, model_args=model_args, input_kind=input_kind, render_input=render_input
-        )
-    else:
-        y = torch.as_tensor(targets, dtype=torch.float32)
-        y = y[:, None] if y.dim() == 1 else y  # [N, K]
-        scaler = None
-        if normalize_target:
-            scaler = Normalize()
-            parts = fit_apply(
-                scaler, {k: y[idx] if len(idx) else None for k, idx in splits.items()}
-            )
-            y = _reassemble(parts, splits, y)
-            transforms["y"] = scaler
-        names = (
-            list(target_names) if target_names is not None else [f"y{i}" for i in range(y.shape[1])]
-        )
-        task_obj = RegressionTask(
-            names,
-            target_scaler=scaler,
-            model_args=model_args,
-            input_kind=input_kind,
-            render_input=render_input,
-        )
+    y, task_obj, transforms = _encode_targets(
+        targets,
+        labels,
+        splits,
+        task=task,
+        classes=classes,
+        target_names=target_names,
+        normalize_target=normalize_target,
+        task_options={
+            "model_args": model_args,
+            "input_kind": input_kind,
+            "render_input": render_input,
+        },
+        where=where,
+    )
     # Normalise the first input with statistics of the training rows only.
     norm = (
         build_transforms(normalize, path=f"{where}.normalize") if xs[0].is_floating_point() else []
@@ -211,6 +182,52 @@ def supervised_bundle(
         transforms=transforms,
         info={"source": where, "sizes": splits.sizes(), **(info or {})},
     )
+
+
+def _encode_targets(
+    targets: Any,
+    labels: list[Any],
+    splits: Splits,
+    *,
+    task: str,
+    classes: Sequence[Any] | None,
+    target_names: Sequence[str] | None,
+    normalize_target: bool,
+    task_options: Mapping[str, Any],
+    where: str,
+) -> tuple[torch.Tensor, Task, dict[str, Transform]]:
+    """Targets as tensors (class ids, 0/1 labels, normalised values) and the task they pose."""
+    task_obj: Task
+    transforms: dict[str, Transform] = {}
+    if task == "classification":
+        y, classes = encode_labels(labels, splits, where=where, classes=classes)
+        task_obj = ClassificationTask(len(classes), classes=classes, **task_options)
+    elif task == "multilabel":
+        y = torch.as_tensor(targets, dtype=torch.float32)
+        if y.dim() != 2:
+            raise DataError(
+                f"{where}: multilabel targets must be [N, labels] 0/1. Received shape {tuple(y.shape)}"
+            )
+        names = (
+            list(target_names) if target_names is not None else [str(i) for i in range(y.shape[1])]
+        )
+        task_obj = MultiLabelTask(names, **task_options)
+    else:
+        y = torch.as_tensor(targets, dtype=torch.float32)
+        y = y[:, None] if y.dim() == 1 else y  # [N, K]
+        scaler = None
+        if normalize_target:
+            scaler = Normalize()
+            parts = fit_apply(
+                scaler, {k: y[idx] if len(idx) else None for k, idx in splits.items()}
+            )
+            y = _reassemble(parts, splits, y)
+            transforms["y"] = scaler
+        names = (
+            list(target_names) if target_names is not None else [f"y{i}" for i in range(y.shape[1])]
+        )
+        task_obj = RegressionTask(names, target_scaler=scaler, **task_options)
+    return y, task_obj, transforms
 
 
 def _reassemble(parts: Mapping[str, Any], splits: Splits, like: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,9 @@ def from_token_corpus(
     Example:
         >>> bundle = from_token_corpus("corpus/", block_size=256)  # doctest: +SKIP
     """
-    tok = load_tokenizer(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else tokenizer
+    tok = (
+        load_tokenizer(Path(tokenizer)) if isinstance(tokenizer, (str, os.PathLike)) else tokenizer
+    )
     corpus = open_token_corpus(path, tokenizer=tok, verify=verify)
     made: dict[str, Any] = {}
     for name, tokens in corpus.splits.items():

@@ -195,6 +195,34 @@ def _classes(parts: Mapping[str, Any], target: str, where: str) -> tuple[list[An
     return values, values
 
 
+def _task(
+    parts: Mapping[str, Any], x_cols: list[str], y_cols: list[str], task: str | None, where: str
+) -> tuple[Task, list[Any] | None]:
+    """The task the columns pose (by the target's type unless given), and the label values."""
+    values: list[Any] | None
+    feature = parts["train"].features[y_cols[0]]
+    dtype = str(getattr(feature, "dtype", ""))
+    task = task or ("regression" if "float" in dtype else "classification")
+    first = np.asarray(parts["train"].with_format("numpy", columns=x_cols)[0][x_cols[0]])
+    args: dict[str, Any] = (
+        {"in_features": len(x_cols)} if first.ndim == 0 else {"in_features": int(first.shape[-1])}
+    )
+    task_obj: Task
+    if task == "classification":
+        if len(y_cols) != 1:
+            raise DataError(f"{where}: classification needs one target column. Received: {y_cols}")
+        values, names = _classes(parts, y_cols[0], where)
+        task_obj = ClassificationTask(len(names), classes=names, model_args=args)
+    elif task == "regression":
+        values = None
+        task_obj = RegressionTask(y_cols, model_args=args)
+    else:
+        raise DataError(
+            f"{where}: `task` must be 'classification' or 'regression'. Received: {task!r}"
+        )
+    return task_obj, values
+
+
 def from_hf(
     path: str | os.PathLike[str],
     *,
@@ -248,26 +276,7 @@ def from_hf(
             split, len(train), default={"name": "random", "valid": 0.2}, path=f"{where}.split"
         )
         parts = {k: train.select(idx.tolist()) for k, idx in made.items() if len(idx)}
-    feature = parts["train"].features[y_cols[0]]
-    dtype = str(getattr(feature, "dtype", ""))
-    task = task or ("regression" if "float" in dtype else "classification")
-    first = np.asarray(parts["train"].with_format("numpy", columns=x_cols)[0][x_cols[0]])
-    args: dict[str, Any] = (
-        {"in_features": len(x_cols)} if first.ndim == 0 else {"in_features": int(first.shape[-1])}
-    )
-    task_obj: Task
-    if task == "classification":
-        if len(y_cols) != 1:
-            raise DataError(f"{where}: classification needs one target column. Received: {y_cols}")
-        values, names = _classes(parts, y_cols[0], where)
-        task_obj = ClassificationTask(len(names), classes=names, model_args=args)
-    elif task == "regression":
-        values = None
-        task_obj = RegressionTask(y_cols, model_args=args)
-    else:
-        raise DataError(
-            f"{where}: `task` must be 'classification' or 'regression'. Received: {task!r}"
-        )
+    task_obj, values = _task(parts, x_cols, y_cols, task, where)
     data = {k: ArrowData(ds, x_cols, y_cols, classes=values) for k, ds in parts.items()}
     return DataBundle(
         train=data.pop("train"),

@@ -167,18 +167,9 @@ def from_image_folder(
     options = {"split": split, "normalize": normalize, "augment": augment, "channels": channels}
     if decode == "files" or (decode == "auto" and decoded_mb > memory_limit_mb):
         return _from_files(root, files, labels, hw, mode, **options)
-    images, kept = [], []
-    for path, label in zip(files, labels):
-        img = _load(path, hw, mode)
-        if img is not None:
-            images.append(img)
-            kept.append(label)
-    if not images:
-        raise DataError(
-            f"image folder `{root}` holds no readable image ({', '.join(IMAGE_SUFFIXES)})."
-        )
+    images, kept = _decode_all(root, files, labels, hw, mode)
     return supervised_bundle(
-        torch.stack(images),  # [N, C, H, W]
+        images,
         kept,
         task="classification",
         split=split,
@@ -189,6 +180,23 @@ def from_image_folder(
         where=f"image folder `{root}`",
         info={"size": list(hw), "channels": channels, "decode": "memory"},
     )
+
+
+def _decode_all(
+    root: Path, files: list[Path], labels: list[str], hw: tuple[int, int], mode: str
+) -> tuple[torch.Tensor, list[str]]:
+    """Every readable image decoded, ``[N, C, H, W]``, with its label (unreadable: skipped)."""
+    images, kept = [], []
+    for path, label in zip(files, labels):
+        img = _load(path, hw, mode)
+        if img is not None:
+            images.append(img)
+            kept.append(label)
+    if not images:
+        raise DataError(
+            f"image folder `{root}` holds no readable image ({', '.join(IMAGE_SUFFIXES)})."
+        )
+    return torch.stack(images), kept
 
 
 def _from_files(

@@ -31,6 +31,76 @@ def _encode(
     return src, tgt
 
 
+def _check_pairs(pairs: Sequence[Any], where: str) -> None:
+    if not pairs:
+        raise DataError(f"{where}: no pairs given.")
+    for i, p in enumerate(pairs[:1000]):
+        if not (
+            isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(s, str) for s in p)
+        ):
+            raise DataError(
+                f"{where}: pair {i} is not two strings (source, target). Received: {p!r:.80}"
+            )
+
+
+def _encode_split(
+    items: Sequence[tuple[str, str]],
+    src_tok: Any,
+    tgt_tok: Any,
+    *,
+    max_len: int | None,
+    where: str,
+    name: str,
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids of one split's pairs, without the pairs longer than ``max_len``."""
+    src, tgt = _encode(items, src_tok, tgt_tok)
+    if max_len is not None:
+        keep = [
+            i
+            for i, (s, t) in enumerate(zip(src, tgt))
+            if len(s) <= max_len and len(t) + 1 <= max_len
+        ]
+        if len(keep) < len(src):
+            log.info(
+                "%s: dropped %d %s pairs longer than max_len=%d",
+                where,
+                len(src) - len(keep),
+                name,
+                max_len,
+            )
+        src, tgt = [src[i] for i in keep], [tgt[i] for i in keep]
+    if not src:
+        raise DataError(f"{where}: the `{name}` split is empty (after max_len={max_len}).")
+    return src, tgt
+
+
+def _tensor_splits(
+    encoded: Mapping[str, tuple[list[list[int]], list[list[int]]]], src_tok: Any, tgt_tok: Any
+) -> tuple[dict[str, TensorData], int, int]:
+    """``(src [N, S], tgt_in [N, T], tgt_out [N, T])`` per split, padded to common lengths."""
+    src_len = max(len(s) for src, _ in encoded.values() for s in src)
+    tgt_len = max(len(t) for _, tgt in encoded.values() for t in tgt) + 1
+    pad = tgt_tok.pad_id
+    made: dict[str, TensorData] = {}
+    for name, (src, tgt) in encoded.items():
+        s, _ = pad_sequences(src, pad_id=src_tok.pad_id, length=src_len)  # [N, S]
+        body, _ = pad_sequences(tgt, pad_id=pad, length=tgt_len - 1)  # [N, T-1]
+        column = torch.full((len(tgt), 1), pad, dtype=torch.long)
+        t_in = torch.cat([column.fill_(tgt_tok.bos_id), body], dim=1)  # [N, T]: BOS + target
+        t_out = torch.cat([body, torch.full_like(column, pad)], dim=1)  # [N, T]: target + EOS
+        lengths = torch.tensor([len(t) for t in tgt], dtype=torch.long)
+        t_out[torch.arange(len(tgt)), lengths] = tgt_tok.eos_id
+        made[name] = TensorData(
+            s,
+            t_in,
+            t_out,
+            n_inputs=2,
+            trim={0: src_tok.pad_id, 1: pad, 2: pad},
+            names=["src", "tgt_in", "tgt_out"],
+        )
+    return made, src_len, tgt_len
+
+
 def from_pairs(
     pairs: Sequence[tuple[str, str]],
     *,
@@ -72,15 +142,7 @@ def from_pairs(
         >>> sorted(bundle.task.model_args)
         ['bos_id', 'eos_id', 'max_len', 'pad_id', 'src_vocab_size', 'tgt_vocab_size']
     """
-    if not pairs:
-        raise DataError(f"{where}: no pairs given.")
-    for i, p in enumerate(pairs[:1000]):
-        if not (
-            isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(s, str) for s in p)
-        ):
-            raise DataError(
-                f"{where}: pair {i} is not two strings (source, target). Received: {p!r:.80}"
-            )
+    _check_pairs(pairs, where)
     sources = [s for s, _ in pairs]
     if split is None:
         split = {"name": "group", "valid": 0.1, "test": 0.1}
@@ -99,47 +161,11 @@ def from_pairs(
     train = by_split["train"]
     src_tok = make_tokenizer(src_tokenizer, (s for s, _ in train), path=f"{where}.src_tokenizer")
     tgt_tok = make_tokenizer(tgt_tokenizer, (t for _, t in train), path=f"{where}.tgt_tokenizer")
-    encoded = {}
-    for name, items in by_split.items():
-        src, tgt = _encode(items, src_tok, tgt_tok)
-        if max_len is not None:
-            keep = [
-                i
-                for i, (s, t) in enumerate(zip(src, tgt))
-                if len(s) <= max_len and len(t) + 1 <= max_len
-            ]
-            if len(keep) < len(src):
-                log.info(
-                    "%s: dropped %d %s pairs longer than max_len=%d",
-                    where,
-                    len(src) - len(keep),
-                    name,
-                    max_len,
-                )
-            src, tgt = [src[i] for i in keep], [tgt[i] for i in keep]
-        if not src:
-            raise DataError(f"{where}: the `{name}` split is empty (after max_len={max_len}).")
-        encoded[name] = (src, tgt)
-    src_len = max(len(s) for src, _ in encoded.values() for s in src)
-    tgt_len = max(len(t) for _, tgt in encoded.values() for t in tgt) + 1
-    pad = tgt_tok.pad_id
-    made: dict[str, TensorData] = {}
-    for name, (src, tgt) in encoded.items():
-        s, _ = pad_sequences(src, pad_id=src_tok.pad_id, length=src_len)  # [N, S]
-        body, _ = pad_sequences(tgt, pad_id=pad, length=tgt_len - 1)  # [N, T-1]
-        column = torch.full((len(tgt), 1), pad, dtype=torch.long)
-        t_in = torch.cat([column.fill_(tgt_tok.bos_id), body], dim=1)  # [N, T]: BOS + target
-        t_out = torch.cat([body, torch.full_like(column, pad)], dim=1)  # [N, T]: target + EOS
-        lengths = torch.tensor([len(t) for t in tgt], dtype=torch.long)
-        t_out[torch.arange(len(tgt)), lengths] = tgt_tok.eos_id
-        made[name] = TensorData(
-            s,
-            t_in,
-            t_out,
-            n_inputs=2,
-            trim={0: src_tok.pad_id, 1: pad, 2: pad},
-            names=["src", "tgt_in", "tgt_out"],
-        )
+    encoded = {
+        name: _encode_split(items, src_tok, tgt_tok, max_len=max_len, where=where, name=name)
+        for name, items in by_split.items()
+    }
+    made, src_len, tgt_len = _tensor_splits(encoded, src_tok, tgt_tok)
     # +1: a decoder may be stepped once past the longest target (to see it emit EOS)
     task = Seq2SeqTask(
         src_tok, tgt_tok, max_len=max(src_len, tgt_len) + 1, label_smoothing=label_smoothing

@@ -133,6 +133,44 @@ def from_dataframe(
         >>> from_dataframe(df, "y").task.model_args
         {'num_classes': 2, 'in_features': 1, 'categories': [3]}
     """
+    targets = _check_frame(df, target, where)
+    split_column = split.get("column") if isinstance(split, dict) else None
+    body = df.drop(columns=[split_column] if split_column in df.columns else [])
+    cats, conts = _infer_columns(body, targets, cat_names, cont_names, where)
+    task = check_task(task or _infer_task(df, targets, label_delim), where=where)
+    target_values, target_names = _targets(df, targets, task, label_delim, where)
+    splits = make_splits(
+        split,
+        len(df),
+        labels=target_values if task == "classification" else None,
+        columns={c: df[c].tolist() for c in df.columns},
+        default={"name": "stratified" if task == "classification" else "random", "valid": 0.2},
+        path=f"{where}.split",
+    )
+    xs, model_args, fitted, (cont_out, cat_out) = _encode_columns(
+        body, splits, cats, conts, fill_missing=fill_missing, categorify=categorify, where=where
+    )
+    bundle = supervised_bundle(  # the shared steps: targets, normalisation (train statistics)
+        xs,
+        target_values,
+        task=task,
+        split=splits,
+        normalize=normalize,
+        target_names=target_names,
+        normalize_target=normalize_target,
+        input_kind="table",
+        render_input=_table_renderer(cont_out, cat_out, fitted),
+        model_args=model_args,
+        input_names=["x_num", "x_cat"][: len(xs)],
+        where=where,
+        info={"cat_names": cat_out, "cont_names": cont_out, "target": targets},
+    )
+    bundle.transforms.update(fitted)
+    return bundle
+
+
+def _check_frame(df: Any, target: str | Sequence[str], where: str) -> list[str]:
+    """The target columns, after checking ``df`` is a non-empty DataFrame that has them."""
     import pandas as pd
 
     if not isinstance(df, pd.DataFrame):
@@ -145,22 +183,25 @@ def from_dataframe(
         )
     if len(df) == 0:
         raise DataError(f"{where}: the table has no rows.")
-    split_column = split.get("column") if isinstance(split, dict) else None
-    dropped = [split_column] if split_column in df.columns else []
-    body = df.drop(columns=dropped)
-    cats, conts = _infer_columns(body, targets, cat_names, cont_names, where)
-    task = task or _infer_task(df, targets, label_delim)
-    check_task(task, where=where)
-    target_values, target_names = _targets(df, targets, task, label_delim, where)
-    labels = target_values if task == "classification" else None
-    splits = make_splits(
-        split,
-        len(df),
-        labels=labels,
-        columns={c: df[c].tolist() for c in df.columns},
-        default={"name": "stratified" if task == "classification" else "random", "valid": 0.2},
-        path=f"{where}.split",
-    )
+    return targets
+
+
+def _encode_columns(
+    body: Any,
+    splits: Any,
+    cats: list[str],
+    conts: list[str],
+    *,
+    fill_missing: Any,
+    categorify: Any,
+    where: str,
+) -> tuple[list[torch.Tensor], dict[str, Any], dict[str, Any], tuple[list[str], list[str]]]:
+    """Fill missing values and encode categories with training statistics, per split.
+
+    Returns:
+        ``([x_num [N, F], x_cat [N, C]?], model_args, fitted transforms by role,
+        (continuous names, categorical names))`` — rows in the table's order.
+    """
     table = Table(body.reset_index(drop=True), cats, conts)
     parts: dict[str, Any] = {
         n: Table(table.df.iloc[idx.numpy()], cats, conts) if len(idx) else None
@@ -177,7 +218,7 @@ def from_dataframe(
         )
     first = next(p for p in parts.values() if p is not None)
     cont_out, cat_out = list(first.cont_names), list(first.cat_names)
-    n = len(df)
+    n = len(body)
     x_num = torch.zeros(n, len(cont_out), dtype=torch.float32)
     x_cat = torch.zeros(n, len(cat_out), dtype=torch.long)
     for name, idx in splits.items():
@@ -188,30 +229,12 @@ def from_dataframe(
             x_num[idx] = torch.tensor(part.df[cont_out].to_numpy(dtype="float32"))
         if cat_out:
             x_cat[idx] = torch.tensor(part.df[cat_out].to_numpy(dtype="int64"))
-    cardinalities = fitted["categorify"].cardinalities if cat_out else []
     model_args: dict[str, Any] = {"in_features": len(cont_out)}
     xs: list[torch.Tensor] = [x_num]
     if cat_out:
-        model_args["categories"] = cardinalities
+        model_args["categories"] = fitted["categorify"].cardinalities
         xs.append(x_cat)
-    categories = fitted["categorify"].categories if cat_out else {}
-    bundle = supervised_bundle(
-        xs,
-        target_values,
-        task=task,
-        split=splits,
-        normalize=normalize,
-        target_names=target_names,
-        normalize_target=normalize_target,
-        input_kind="table",
-        render_input=_table_renderer(cont_out, cat_out, categories),
-        model_args=model_args,
-        input_names=["x_num", "x_cat"][: len(xs)],
-        where=where,
-        info={"cat_names": cat_out, "cont_names": cont_out, "target": targets},
-    )
-    bundle.transforms.update(fitted)
-    return bundle
+    return xs, model_args, fitted, (cont_out, cat_out)
 
 
 def _infer_task(df: Any, targets: list[str], label_delim: str | None) -> str:
@@ -265,7 +288,9 @@ def _targets(
     return torch.tensor(values.to_numpy(dtype="float32")), targets
 
 
-def _table_renderer(conts: list[str], cats: list[str], categories: dict[str, list[Any]]) -> Any:
+def _table_renderer(conts: list[str], cats: list[str], fitted: dict[str, Any]) -> Any:
+    categories: dict[str, list[Any]] = fitted["categorify"].categories if cats else {}
+
     def render(inputs: Sequence[torch.Tensor]) -> str:
         shown = [f"{n}={v:.3g}" for n, v in zip(conts, inputs[0].tolist())]
         if cats and len(inputs) > 1:
