@@ -106,8 +106,10 @@ def _build_model(recipe: Recipe, data: Any, device: str | None) -> torch.nn.Modu
     spec = recipe["model"]
     if is_from_checkpoint(spec) and isinstance(spec[FROM_KEY], str):
         start = Path(spec[FROM_KEY]).expanduser()
-        # A relative `from` starts at the recipe's folder, like every path in a recipe.
-        spec = {**spec, FROM_KEY: str(start if start.is_absolute() else recipe.folder / start)}
+        # A relative `from` starts at the recipe's folder, like every path in a recipe (kept
+        # as written when nothing is there, so the error names what the recipe says).
+        if not start.is_absolute() and (recipe.folder / start).exists():
+            spec = {**spec, FROM_KEY: str(recipe.folder / start)}
     return build_recipe_model(spec, model_args, device=device)
 
 

@@ -537,20 +537,11 @@ CASES = [
         ("src", "tgt_in", "2 inputs"),
     ),
     Case(
+        # the seq2seq model takes src, tgt_in and two optional masks: five is too many
         "audit-too-many-inputs",
-        cli(
-            "audit",
-            "TMP/model",
-            "--input",
-            "2x5:tokens=20",
-            "--input",
-            "2x5:tokens=20",
-            "--input",
-            "2x5:tokens=20",
-            make_model=True,
-        ),
+        cli("audit", "TMP/model", *["--input", "2x5:tokens=20"] * 5, make_model=True),
         "SpecError",
-        ("tgt_in", "3 inputs"),
+        ("tgt_in", "5 inputs"),
     ),
     # run folders: locks, finished runs, resume
     Case("folder-busy", busy_folder, "TrainingError", ("run", "process", str(os.getppid()))),
