@@ -64,7 +64,7 @@ TRAIN_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "metrics": ((list, type(None)), "metric names; default: the task's metrics"),
     "monitor": ((str, type(None)), "history column for early stopping and the best checkpoint"),
     "early_stopping": ((int, type(None)), "patience in epochs; null = off"),
-    "teacher_forcing": ((dict, int, float, type(None)), "teacher-forcing schedule (RNN seq2seq)"),
+    "teacher_forcing": ((dict, int, float, type(None)), "teacher-forcing schedule (RNN; method two_pass: any seq2seq)"),
     "time_limit": ((int, float, type(None)), "stop training after this many seconds"),
     "threads": ((int, type(None)), "torch threads; null = torch's default"),
     "deterministic": (bool, "use deterministic algorithms"),

@@ -129,10 +129,12 @@ def _callbacks(recipe: Mapping[str, Any], folder: Path | None, model: torch.nn.M
         )
     tf = train.get("teacher_forcing")
     if tf is not None:
-        if not hasattr(model, "teacher_forcing"):
+        two_pass = isinstance(tf, Mapping) and tf.get("method") == "two_pass"
+        if not two_pass and not hasattr(model, "teacher_forcing"):
             raise SpecError(
                 f"teacher forcing is set, but the model ({type(model).__name__}) has no "
-                "`teacher_forcing` attribute to control.",
+                "`teacher_forcing` attribute to control (method: two_pass samples through "
+                "its forward instead).",
                 path="train.teacher_forcing",
             )
         options = tf if isinstance(tf, Mapping) else {"mode": "constant", "start": float(tf)}
