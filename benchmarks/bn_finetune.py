@@ -62,7 +62,9 @@ MODEL = {"name": "cnn", "stages": [[32, 1], [64, 1]], "norm": "batch", "in_chann
 OUT = Path(__file__).parent / "results"
 
 
-def subset(data: TensorData, classes: range, *, shots: int | None = None, seed: int = 0) -> TensorData:
+def subset(
+    data: TensorData, classes: range, *, shots: int | None = None, seed: int = 0
+) -> TensorData:
     """The examples of ``classes`` (labels shifted to start at 0), ``shots`` per class if given."""
     x, y = data.tensors
     keep = []
@@ -168,7 +170,13 @@ def chart(scores: dict[str, list[float]], path: Path, args: argparse.Namespace) 
     names = list(scores)
     means = [statistics.mean(scores[n]) for n in names]
     stds = [statistics.pstdev(scores[n]) for n in names]
-    ax.bar(names, means, yerr=stds, capsize=4, color=["#4c72b0", "#55a868", "#c44e52", "#8172b2", "#937860"])
+    ax.bar(
+        names,
+        means,
+        yerr=stds,
+        capsize=4,
+        color=["#4c72b0", "#55a868", "#c44e52", "#8172b2", "#937860"],
+    )
     for i, values in enumerate(scores.values()):
         ax.scatter([i] * len(values), values, color="black", s=10, zorder=3)
     ax.set_ylabel("test accuracy, digits 5-9")

@@ -6,7 +6,7 @@ Two task pairs, three seeds, four strategies (``nnblocks.train.continual``):
   the head grows to 10 outputs (``nnblocks.surgery.grow``, old rows kept) and it learns
   5-9. Task-1 accuracy is 10-way accuracy on the test images of 0-4.
 - number words: a small ``transformer_seq2seq`` learns English -> German number words
-  (``numbers``, 0..9999), then English -> French, with one target vocabulary for both.
+  (``numbers``, 0..1999, 1,200 training pairs), then English -> French, with one target vocabulary for both.
   Accuracy is greedy exact match on each language's test numbers.
 
 Strategies on task 2: ``naive`` (plain fine-tuning), ``rehearsal`` (a reservoir of
@@ -42,7 +42,13 @@ from nnblocks.train.continual import EWC, LwF, Rehearsal
 STRATEGIES = ("naive", "rehearsal", "ewc", "lwf")
 OUT = Path(__file__).parent / "results"
 CNN = {"name": "cnn", "stages": [[32, 1], [64, 1]], "norm": "batch", "in_channels": 1}
-SEQ = {"name": "transformer_seq2seq", "dim": 64, "heads": 4, "encoder_layers": 2, "decoder_layers": 2}
+SEQ = {
+    "name": "transformer_seq2seq",
+    "dim": 64,
+    "heads": 4,
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+}
 
 
 # --- split digits ---------------------------------------------------------------------
@@ -78,8 +84,8 @@ def digits_pair(seed, epochs):
 
 def _numbers(lang, seed):
     return nnblocks.build(
-        {"name": "numbers", "lang": lang, "train_size": 3000, "valid_size": 100,
-         "test_size": 300, "long_size": 0, "long_min_words": None, "max_number": 9999,
+        {"name": "numbers", "lang": lang, "train_size": 1200, "valid_size": 50,
+         "test_size": 200, "long_size": 0, "long_min_words": None, "max_number": 1999,
          "seed": seed},
         "dataset",
     )  # fmt: skip
@@ -102,7 +108,12 @@ def numbers_pair(seed, epochs):
     tests = [remap(de.test, src_de, tgt_de), remap(fr.test, src_fr, tgt_fr)]
     torch.manual_seed(seed)
     longest = max(de.task.model_args["max_len"], fr.task.model_args["max_len"])
-    args = {**de.task.model_args, "src_vocab_size": len(src), "tgt_vocab_size": len(tgt), "max_len": longest}
+    args = {
+        **de.task.model_args,
+        "src_vocab_size": len(src),
+        "tgt_vocab_size": len(tgt),
+        "max_len": longest,
+    }
     model = nnblocks.build({**SEQ, **args}, "model")
 
     def score(m, test):
@@ -165,27 +176,37 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--pairs", nargs="+", default=["digits", "numbers"])
     parser.add_argument("--digits-epochs", type=int, default=4)
-    parser.add_argument("--numbers-epochs", type=int, default=6)
+    parser.add_argument("--numbers-epochs", type=int, default=8)
     parser.add_argument("--buffer", type=int, default=200)
     parser.add_argument("--ewc-lambda", type=float, default=100.0)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    makers = {"digits": (digits_pair, args.digits_epochs), "numbers": (numbers_pair, args.numbers_epochs)}
+    makers = {
+        "digits": (digits_pair, args.digits_epochs),
+        "numbers": (numbers_pair, args.numbers_epochs),
+    }
     start = time.perf_counter()
     results: dict[str, dict] = {}
     for pair in args.pairs:
         make, epochs = makers[pair]
-        per_seed = [run_pair(make, s, epochs, args.buffer, args.ewc_lambda) for s in range(args.seeds)]
+        per_seed = [
+            run_pair(make, s, epochs, args.buffer, args.ewc_lambda) for s in range(args.seeds)
+        ]
         results[pair] = {
             "task1_before": [f for f, _ in per_seed],
-            **{k: {m: [rows[k][m] for _, rows in per_seed] for m in ("task1", "task2")} for k in STRATEGIES},
+            **{
+                k: {m: [rows[k][m] for _, rows in per_seed] for m in ("task1", "task2")}
+                for k in STRATEGIES
+            },
         }
     load = os.getloadavg()
     table = render(results, args, load, time.perf_counter() - start)
     print(table)
     OUT.mkdir(exist_ok=True)
     (OUT / "continual.md").write_text(table + "\n")
-    (OUT / "continual.json").write_text(json.dumps({"args": vars(args), "load": load, "results": results}, indent=1))
+    (OUT / "continual.json").write_text(
+        json.dumps({"args": vars(args), "load": load, "results": results}, indent=1)
+    )
     chart(results, OUT / "continual.png")
 
 
@@ -222,7 +243,9 @@ def chart(results, path):
             stds = [statistics.pstdev(res[s][key]) for s in STRATEGIES]
             ax.bar([x + offset for x in xs], means, 0.4, yerr=stds, capsize=3, color=color,
                    label="task 1 after task 2" if key == "task1" else "task 2")  # fmt: skip
-        ax.axhline(statistics.mean(res["task1_before"]), color="gray", ls="--", lw=1, label="task 1 before")
+        ax.axhline(
+            statistics.mean(res["task1_before"]), color="gray", ls="--", lw=1, label="task 1 before"
+        )
         ax.set_xticks(list(xs), STRATEGIES)
         ax.set_ylim(0, 1)
         ax.set_title(pair)

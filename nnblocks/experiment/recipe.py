@@ -64,7 +64,7 @@ TRAIN_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "metrics": ((list, type(None)), "metric names; default: the task's metrics"),
     "monitor": ((str, type(None)), "history column for early stopping and the best checkpoint"),
     "early_stopping": ((int, type(None)), "patience in epochs; null = off"),
-    "teacher_forcing": ((dict, int, float, type(None)), "teacher-forcing schedule (RNN; method two_pass: any seq2seq)"),
+    "teacher_forcing": ((dict, int, float, type(None)), "teacher-forcing schedule (RNN seq2seq)"),
     "time_limit": ((int, float, type(None)), "stop training after this many seconds"),
     "threads": ((int, type(None)), "torch threads; null = torch's default"),
     "deterministic": (bool, "use deterministic algorithms"),
@@ -73,7 +73,7 @@ TRAIN_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "checkpoint": (bool, "save best/last training checkpoints in the run folder"),
     "evaluate": ((dict, type(None)), "options for the task's evaluation after training"),
     "show": (int, "how many test examples to print after training"),
-    "fine_tune": ((dict, type(None)), "{epochs, freeze_epochs, base_lr, lr_mult}: Learner.fine_tune"),
+    "fine_tune": ((dict, type(None)), "Learner.fine_tune: epochs, freeze_epochs, base_lr, lr_mult"),
 }
 
 

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from nnblocks.errors import SpecError
-from nnblocks.experiment.environment import describe_environment, seed_everything
 from nnblocks.experiment.continue_run import continue_model, previous_run
+from nnblocks.experiment.environment import describe_environment, seed_everything
 from nnblocks.experiment.recipe import dump_recipe, validate_recipe
 from nnblocks.registry import build
 from nnblocks.spec import spec_path

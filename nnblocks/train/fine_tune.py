@@ -57,7 +57,7 @@ def new_parameters(model: nn.Module, new: Sequence[str] | None = None) -> list[s
             parameters outside the new ones (nothing to freeze).
     """
     if new is not None:
-        paths = []
+        paths: list[str] = []
         for pattern in [new] if isinstance(new, str) else list(new):
             hits = find(model, pattern) if isinstance(pattern, str) and pattern else []
             if not hits:
@@ -112,7 +112,8 @@ def _layer_groups(model: nn.Module, groups: Sequence[str] | None, new: list[str]
 
     def split(m: nn.Module) -> list[list[nn.Parameter]]:
         named = [(n, p) for n, p in m.named_parameters() if not _under(n, new)]
-        out, taken = [], set()
+        out: list[list[nn.Parameter]] = []
+        taken: set[str] = set()
         for pattern in groups or ():
             paths = [path for path, _ in find(m, pattern)]
             if not paths:
@@ -178,7 +179,7 @@ def fine_tune(
     paths = new_parameters(learn.model, new)
     if learn.param_groups is None or groups is not None:
         learn.param_groups = _layer_groups(learn.model, groups, paths)
-        learn.opt = None  # rebuilt on the next fit, over the new groups
+        learn.opt = None  # type: ignore[assignment]  # rebuilt by the next fit, over these groups
     history: list[dict[str, Any]] = []
     if freeze_epochs:
         learn.freeze(train_bn=policy)
