@@ -5,7 +5,8 @@ small budget, trained with plain teacher forcing and with two-pass scheduled sam
 (``TeacherForcing(method="two_pass")``, Mihaylova & Martins 2019) under each schedule;
 greedy exact match on the test numbers, ``--seeds`` seeds each.
 
-    python benchmarks/scheduled_sampling.py [--seeds 2] [--train-size 3000] [--epochs 4]
+    python benchmarks/scheduled_sampling.py [--seeds 2] [--train-size 3000] [--epochs 5]
+        [--max-number 9999] [--schedules "teacher forcing" "inverse sigmoid 1 -> 0.5"]
 
 Writes ``benchmarks/results/scheduled_sampling.{md,json}``.
 """
@@ -36,7 +37,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--train-size", type=int, default=3000)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--max-number", type=int, default=9999)
     parser.add_argument("--schedules", nargs="+", default=list(SCHEDULES)[:3])
     args = parser.parse_args()
     start = time.perf_counter()
@@ -46,6 +48,7 @@ def main() -> None:
         "data.test_size=500",
         "data.long_size=0",
         "data.long_min_words=null",
+        f"data.max_number={args.max_number}",
         f"train.epochs={args.epochs}",
         "train.show=0",
         "train.threads=1",
@@ -61,8 +64,8 @@ def main() -> None:
             scores[name].append(float(metrics["test_exact_match"]))
     load = os.getloadavg()
     lines = [
-        f"Scheduled sampling, numbers_de ({args.train_size} training pairs, {args.epochs} "
-        f"epochs, 500 test numbers), {args.seeds} seeds; load {load[0]:.1f}; "
+        f"Scheduled sampling, numbers_de ({args.train_size} training pairs of 0..{args.max_number}, "
+        f"{args.epochs} epochs, 500 test numbers), {args.seeds} seeds; load {load[0]:.1f}; "
         f"{time.perf_counter() - start:.0f} s",
         "",
         "| training | test exact match (mean +- std) | per seed |",
