@@ -6,7 +6,7 @@ Two task pairs, three seeds, four strategies (``nnblocks.train.continual``):
   the head grows to 10 outputs (``nnblocks.surgery.grow``, old rows kept) and it learns
   5-9. Task-1 accuracy is 10-way accuracy on the test images of 0-4.
 - number words: a small ``transformer_seq2seq`` learns English -> German number words
-  (``numbers``, 0..1999, 1,200 training pairs), then English -> French, with one target vocabulary for both.
+  (``numbers``, 0..999, 600 training pairs), then English -> French, with one target vocabulary for both.
   Accuracy is greedy exact match on each language's test numbers.
 
 Strategies on task 2: ``naive`` (plain fine-tuning), ``rehearsal`` (a reservoir of
@@ -84,8 +84,8 @@ def digits_pair(seed, epochs):
 
 def _numbers(lang, seed):
     return nnblocks.build(
-        {"name": "numbers", "lang": lang, "train_size": 1200, "valid_size": 50,
-         "test_size": 200, "long_size": 0, "long_min_words": None, "max_number": 1999,
+        {"name": "numbers", "lang": lang, "train_size": 600, "valid_size": 50,
+         "test_size": 150, "long_size": 0, "long_min_words": None, "max_number": 999,
          "seed": seed},
         "dataset",
     )  # fmt: skip
@@ -203,11 +203,12 @@ def main() -> None:
     table = render(results, args, load, time.perf_counter() - start)
     print(table)
     OUT.mkdir(exist_ok=True)
-    (OUT / "continual.md").write_text(table + "\n")
-    (OUT / "continual.json").write_text(
+    stem = "continual" if len(args.pairs) > 1 else f"continual_{args.pairs[0]}"
+    (OUT / f"{stem}.md").write_text(table + "\n")
+    (OUT / f"{stem}.json").write_text(
         json.dumps({"args": vars(args), "load": load, "results": results}, indent=1)
     )
-    chart(results, OUT / "continual.png")
+    chart(results, OUT / f"{stem}.png")
 
 
 def _ms(values):

@@ -9,6 +9,17 @@ greedy exact match on the test numbers, ``--seeds`` seeds each.
         [--max-number 9999] [--schedules "teacher forcing" "inverse sigmoid 1 -> 0.5"]
 
 Writes ``benchmarks/results/scheduled_sampling.{md,json}``.
+
+Measured (2 shared CPU cores, load 8-11), greedy exact match on 500 test numbers, seeds 0-1:
+
+| budget | teacher forcing | two-pass, inverse sigmoid 1 -> 0.5 | two-pass, linear 1 -> 0.5 |
+| --- | --- | --- | --- |
+| 3,000 pairs of 0..9,999, 5 epochs | 0.968 +- 0.002 | 0.966 +- 0.000 | - |
+| 3,000 pairs of 0..999,999, 4 epochs | 0.001 +- 0.001 | 0.003 +- 0.001 | 0.002 +- 0.002 |
+
+At these budgets scheduled sampling does not change held-out exact match: the differences
+are within one or two test numbers out of 500. (The larger range is far from learned in 4
+epochs by either.)
 """
 
 from __future__ import annotations
