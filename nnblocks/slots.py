@@ -82,7 +82,9 @@ def find(model: nn.Module, pattern: str) -> list[tuple[str, nn.Module]]:
     ]
 
 
-def outermost(model: nn.Module, hits: Sequence[tuple[str, nn.Module]]) -> list[tuple[list[str], nn.Module]]:
+def outermost(
+    model: nn.Module, hits: Sequence[tuple[str, nn.Module]]
+) -> list[tuple[list[str], nn.Module]]:
     """The outermost modules among ``hits``, each with every path it sits at in ``model``.
 
     Where a pattern matches a module and modules inside it, only the outer one is kept;
@@ -100,7 +102,9 @@ def outermost(model: nn.Module, hits: Sequence[tuple[str, nn.Module]]) -> list[t
     return list(by_module.values())
 
 
-def close_slots(model: nn.Module, pattern: str, *, kind: str | None = None, n: int = 5) -> list[str]:
+def close_slots(
+    model: nn.Module, pattern: str, *, kind: str | None = None, n: int = 5
+) -> list[str]:
     """Slot paths that look like ``pattern`` (of ``kind`` when given), for error messages.
 
     A glob rarely looks like a path, so when nothing is close its literal head

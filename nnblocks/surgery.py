@@ -407,7 +407,8 @@ def beside(
             setattr(model.get_submodule(parent), child, combined)
         merged = "gate" if merge == "gate" else "proj"
         added = tuple(f"{p}.{name}" for p in paths for name in ("branches.1", merged))
-        done.append(Beside(tuple(paths), part_name(old), part_name(combined.branches[1]), added))
+        new = combined.get_submodule("branches.1")
+        done.append(Beside(tuple(paths), part_name(old), part_name(new), added))
         log.info("put %s beside %s at %s", done[-1].new, done[-1].old, ", ".join(paths))
     mark_inserted(model, [p for d in done for p in d.inserted])
     if record:
@@ -497,7 +498,11 @@ def grow(model: nn.Module, pattern: str, out_features: int, *, record: bool = Tr
                 f"Close slots: {', '.join(close_slots(model, pattern))}",
                 path=pattern,
             )
-        if isinstance(out_features, bool) or not isinstance(out_features, int) or out_features < old.out_features:
+        if (
+            isinstance(out_features, bool)
+            or not isinstance(out_features, int)
+            or out_features < old.out_features
+        ):
             raise SpecError(
                 f"Received an invalid value for `out_features`: expected an integer >= "
                 f"{old.out_features} (the head's present outputs). Received: {out_features!r}",
@@ -505,6 +510,7 @@ def grow(model: nn.Module, pattern: str, out_features: int, *, record: bool = Tr
             )
     done = []
     for paths, old in targets:
+        assert isinstance(old, nn.Linear)  # checked above
         new = nn.Linear(old.in_features, out_features, bias=old.bias is not None)
         _match_placement(old, new)
         with torch.no_grad():
@@ -518,7 +524,9 @@ def grow(model: nn.Module, pattern: str, out_features: int, *, record: bool = Tr
     _retie(model)
     mark_inserted(model, done)
     if record:
-        _record(model, {"op": "grow", "pattern": pattern, "spec": None, "out_features": out_features})
+        _record(
+            model, {"op": "grow", "pattern": pattern, "spec": None, "out_features": out_features}
+        )
     return done
 
 

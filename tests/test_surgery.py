@@ -292,7 +292,12 @@ def test_beside_keeps_the_trained_part_and_its_outputs(merge):
     assert combined.branches[0] is old  # the trained module itself, weights untouched
     torch.testing.assert_close(model(x), before, atol=1e-6, rtol=0)
     record = nnblocks.spec_of(model)["surgery"][-1]
-    assert record == {"op": "beside", "pattern": ATTENTION, "spec": {"name": "local", "window": 3}, "merge": merge}
+    assert record == {
+        "op": "beside",
+        "pattern": ATTENTION,
+        "spec": {"name": "local", "window": 3},
+        "merge": merge,
+    }
 
 
 def test_beside_saves_and_reloads_with_the_same_outputs(tmp_path):
@@ -344,7 +349,10 @@ def test_beside_bad_input_names_the_pattern_and_changes_nothing():
     types_before = [type(m) for m in model.modules()]
     with pytest.raises(SpecError, match=r"decoder\.layer\.\*\.self_attention.*Close slots"):
         surgery.beside(model, "decoder.layer.*.self_attention", "mha")
-    with pytest.raises(SpecError, match=r"(?s)feedforward.*feedforward` \(a feedforward part\).*Close attention slots: decoder\.layers"):
+    with pytest.raises(
+        SpecError,
+        match=r"(?s)feedforward.*feedforward` \(a feedforward part\).*Close attention slots: decoder\.layers",
+    ):
         surgery.beside(model, "decoder.layers.*.feedforward", "mha")
     # one match of the right kind and one of another: nothing half-applied
     with pytest.raises(SpecError, match="a norm part"):

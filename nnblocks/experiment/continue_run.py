@@ -48,7 +48,9 @@ def previous_run(path: str | os.PathLike[str]) -> Previous:
     """
     folder = Path(path)
     if not folder.is_dir():
-        raise CheckpointError(f"--from `{folder}`: no such folder (expected a run or a checkpoint).")
+        raise CheckpointError(
+            f"--from `{folder}`: no such folder (expected a run or a checkpoint)."
+        )
     if (folder / "metrics.json").is_file():
         if not (folder / "model").is_dir():
             raise CheckpointError(
@@ -94,7 +96,9 @@ def continue_model(
     return loaded
 
 
-def _check_sizes(model: nn.Module, needs: dict[str, Any], previous: Previous, *, grown: bool) -> None:
+def _check_sizes(
+    model: nn.Module, needs: dict[str, Any], previous: Previous, *, grown: bool
+) -> None:
     spec = spec_of(model) if kind_of(model) is not None else {}
     keys = _SIZES if grown else (*_SIZES, "num_classes")
     for key in keys:

@@ -199,10 +199,13 @@ def _check_evaluation(recipe: Recipe, data: Any) -> None:
 
 
 def _check_teacher_forcing(recipe: Recipe, model: torch.nn.Module) -> None:
-    if recipe.settings.train.teacher_forcing is not None and not hasattr(model, "teacher_forcing"):
+    tf = (recipe.get("train") or {}).get("teacher_forcing")
+    two_pass = isinstance(tf, Mapping) and tf.get("method") == "two_pass"
+    if tf is not None and not two_pass and not hasattr(model, "teacher_forcing"):
         raise SpecError(
             f"teacher forcing is set, but the model ({type(model).__name__}) has no "
-            "`teacher_forcing` attribute to control.",
+            "`teacher_forcing` attribute to control (method: two_pass samples through "
+            "its forward instead).",
             path=recipe.where("train.teacher_forcing"),
         )
 

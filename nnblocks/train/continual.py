@@ -89,7 +89,9 @@ class ReservoirBuffer:
 
     def __init__(self, size: int = 200, seed: int = 0):
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise TrainingError(f"rehearsal buffer size must be a positive integer. Received: {size!r}")
+            raise TrainingError(
+                f"rehearsal buffer size must be a positive integer. Received: {size!r}"
+            )
         self.size = size
         self.seen = 0
         self.columns: list[list[torch.Tensor]] = []  # per batch column, one tensor per example
@@ -212,7 +214,11 @@ class Rehearsal(Callback):
         size: int = 200,
         seed: int = 0,
     ):
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, (int, float))
+            or not 0 <= fraction < 1
+        ):
             raise TrainingError(
                 f"Received an invalid value for `fraction` of Rehearsal: expected a number in "
                 f"[0, 1). Received: fraction={fraction!r}"
@@ -387,7 +393,9 @@ class EWC(Callback):
             raise CheckpointError(f"EWC state not found: `{path}`")
         tensors = read_tensors(path)
         n = int(read_metadata(path).get("tasks", "0"))
-        out: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = [({}, {}) for _ in range(n)]
+        out: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = [
+            ({}, {}) for _ in range(n)
+        ]
         for key, value in tensors.items():
             t, kind, name = key.split(".", 2)
             out[int(t)][0 if kind == "importance" else 1][name] = value
@@ -468,7 +476,11 @@ def _check_section(config: Any) -> dict[str, Any]:
         value = {} if value is None and types is dict else value
         if not isinstance(value, types):
             raise SpecError(f"expected {meaning}. Received: {value!r:.80}", path=f"continual.{key}")
-        unknown = sorted(set(value) - _OPTIONS[key]) if key in _OPTIONS else []
+        unknown = (
+            sorted(set(value) - _OPTIONS[key])
+            if isinstance(value, Mapping) and key in _OPTIONS
+            else []
+        )
         if unknown:
             raise SpecError(
                 f"unknown option(s) {unknown}; expected {', '.join(sorted(_OPTIONS[key]))}",

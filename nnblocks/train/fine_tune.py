@@ -20,7 +20,10 @@ own ``param_groups`` keeps them.
 
 Norms with batch statistics in the frozen body follow ``train_bn`` (see
 ``nnblocks.freezing``). The default, ``"affine"``, is the policy
-``benchmarks/bn_finetune.py`` supports; its figures are in ``DEFAULT_TRAIN_BN``'s comment.
+``benchmarks/bn_finetune.py`` supports (0.657 +- 0.023 against 0.642 for eval mode and
+0.611 for statistics only; the figures are beside ``DEFAULT_TRAIN_BN``). The same run shows
+that on a task far from the pretraining, training the body matters more than any norm
+policy: full fine-tuning 0.952, ``fine_tune`` 0.844 (``lr_mult=10``).
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ if TYPE_CHECKING:
 
 __all__ = ["fine_tune", "new_parameters", "DEFAULT_TRAIN_BN"]
 
-# benchmarks/bn_finetune.py (CNN pretrained on digits 0-4, 20 examples per class of 5-9,
-# 3 seeds; see its docstring for the table): the figures are filled in there.
+# benchmarks/bn_finetune.py (CNN pretrained on digits 0-4, head fitted on 10 examples per
+# class of 5-9 with the body frozen, 3 seeds): accuracy 0.657 +- 0.023 with "affine",
+# 0.642 +- 0.028 with "eval", 0.611 +- 0.025 with "stats" (full fine-tuning: 0.952).
 DEFAULT_TRAIN_BN = "affine"
 
 
@@ -53,7 +57,7 @@ def new_parameters(model: nn.Module, new: Sequence[str] | None = None) -> list[s
             parameters outside the new ones (nothing to freeze).
     """
     if new is not None:
-        paths = []
+        paths: list[str] = []
         for pattern in [new] if isinstance(new, str) else list(new):
             hits = find(model, pattern) if isinstance(pattern, str) and pattern else []
             if not hits:
@@ -108,7 +112,8 @@ def _layer_groups(model: nn.Module, groups: Sequence[str] | None, new: list[str]
 
     def split(m: nn.Module) -> list[list[nn.Parameter]]:
         named = [(n, p) for n, p in m.named_parameters() if not _under(n, new)]
-        out, taken = [], set()
+        out: list[list[nn.Parameter]] = []
+        taken: set[str] = set()
         for pattern in groups or ():
             paths = [path for path, _ in find(m, pattern)]
             if not paths:
@@ -131,7 +136,7 @@ def fine_tune(
     epochs: int,
     freeze_epochs: int = 1,
     base_lr: float | None = None,
-    lr_mult: float = 100.0,
+    lr_mult: float = 10.0,
     *,
     new: Sequence[str] | None = None,
     groups: Sequence[str] | None = None,
@@ -146,6 +151,10 @@ def fine_tune(
         base_lr: the peak rate of the first phase; the second peaks at ``base_lr / 2``
             for the new parameters (default 2e-3, fastai's).
         lr_mult: the new parameters' rate over the earliest layer group's in phase two.
+            fastai's 100 spreads over its ~3 layer groups, so its last body group trains
+            at 1/10 of the head's rate; with the default two groups (body, new) 10 gives
+            the body that rate (on bn_finetune's digits, 100 left the body nearly fixed:
+            see ``DEFAULT_TRAIN_BN``'s figures).
         new: module patterns of the new parameters (default: what surgery inserted, else
             the head; see the module docstring).
         groups: module patterns splitting the body into layer groups, earliest first
@@ -170,7 +179,7 @@ def fine_tune(
     paths = new_parameters(learn.model, new)
     if learn.param_groups is None or groups is not None:
         learn.param_groups = _layer_groups(learn.model, groups, paths)
-        learn.opt = None  # rebuilt on the next fit, over the new groups
+        learn.opt = None  # type: ignore[assignment]  # rebuilt by the next fit, over these groups
     history: list[dict[str, Any]] = []
     if freeze_epochs:
         learn.freeze(train_bn=policy)

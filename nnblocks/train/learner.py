@@ -516,7 +516,7 @@ class Learner(Loop):
         epochs: int,
         freeze_epochs: int = 1,
         base_lr: float | None = None,
-        lr_mult: float = 100.0,
+        lr_mult: float = 10.0,
         **options: Any,
     ) -> list[dict[str, Any]]:
         """Train the new parameters (head, or what surgery inserted), then all with

@@ -35,11 +35,17 @@ def test_a_run_continues_from_the_previous_run_with_its_state(tmp_path):
     class Spy(nnblocks.train.Callback):
         def before_fit(self, learn):
             seen["weights"] = {k: v.clone() for k, v in learn.model.state_dict().items()}
-            seen["kinds"] = [type(cb) for cb in learn.cbs.callbacks if isinstance(cb, (Rehearsal, EWC, LwF))]
+            seen["kinds"] = [
+                type(cb) for cb in learn.cbs.callbacks if isinstance(cb, (Rehearsal, EWC, LwF))
+            ]
             seen["buffer"] = len(learn.cbs.find(Rehearsal)[0].buffer)
 
     second = run_recipe(
-        recipe, tmp_path / "two", progress=False, start_from=tmp_path / "one", extra_callbacks=[Spy()]
+        recipe,
+        tmp_path / "two",
+        progress=False,
+        start_from=tmp_path / "one",
+        extra_callbacks=[Spy()],
     )
     assert all(torch.equal(seen["weights"][k], start[k]) for k in start)  # started from run one
     assert sorted(k.__name__ for k in seen["kinds"]) == ["EWC", "LwF", "Rehearsal"]
@@ -62,11 +68,19 @@ def test_from_a_run_whose_model_does_not_fit_the_new_data(tmp_path):
     with pytest.raises(SpecError, match=r"in_features=13.*in_features=64"):
         run_recipe(digits, None, progress=False, start_from=tmp_path / "one")
     with pytest.raises(CheckpointError, match=r"rehearsal\.safetensors"):
-        run_recipe({**WINE, "continual": {"rehearsal": {}}}, None, progress=False, start_from=tmp_path / "one")
+        run_recipe(
+            {**WINE, "continual": {"rehearsal": {}}},
+            None,
+            progress=False,
+            start_from=tmp_path / "one",
+        )
 
 
 def test_a_recipe_can_fine_tune(tmp_path):
-    recipe = {**WINE, "train": {**WINE["train"], "fine_tune": {"freeze_epochs": 1, "base_lr": 0.01}}}
+    recipe = {
+        **WINE,
+        "train": {**WINE["train"], "fine_tune": {"freeze_epochs": 1, "base_lr": 0.01}},
+    }
     calls = []
     from nnblocks.train import Learner
 
@@ -84,4 +98,6 @@ def test_a_recipe_can_fine_tune(tmp_path):
     assert calls == [{"epochs": 2, "freeze_epochs": 1, "base_lr": 0.01}]
     assert result.metrics["epochs_run"] == 2  # the unfrozen phase: train.epochs
     with pytest.raises(SpecError, match=r"train\.fine_tune"):
-        run_recipe({**WINE, "train": {**WINE["train"], "fine_tune": {"lr": 1}}}, None, progress=False)
+        run_recipe(
+            {**WINE, "train": {**WINE["train"], "fine_tune": {"lr": 1}}}, None, progress=False
+        )

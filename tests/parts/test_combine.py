@@ -238,3 +238,20 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(combine, extraglobs={"nnblocks": nnblocks, "torch": torch})
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("merge", ["gate", "concat"])
+def test_parallel_starting_as_its_first_branch_computes_exactly_that_branch(merge):
+    torch.manual_seed(0)
+    attn = nnblocks.build(
+        {"name": "parallel", "branches": ["mha", "mha"], "merge": merge, "start": "first"},
+        "attention", dim=16, heads=2,
+    )  # fmt: skip
+    x = torch.randn(2, 5, 16)
+    torch.testing.assert_close(
+        attn(x, causal=True), attn.branches[0](x, causal=True), atol=0, rtol=0
+    )
+    with pytest.raises(nnblocks.SpecError, match="start"):
+        nnblocks.build(
+            {"name": "parallel", "merge": "sum", "start": "first"}, "attention", dim=16, heads=2
+        )

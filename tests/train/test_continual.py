@@ -97,9 +97,11 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_holds_important_weights():
     learn = learner(model, task1, [EWC(lam=1000.0)])
     learn.fit(4, lr=1e-2)
     ewc = learn.cbs.find(EWC)[0]
-    (importance, anchor), = ewc.penalties
+    ((importance, anchor),) = ewc.penalties
     assert set(importance) == {n for n, _ in model.named_parameters()}
-    assert all((v >= 0).all() for v in importance.values()) and any(v.sum() > 0 for v in importance.values())
+    assert all((v >= 0).all() for v in importance.values()) and any(
+        v.sum() > 0 for v in importance.values()
+    )
     ewc.before_fit(learn)
     assert float(ewc.penalty(model).detach()) == 0.0
     direct = fisher_information(learn)
@@ -110,7 +112,9 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_holds_important_weights():
         m.load_state_dict(model.state_dict())
         learner(m, task2, cbs).fit(3, lr=1e-2)
         params = dict(m.named_parameters())
-        return sum(float((f * (params[n].detach() - anchor[n]) ** 2).sum()) for n, f in importance.items())
+        return sum(
+            float((f * (params[n].detach() - anchor[n]) ** 2).sum()) for n, f in importance.items()
+        )
 
     # the quantity EWC penalises: importance-weighted distance from task one's weights
     assert drift([EWC(lam=1000.0, penalties=ewc.penalties, consolidate=False)]) < 0.3 * drift([])
@@ -142,7 +146,9 @@ def test_lwf_keeps_old_outputs_closer_than_naive_training():
 
 
 def test_grow_keeps_the_old_rows_and_saves(tmp_path):
-    model = nnblocks.build({"name": "mlp", "in_features": 6, "num_classes": 5, "hidden": [8]}, "model").eval()
+    model = nnblocks.build(
+        {"name": "mlp", "in_features": 6, "num_classes": 5, "hidden": [8]}, "model"
+    ).eval()
     x = torch.randn(4, 6)
     before = model(x)
     assert surgery.grow(model, "head", 10) == ["head"]
@@ -157,7 +163,9 @@ def test_grow_keeps_the_old_rows_and_saves(tmp_path):
 
 
 def test_the_state_a_run_keeps_feeds_the_next_task(tmp_path):
-    first = continual_callbacks({"rehearsal": {"size": 30}, "ewc": {"lambda": 10}, "lwf": None}, None)
+    first = continual_callbacks(
+        {"rehearsal": {"size": 30}, "ewc": {"lambda": 10}, "lwf": None}, None
+    )
     assert [type(cb) for cb in first] == [Rehearsal, EWC]  # no teacher on the first task
     learner(net(), blobs([0, 1]), first).fit(1)
     save_state(tmp_path, first)

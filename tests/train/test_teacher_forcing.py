@@ -8,8 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+import nnblocks
+from nnblocks.data import TensorData
 from nnblocks.errors import TrainingError
-from nnblocks.train import Learner, TeacherForcing
+from nnblocks.train import Callback, Learner, TeacherForcing
 from nnblocks.train.callbacks.teacher_forcing import teacher_forcing_value
 
 from .conftest import blobs
@@ -101,3 +103,87 @@ def test_model_without_the_attribute_is_refused() -> None:
         learn.fit(1)
     with pytest.raises(TrainingError, match="mode"):
         TeacherForcing("cosine")
+
+
+def _seq2seq():
+    torch.manual_seed(0)
+    return nnblocks.build(
+        {"name": "transformer_seq2seq", "src_vocab_size": 20, "tgt_vocab_size": 20, "dim": 16,
+         "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "pad_id": 0, "bos_id": 1,
+         "eos_id": 2},
+        "model",
+    )  # fmt: skip
+
+
+def _pairs(n=64):
+    g = torch.Generator().manual_seed(0)
+    src = torch.randint(3, 20, (n, 6), generator=g)
+    tgt = torch.cat([torch.ones(n, 1, dtype=torch.long), src.flip(1), torch.full((n, 1), 2)], 1)
+    tgt[: n // 2, -2:] = 0  # some padding
+    return TensorData(src, tgt[:, :-1], tgt[:, 1:], n_inputs=2)
+
+
+def test_two_pass_mixes_predictions_into_the_transformer_input() -> None:
+    model = _seq2seq().eval()
+    data = _pairs()
+    src, tgt_in, _ = data.tensors
+    tf = TeacherForcing("constant", start=0.0, method="two_pass")
+    mixed = tf.mix(model, src, tgt_in, 0.0)  # keep nothing: every input is the model's guess
+    with torch.no_grad():
+        guess = model(src, tgt_in).argmax(-1)
+    assert torch.equal(mixed[:, 0], tgt_in[:, 0])  # BOS stays
+    assert torch.equal(mixed[tgt_in == 0], tgt_in[tgt_in == 0])  # padding stays
+    real = (tgt_in != 0)[:, 1:]
+    assert torch.equal(mixed[:, 1:][real], guess[:, :-1][real])
+    assert torch.equal(tf.mix(model, src, tgt_in, 1.0), tgt_in)  # keep all: gold
+    torch.manual_seed(0)
+    half = tf.mix(model, src, tgt_in, 0.5)
+    differs = (guess[:, :-1] != tgt_in[:, 1:])[real]
+    kept = (half[:, 1:] == tgt_in[:, 1:])[real][differs].float().mean()
+    assert 0.3 < float(kept) < 0.7  # where guess and gold differ, about half keep the gold
+
+
+def test_two_pass_schedule_drives_training_of_a_transformer() -> None:
+    data = _pairs()
+    gold_share: list[float] = []
+    before: list[torch.Tensor] = []
+
+    class Gold(Callback):
+        order = 14  # before TeacherForcing (15): the gold decoder input
+
+        def before_batch(self, learn):
+            if learn.training:
+                before[:] = [learn.batch[1]]
+
+    class Mixed(Callback):
+        order = 16  # after it: the mixed one
+
+        def before_batch(self, learn):
+            if learn.training:
+                real = before[0][:, 1:] != 0
+                same = learn.batch[1][:, 1:] == before[0][:, 1:]
+                gold_share.append(float(same[real].float().mean()))
+
+    tf = TeacherForcing("linear", 1.0, 0.0, method="two_pass")
+    learn = Learner(
+        _seq2seq(), (TensorData(*data.tensors, n_inputs=2), None), "cross_entropy",
+        batch_size=64, progress=False, audit="off", seed=0, callbacks=[tf, Gold(), Mixed()],
+    )  # fmt: skip
+    learn.loss_func = lambda out, target: nn.functional.cross_entropy(
+        out.reshape(-1, out.shape[-1]), target.reshape(-1), ignore_index=0
+    )
+    learn.fit(8, lr=1e-2)
+    assert gold_share[0] == 1.0  # eps = 1 at the first step: all gold
+    assert gold_share[-1] < 0.9  # eps near 0 at the end: the model's own guesses
+    assert learn.history[-1]["teacher_forcing"] < 0.2
+
+
+def test_two_pass_needs_a_two_input_model() -> None:
+    learn = Learner(
+        nn.Linear(4, 3), (blobs(32), None), "cross_entropy", progress=False, audit="off",
+        callbacks=[TeacherForcing(method="two_pass")],
+    )  # fmt: skip
+    with pytest.raises(TrainingError, match="n_inputs=2"):
+        learn.fit(1)
+    with pytest.raises(TrainingError, match="method"):
+        TeacherForcing(method="sometimes")

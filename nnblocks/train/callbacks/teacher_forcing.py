@@ -14,8 +14,19 @@ plus ``constant`` and ``dynamic``: lower teacher forcing by ``step`` after each 
 that improves the monitored value, and raise it by ``step`` after ``patience`` validations
 that do not (the model gets help back when it stalls).
 
-The callback sets a float attribute on the model (``model.teacher_forcing`` by default),
-the contract of the RNN seq2seq model; any model holding such an attribute works.
+The schedule reaches the model in one of two ways (``method``):
+
+- ``"attribute"`` (default): the callback sets a float attribute on the model
+  (``model.teacher_forcing``), the contract of the RNN seq2seq model, which samples its
+  own predictions step by step; any model holding such an attribute works.
+- ``"two_pass"``: scheduled sampling for decoders that see the whole target at once (the
+  encoder-decoder Transformer), in two decoder passes (Mihaylova & Martins 2019,
+  "Scheduled Sampling for Transformers"): a first pass ``model(src, tgt_in)`` without
+  gradients gives the model's greedy prediction at every position; each input token after
+  BOS is then kept with probability ``eps_i`` and otherwise replaced by the prediction for
+  that position, and the training step (second pass, loss, backward) runs on the mixed
+  input. It uses only the model's public forward, so any model called as
+  ``model(src, tgt_in) -> logits [B, T, V]`` works; padding stays padding.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["TeacherForcing", "teacher_forcing_value"]
 
 _MODES = ("constant", "linear", "exponential", "inverse_sigmoid", "dynamic")
+_METHODS = ("attribute", "two_pass")
 
 
 def _inverse_sigmoid_k(total: float) -> float:
@@ -85,9 +97,14 @@ class TeacherForcing(Callback):
         step: dynamic mode: how much one decision lowers or raises the ratio.
         patience: dynamic mode: validations without improvement before raising it.
         high: dynamic mode: the upper bound.
+        method: ``"attribute"`` (set ``model.<attr>``) or ``"two_pass"`` (scheduled
+            sampling in two decoder passes; see the module docs).
+        pad_id: ``"two_pass"``: the padding id (default: ``model.pad_id``, else 0).
 
     Raises:
-        TrainingError: an unknown mode, or (at ``before_fit``) a model without ``attr``.
+        TrainingError: an unknown mode or method; at ``before_fit``, a model without
+            ``attr`` (``"attribute"``) or data with other than two model inputs
+            (``"two_pass"``).
 
     Example:
         >>> learn.add_callbacks(TeacherForcing("inverse_sigmoid", end=0.2))
@@ -110,7 +127,14 @@ class TeacherForcing(Callback):
         step: float = 0.05,
         patience: int = 1,
         high: float = 1.0,
+        method: str = "attribute",
+        pad_id: int | None = None,
     ):
+        if method not in _METHODS:
+            raise TrainingError(
+                f"TeacherForcing method must be one of {', '.join(_METHODS)}. Received: {method!r}"
+            )
+        self.method, self.pad_id = method, pad_id
         if mode not in _MODES:
             raise TrainingError(
                 f"TeacherForcing mode must be one of {', '.join(_MODES)}. Received: {mode!r}"
@@ -130,10 +154,17 @@ class TeacherForcing(Callback):
         self._saved: float | None = None
 
     def _set(self, learn: Learner, value: float) -> None:
-        setattr(learn.model, self.attr, float(value))
+        if self.method == "attribute":
+            setattr(learn.model, self.attr, float(value))
 
     def before_fit(self, learn: Learner) -> None:
-        if not hasattr(learn.model, self.attr):
+        if self.method == "two_pass" and learn.n_inputs != 2:
+            raise TrainingError(
+                "TeacherForcing(method='two_pass') mixes the decoder input of a model called "
+                f"as model(src, tgt_in), but the data gives the model {learn.n_inputs} "
+                "input(s). Expected n_inputs=2."
+            )
+        if self.method == "attribute" and not hasattr(learn.model, self.attr):
             raise TrainingError(
                 f"TeacherForcing sets `model.{self.attr}`, but {type(learn.model).__name__} has no "
                 f"attribute `{self.attr}`. Give the model a float attribute `{self.attr}` (1.0 = "
@@ -156,6 +187,32 @@ class TeacherForcing(Callback):
         if learn.training:
             self.value = self.current(learn)
             self._set(learn, self.value)
+            if self.method == "two_pass" and self.value < 1.0:
+                src, tgt_in, *rest = learn.batch
+                learn.batch = (src, self.mix(learn.model, src, tgt_in, self.value), *rest)
+
+    def mix(self, model: Any, src: Any, tgt_in: Any, keep: float) -> Any:
+        """``tgt_in`` with each token after BOS replaced, with probability ``1 - keep``, by
+        the model's greedy prediction for that position (first of the two passes).
+
+        Args:
+            model: called as ``model(src, tgt_in) -> [B, T, V]``.
+            src: ``[B, S]``; tgt_in: ``[B, T]`` (BOS first).
+            keep: the probability of keeping a gold token.
+
+        Returns:
+            The mixed decoder input ``[B, T]``.
+        """
+        import torch
+
+        with torch.no_grad():
+            guess = model(src, tgt_in).argmax(-1)  # [B, T]: position t predicts token t+1
+        predicted = torch.cat([tgt_in[:, :1], guess[:, :-1]], dim=1)  # the input at t
+        pad = self.pad_id if self.pad_id is not None else int(getattr(model, "pad_id", 0))
+        gold = torch.rand(tgt_in.shape, device=tgt_in.device) < keep
+        gold[:, 0] = True  # BOS stays
+        gold |= tgt_in == pad  # padding stays padding (and masked as such)
+        return torch.where(gold, tgt_in, predicted)
 
     def before_validate(self, learn: Learner) -> None:
         if self.valid_value is not None:
