@@ -154,6 +154,7 @@ def _learner_kwargs(train: Mapping[str, Any]) -> dict[str, Any]:
         "metrics",
         "audit",
         "hybridize",
+        "checkpoint_activations",
     )
     return {k: train[k] for k in keys if k in train}
 
