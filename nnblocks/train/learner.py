@@ -457,7 +457,6 @@ class Learner(Loop):
     def _resume(self, resume: str | os.PathLike[str]) -> None:
 
         if resume == "auto":
-
             found = [cb.last_path(self) for cb in self.cbs.find(SaveCheckpoint)]
             found = [p for p in found if p is not None and p.exists()]
             if not found:
