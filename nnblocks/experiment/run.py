@@ -259,6 +259,7 @@ _LEARNER_KEYS = (
     "metrics",
     "audit",
     "hybridize",
+    "checkpoint_activations",
 )
 
 

@@ -3,12 +3,14 @@
 ``nnblocks.train`` knows nothing about specific models: the Learner fits any ``nn.Module``.
 """
 
+from nnblocks.train.activations import checkpoint_activations, remove_activation_checkpointing
 from nnblocks.train.callback import Callback, CallbackTable
 from nnblocks.train.callbacks import (
     CSVLogger,
     EarlyStopping,
     GradientAccumulation,
     GradientClip,
+    LossCurves,
     MixedPrecision,
     NanGuard,
     ParamScheduler,
@@ -66,6 +68,7 @@ __all__ = [
     "EarlyStopping",
     "GradientAccumulation",
     "GradientClip",
+    "LossCurves",
     "MixedPrecision",
     "NanGuard",
     "ParamScheduler",
@@ -79,6 +82,8 @@ __all__ = [
     "load_model_weights",
     "freeze",
     "unfreeze",
+    "checkpoint_activations",
+    "remove_activation_checkpointing",
     "TensorLoader",
     "DatasetLoader",
     "make_loader",

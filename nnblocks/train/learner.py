@@ -20,17 +20,33 @@ import torch
 from torch import nn
 
 from nnblocks.errors import DataError, TrainingError
-from nnblocks.train import distributed
+from nnblocks.train import distributed, inference
 from nnblocks.train.activations import checkpoint_activations
 from nnblocks.train.callback import Callback, CallbackTable
+from nnblocks.train.callbacks.checkpoint import SaveCheckpoint
+from nnblocks.train.callbacks.grad_accumulation import GradientAccumulation
+from nnblocks.train.callbacks.grad_clip import GradientClip
+from nnblocks.train.callbacks.loss_curves import LossCurves
+from nnblocks.train.callbacks.mixed_precision import MixedPrecision, resolve_precision
+from nnblocks.train.callbacks.nan_guard import NanGuard
+from nnblocks.train.callbacks.progress import Progress
+from nnblocks.train.callbacks.schedule import ParamScheduler, one_cycle_scheduler
+from nnblocks.train.checkpoint import (
+    load_model_weights,
+    load_training_state,
+    save_training_state,
+)
 from nnblocks.train.freeze import freeze, frozen_norms, unfreeze
 from nnblocks.train.interrupt import catch_signals
 from nnblocks.train.loaders import make_loader
 from nnblocks.train.loop import Loop
+from nnblocks.train.lr_find import lr_find
 from nnblocks.train.metrics import MetricSet
 from nnblocks.train.optim import make_optimizer, set_lr
 from nnblocks.train.preflight import audit_first_batch, check_first_batch
 from nnblocks.train.resolve import LOSSES, resolve_loss, split_data
+from nnblocks.train.results import show_results
+from nnblocks.train.schedules import make_schedule
 
 __all__ = ["Learner", "LOSSES"]
 
@@ -216,12 +232,6 @@ class Learner(Loop):
         mixed_precision: str | None,
         grad_accumulation: int,
     ) -> list[Callback]:
-        from nnblocks.train.callbacks.grad_accumulation import GradientAccumulation
-        from nnblocks.train.callbacks.grad_clip import GradientClip
-        from nnblocks.train.callbacks.loss_curves import LossCurves
-        from nnblocks.train.callbacks.mixed_precision import MixedPrecision, resolve_precision
-        from nnblocks.train.callbacks.nan_guard import NanGuard
-        from nnblocks.train.callbacks.progress import Progress
 
         out: list[Callback] = []
         precision = resolve_precision(mixed_precision, self.device)
@@ -320,8 +330,6 @@ class Learner(Loop):
         self.cbs.add(*self._fit_callbacks)
 
     def _schedule_callbacks(self, schedule: Any) -> list[Callback]:
-        from nnblocks.train.callbacks.schedule import ParamScheduler, one_cycle_scheduler
-        from nnblocks.train.schedules import make_schedule
 
         if schedule is None or schedule == "none":
             return []
@@ -400,7 +408,6 @@ class Learner(Loop):
             moms: momentum (Adam's beta1) high and low, cycled inversely; ``None``: fixed.
             resume: as in ``fit``.
         """
-        from nnblocks.train.callbacks.schedule import one_cycle_scheduler
 
         sched = one_cycle_scheduler(pct_start=pct_start, div=div, final_div=final_div, moms=moms)
         return self.fit(epochs, lr_max, resume=resume, schedule=sched)
@@ -408,11 +415,8 @@ class Learner(Loop):
     def _debug_context(self) -> Any:
         if not self.debug:
             return contextlib.nullcontext()
-        try:
-            from nnblocks.check.numerics import watch_numerics
-        except ImportError:
-            log.warning("debug=True: nnblocks.check.numerics is not available; running without it")
-            return contextlib.nullcontext()
+        from nnblocks.check.numerics import watch_numerics  # kept off the light import path
+
         return watch_numerics(self.model)
 
     def _preflight(self) -> None:
@@ -452,18 +456,14 @@ class Learner(Loop):
         self.train_model = result.model  # type: ignore[assignment]  # an OptimizedModule is an nn.Module
 
     def autocast_for_check(self) -> Any:
-        from nnblocks.train.callbacks.mixed_precision import MixedPrecision
 
         for cb in self.cbs.find(MixedPrecision):
             return cb.context(self.device)
         return None
 
     def _resume(self, resume: str | os.PathLike[str]) -> None:
-        from nnblocks.train.checkpoint import load_training_state
 
         if resume == "auto":
-            from nnblocks.train.callbacks.checkpoint import SaveCheckpoint
-
             found = [cb.last_path(self) for cb in self.cbs.find(SaveCheckpoint)]
             found = [p for p in found if p is not None and p.exists()]
             if not found:
@@ -480,7 +480,6 @@ class Learner(Loop):
         Returns:
             The folder (``None`` on ranks other than 0).
         """
-        from nnblocks.train.checkpoint import save_training_state
 
         return save_training_state(self, path)
 
@@ -489,7 +488,6 @@ class Learner(Loop):
 
         Loading only weights leaves every RNG untouched.
         """
-        from nnblocks.train.checkpoint import load_model_weights, load_training_state
 
         if weights_only:
             load_model_weights(self.model, path)
@@ -546,9 +544,8 @@ class Learner(Loop):
         Raises:
             DataError: an unknown or missing split.
         """
-        from nnblocks.train.inference import predict
 
-        return predict(self, data, with_targets=with_targets, batch_size=batch_size)
+        return inference.predict(self, data, with_targets=with_targets, batch_size=batch_size)
 
     def get_preds(
         self,
@@ -582,9 +579,8 @@ class Learner(Loop):
         Raises:
             DataError: an unknown or missing split.
         """
-        from nnblocks.train.inference import get_preds
 
-        return get_preds(
+        return inference.get_preds(
             self, data, step=step, with_loss=with_loss, batch_size=batch_size, concat_batches=concat
         )
 
@@ -596,9 +592,8 @@ class Learner(Loop):
             split: a split name of the task (incl. the bundle's extra ones) or data.
             **options: passed to ``task.evaluate`` (``batch_size``, ``decode``, ``limit``...).
         """
-        from nnblocks.train.inference import task_metrics
 
-        return task_metrics(self, split, **options)
+        return inference.task_metrics(self, split, **options)
 
     def evaluate(self, data: Any = None, *, batch_size: int | None = None) -> dict[str, float]:
         """Loss and metrics on ``data`` (default: the test split, else valid), plus the task's
@@ -611,16 +606,14 @@ class Learner(Loop):
         Raises:
             DataError: an unknown or missing split.
         """
-        from nnblocks.train.inference import evaluate
 
-        return evaluate(self, data, batch_size=batch_size)
+        return inference.evaluate(self, data, batch_size=batch_size)
 
     def show_results(self, n: int = 8, split: str | None = None) -> Any:
         """Show ``n`` examples of ``split`` with the model's predictions (a rich table).
 
         Uses the task's ``decode_example(inputs, targets, output)`` when it has one.
         """
-        from nnblocks.train.results import show_results
 
         return show_results(self, n, split)
 
@@ -642,7 +635,6 @@ class Learner(Loop):
 
     def lr_find(self, **kwargs: Any) -> Any:
         """Sweep the learning rate exponentially; see ``nnblocks.train.lr_find.lr_find``."""
-        from nnblocks.train.lr_find import lr_find
 
         return lr_find(self, **kwargs)
 

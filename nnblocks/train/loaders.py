@@ -162,8 +162,12 @@ class TensorLoader:
         order = self.order()
         data, shards = self.data, self.shards
         device, transfer = self.device, self._transfer
-        for i in range(self.start, len(self)):
-            batch = data[shards.indices(order, i)]
+        if shards.world_size == 1:  # one split for the epoch instead of a slice per batch
+            parts: Any = order.split(shards.batch_size)[self.start : len(self)]
+        else:
+            parts = (shards.indices(order, i) for i in range(self.start, len(self)))
+        for idx in parts:
+            batch = data[idx]
             if transfer:
                 batch = tuple(t.pin_memory().to(device, non_blocking=True) for t in batch)
             yield batch

@@ -124,7 +124,7 @@ class Loop:
             self.cbs.call(self.cbs.hooks[event], event, self)
 
     def _with_events(
-        self, fn: Callable[[], None], step: str, then: Callable[[], None] = _nothing
+        self, fn: Callable[[], None], step: str, then: Callable[[], Any] | None = None
     ) -> None:
         """``before_<step>``, ``fn``, ``then`` (bookkeeping the after-event sees), ``after_<step>``.
 
@@ -146,7 +146,8 @@ class Loop:
                 self.error = error
                 self._fire(after)
             raise
-        then()
+        if then is not None:
+            then()
         if hooks[after]:
             self._call(after)
 
