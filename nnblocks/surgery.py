@@ -469,6 +469,23 @@ def _spec_or_module(module: nn.Module) -> Any:
     return spec_of(module) if kind_of(module) is not None else module
 
 
+def _rows(module: nn.Module) -> int | None:
+    """Outputs of a linear head (``nn.Linear``, or a registered ``head`` part holding a
+    ``weight [out, in]``); None for anything else."""
+    weight = getattr(module, "weight", None)
+    linear = isinstance(module, nn.Linear) or (kind_of(module) == "head" and bool(spec_of(module)))
+    if not linear or not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        return None
+    return int(weight.shape[0])
+
+
+def _wider(old: nn.Module, out_features: int) -> nn.Module:
+    """A head like ``old`` with ``out_features`` outputs (its rows still to be copied)."""
+    if isinstance(old, nn.Linear):
+        return nn.Linear(old.in_features, out_features, bias=old.bias is not None)
+    return build({**(spec_of(old) or {}), "out_features": out_features}, "head")
+
+
 def grow(model: nn.Module, pattern: str, out_features: int, *, record: bool = True) -> list[str]:
     """Give the linear head(s) at ``pattern`` more outputs, keeping the old rows.
 
@@ -492,7 +509,8 @@ def grow(model: nn.Module, pattern: str, out_features: int, *, record: bool = Tr
     """
     targets = _match(model, pattern)
     for paths, old in targets:
-        if not isinstance(old, nn.Linear):
+        rows = _rows(old)
+        if rows is None:
             raise SpecError(
                 f"grow widens a linear head, but `{paths[0]}` is a {type(old).__name__}. "
                 f"Close slots: {', '.join(close_slots(model, pattern))}",
@@ -501,22 +519,21 @@ def grow(model: nn.Module, pattern: str, out_features: int, *, record: bool = Tr
         if (
             isinstance(out_features, bool)
             or not isinstance(out_features, int)
-            or out_features < old.out_features
+            or out_features < rows
         ):
             raise SpecError(
                 f"Received an invalid value for `out_features`: expected an integer >= "
-                f"{old.out_features} (the head's present outputs). Received: {out_features!r}",
+                f"{rows} (the head's present outputs). Received: {out_features!r}",
                 path=paths[0],
             )
     done = []
     for paths, old in targets:
-        assert isinstance(old, nn.Linear)  # checked above
-        new = nn.Linear(old.in_features, out_features, bias=old.bias is not None)
+        new, rows = _wider(old, out_features), _rows(old) or 0
         _match_placement(old, new)
-        with torch.no_grad():
-            new.weight[: old.out_features].copy_(old.weight)
+        with torch.no_grad():  # the old classes score exactly as before
+            new.weight[:rows].copy_(old.weight)
             if old.bias is not None:
-                new.bias[: old.out_features].copy_(old.bias)
+                new.bias[:rows].copy_(old.bias)
         for path in paths:
             parent, _, child = path.rpartition(".")
             setattr(model.get_submodule(parent), child, new)
