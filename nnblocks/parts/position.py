@@ -66,7 +66,8 @@ def _check_absolute_input(part: str, x: object, dim: int, offset: object, max_le
             f"position part `{part}`: expected `x` of shape [B, T, {dim}] (batch, time, "
             f"dim={dim}). Received: x of shape {shape_of(x)}"
         )
-    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+    # torch.SymInt: a symbolic offset while torch.export traces a decoding step.
+    if not isinstance(offset, (int, torch.SymInt)) or isinstance(offset, bool) or offset < 0:
         raise ShapeError(
             f"position part `{part}`: expected `offset` to be a non-negative int. "
             f"Received: offset={offset!r}"
