@@ -46,7 +46,7 @@ class DecoderStep(nn.Module):
         ``(logits [B, V], present_key_0, present_value_0, ...)``.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: Any):
         super().__init__()
         self.model = model
         self.layers = len(model.decoder.layers)
@@ -89,7 +89,7 @@ class StepExport:
     output_names: tuple[str, ...]
 
 
-def _example(model: nn.Module, src: torch.Tensor, past: int) -> tuple[torch.Tensor, ...]:
+def _example(model: Any, src: torch.Tensor, past: int) -> tuple[torch.Tensor, ...]:
     """Inputs of a step after ``past`` cached positions, from eager decoding of ``src``."""
     with torch.no_grad():
         state = model.begin(src)
@@ -107,7 +107,7 @@ def _example(model: nn.Module, src: torch.Tensor, past: int) -> tuple[torch.Tens
 
 
 def export_decoder_step(
-    model: nn.Module,
+    model: Any,
     src: torch.Tensor,
     path: str | os.PathLike[str],
     *,
@@ -150,27 +150,7 @@ def export_decoder_step(
                 path="export_decoder_step",
             )
         step = DecoderStep(model).eval()
-        layers = step.layers
-        names = ["token", "keys_mask", "memory", "memory_mask"] + [
-            f"past_{kind}_{i}" for i in range(layers) for kind in ("key", "value")
-        ]
-        outputs = ["logits"] + [
-            f"present_{kind}_{i}" for i in range(layers) for kind in ("key", "value")
-        ]
-        batch, src_len = torch.export.Dim("batch"), torch.export.Dim("src_len")
-        longest = getattr(model.tgt_position, "max_len", None)  # a position table's end
-        past_len = torch.export.Dim(
-            "past", min=0, max=longest - 1 if isinstance(longest, int) else None
-        )
-        keys = past_len + 1
-        # The varargs `*past` are one nested entry of the structure.
-        shapes = (
-            {0: batch},
-            {0: batch, 1: keys},
-            {0: batch, 1: src_len},
-            {0: batch, 1: src_len},
-            tuple({0: batch, 2: past_len} for _ in range(2 * layers)),
-        )
+        names, outputs, shapes = _signature(model, step.layers)
         try:
             with torch.no_grad():
                 program = torch.onnx.export(
@@ -190,15 +170,39 @@ def export_decoder_step(
             ) from exc
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        assert program is not None  # dynamo=True always returns the program
         atomic_write_bytes(target, program.model_proto.SerializeToString())
     finally:
         model.train(was_training)
     return StepExport(target, tuple(names), tuple(outputs))
 
 
-def onnx_greedy(
-    session: Any, model: nn.Module, src: torch.Tensor, max_new_tokens: int
-) -> torch.Tensor:
+def _signature(model: Any, layers: int) -> tuple[list[str], list[str], tuple[Any, ...]]:
+    """Input names, output names and the dynamic shapes of the step's inputs."""
+    names = ["token", "keys_mask", "memory", "memory_mask"] + [
+        f"past_{kind}_{i}" for i in range(layers) for kind in ("key", "value")
+    ]
+    outputs = ["logits"] + [
+        f"present_{kind}_{i}" for i in range(layers) for kind in ("key", "value")
+    ]
+    batch, src_len = torch.export.Dim("batch"), torch.export.Dim("src_len")
+    longest = getattr(model.tgt_position, "max_len", None)  # a position table's end
+    past_len = torch.export.Dim(
+        "past", min=0, max=longest - 1 if isinstance(longest, int) else None
+    )
+    keys = past_len + 1  # keys_mask covers the cached keys and the new one
+    # The varargs `*past` are one nested entry of the structure.
+    shapes = (
+        {0: batch},
+        {0: batch, 1: keys},
+        {0: batch, 1: src_len},
+        {0: batch, 1: src_len},
+        tuple({0: batch, 2: past_len} for _ in range(2 * layers)),
+    )
+    return names, outputs, shapes
+
+
+def onnx_greedy(session: Any, model: Any, src: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
     """Greedy decoding with an exported step in onnxruntime (the encoder runs in eager).
 
     Follows ``nnblocks.generate.greedy``: BOS first, EOS kept, ``pad_id`` after it.
