@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test test-all lint docs clean
+.PHONY: setup demo test test-all lint docs clean bench bench-quick bench-full setup-bench
 
 setup: $(STAMP)
 
@@ -35,6 +35,24 @@ lint: $(STAMP)
 # registry; --strict fails on a broken link or a missing reference.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+# Benchmarks: one thread per process, ratios measured side by side (benchmarks/run_all.py).
+BENCH := OMP_NUM_THREADS=1 PYTHONPATH=$(CURDIR) $(PY) benchmarks/run_all.py
+
+bench: $(STAMP)
+	$(BENCH)
+
+bench-quick: $(STAMP)
+	$(BENCH) --quick --out benchmarks/results/quick.md
+
+bench-full: $(STAMP)
+	$(BENCH) --full
+
+# The peers pull another torch build and torchvision unless torch is pinned.
+setup-bench: $(STAMP)
+	$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/bench-constraints.txt
+	$(PY) -m pip install -q -c $(VENV)/bench-constraints.txt -e ".[bench]"
+	$(PY) -m pip uninstall -y -q torchvision || true
 
 clean:
 	rm -rf $(VENV) build site *.egg-info

@@ -159,7 +159,11 @@ def interleaved(runs: dict[str, Callable[[], torch.Tensor]], rounds: int) -> dic
             outs[name] = fn()
             best[name][0] = min(best[name][0], time.perf_counter() - wall)
             best[name][1] = min(best[name][1], time.process_time() - cpu)
-    return {"seconds": {k: v[0] for k, v in best.items()}, "cpu": {k: v[1] for k, v in best.items()}, "outs": outs}
+    return {
+        "seconds": {k: v[0] for k, v in best.items()},
+        "cpu": {k: v[1] for k, v in best.items()},
+        "outs": outs,
+    }
 
 
 def case(
@@ -199,7 +203,9 @@ def case(
         row["same_tokens_uncached"] = bool(torch.equal(outs["nnblocks"], outs["nnblocks_uncached"]))
     if theirs is not None:
         row["vs_transformers"] = seconds["transformers"] / seconds["nnblocks"]
-        row["same_tokens_as_transformers"] = bool(torch.equal(outs["nnblocks"], outs["transformers"]))
+        row["same_tokens_as_transformers"] = bool(
+            torch.equal(outs["nnblocks"], outs["transformers"])
+        )
     return row
 
 
@@ -226,7 +232,13 @@ def run(tokens: int = 128, rounds: int = 3, quick: bool = False) -> dict[str, An
     # The cache's own gain at the length where issue 14 sets its goal (5x at 256 tokens).
     long_tokens = 32 if quick else 256
     cache_row = case(
-        ours, None, batch=1, beam_size=1, tokens=long_tokens, rounds=max(1, rounds - 1), uncached=True
+        ours,
+        None,
+        batch=1,
+        beam_size=1,
+        tokens=long_tokens,
+        rounds=max(1, rounds - 1),
+        uncached=True,
     )
     return {
         "benchmark": "decode",
@@ -245,7 +257,9 @@ def run(tokens: int = 128, rounds: int = 3, quick: bool = False) -> dict[str, An
 
 
 def print_table(doc: dict[str, Any]) -> None:
-    print(f"{'decode':>8} {'batch':>5} {'nnblocks tok/s':>15} {'hf tok/s':>9} {'vs hf':>6} {'cache x':>8} same")
+    print(
+        f"{'decode':>8} {'batch':>5} {'nnblocks tok/s':>15} {'hf tok/s':>9} {'vs hf':>6} {'cache x':>8} same"
+    )
     for r in doc["results"]:
         tps = r["tokens_per_s"]
         hf = tps.get("transformers")

@@ -9,9 +9,8 @@
   gradient became NaN or Inf.
 """
 
-from nnblocks.check.against import compare_parts
 from nnblocks.check.audit import audit_reuse
-from nnblocks.check.kit import assert_contract, check_part
+from nnblocks.check.kit import assert_contract, check_part, compare_parts
 from nnblocks.check.numerics import NumericsWatch, watch_numerics
 from nnblocks.check.report import Record, Report
 

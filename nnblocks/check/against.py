@@ -17,44 +17,34 @@ from torch import nn
 
 from nnblocks.check.contracts import Context
 from nnblocks.check.contracts.base import max_diff, scale_of
-from nnblocks.check.report import Record, Report
+from nnblocks.check.report import Record
 
-__all__ = ["TOLERANCES", "compare_parts", "compare_modules"]
+__all__ = ["TOLERANCES", "compare_modules"]
 
 # Relative to max(1, max |reference|): a few hundred rounding errors of each dtype.
 TOLERANCES = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 1e-2}
 
 
-def compare_parts(kind: str, part: Any, reference: Any, **options: Any) -> Report:
-    """Compare ``part`` with ``reference`` (same parameter names and shapes) per dtype.
+def compare_modules(ctx: Context, reference: nn.Module, *, label: str) -> list[Record]:
+    """Records comparing ``ctx.part`` with ``reference`` (see `kit.compare_parts`).
 
     Args:
-        kind: the kind of both parts.
-        part, reference: names, specs, classes or instances, as for `check_part`.
-        **options: sizes and ``device``, as for `check_part`.
+        ctx: the part under test, built by the kit (``kit.make_context``).
+        reference: a module of the same kind with the same parameter names and shapes.
+        label: how the reference is named in the messages.
 
     Returns:
-        A `Report` with one record per dtype (``against_float64``, ``against_float32``,
-        ``against_bfloat16``), or a single failed ``against_parameters`` record when the
+        One record per dtype, or a single failed ``against_parameters`` record when the
         parameters do not match.
 
     Example:
-        >>> report = compare_parts("attention", "mha", {"name": "mha", "bias": True})
-        >>> report.ok, [r.name for r in report]
-        (True, ['against_float64', 'against_float32', 'against_bfloat16'])
+        >>> import nnblocks
+        >>> from nnblocks.check.kit import OPTIONS, make_context
+        >>> ctx = make_context("attention", "mha", OPTIONS)
+        >>> reference = nnblocks.build("mha", "attention", dim=32, heads=4)
+        >>> [r.status for r in compare_modules(ctx, reference, label="mha")]
+        ['pass', 'pass', 'pass']
     """
-    from nnblocks.check.kit import _label_of, _resolve, _settings, make_context
-
-    settings = _settings(options)
-    ctx = make_context(kind, part, settings)
-    ref = _resolve(kind, reference, ctx.contract, ctx.sizes)[0]
-    report = Report(f"{ctx.label} against {_label_of(kind, reference)}")
-    report.results.extend(compare_modules(ctx, ref, label=_label_of(kind, reference)))
-    return report
-
-
-def compare_modules(ctx: Context, reference: nn.Module, *, label: str) -> list[Record]:
-    """Records comparing ``ctx.part`` with ``reference`` (see `compare_parts`)."""
     mismatch = _parameter_mismatch(ctx.part, reference)
     if mismatch:
         return [Record("against_parameters", "fail", f"cannot compare with {label}: {mismatch}")]

@@ -16,13 +16,21 @@ import torch
 from torch import nn
 
 from nnblocks import registry
+from nnblocks.check.against import compare_modules
 from nnblocks.check.contracts import Context, Contract, Sizes, contract_for
 from nnblocks.check.contracts.base import Check, Outcome
 from nnblocks.check.report import Record, Report
 from nnblocks.errors import SpecError
 from nnblocks.spec import close_matches, normalize
 
-__all__ = ["check_part", "assert_contract", "make_context", "run_checks", "OPTIONS"]
+__all__ = [
+    "check_part",
+    "assert_contract",
+    "compare_parts",
+    "make_context",
+    "run_checks",
+    "OPTIONS",
+]
 
 # option -> default; every option is also a flag of `nnblocks check`
 OPTIONS: dict[str, Any] = {
@@ -70,12 +78,36 @@ def check_part(kind: str, part: Any, **options: Any) -> Report:
     ctx = make_context(kind, part, settings)
     report = run_checks(ctx, only=settings["only"], seed=int(settings["seed"]))
     if settings["against"] is not None:
-        from nnblocks.check.against import compare_modules
-
         reference = _resolve(kind, settings["against"], ctx.contract, ctx.sizes)[0]
         report.results.extend(
             compare_modules(ctx, reference, label=_label_of(kind, settings["against"]))
         )
+    return report
+
+
+def compare_parts(kind: str, part: Any, reference: Any, **options: Any) -> Report:
+    """Compare ``part`` with ``reference`` (same parameter names and shapes) per dtype.
+
+    Args:
+        kind: the kind of both parts.
+        part, reference: names, specs, classes or instances, as for `check_part`.
+        **options: sizes and ``device``, as for `check_part`.
+
+    Returns:
+        A `Report` with one record per dtype (``against_float64``, ``against_float32``,
+        ``against_bfloat16``), or a single failed ``against_parameters`` record when the
+        parameters do not match.
+
+    Example:
+        >>> report = compare_parts("attention", "mha", {"name": "mha", "bias": True})
+        >>> report.ok, [r.name for r in report]
+        (True, ['against_float64', 'against_float32', 'against_bfloat16'])
+    """
+    settings = _settings(options)
+    ctx = make_context(kind, part, settings)
+    ref = _resolve(kind, reference, ctx.contract, ctx.sizes)[0]
+    report = Report(f"{ctx.label} against {_label_of(kind, reference)}")
+    report.results.extend(compare_modules(ctx, ref, label=_label_of(kind, reference)))
     return report
 
 

@@ -7,6 +7,8 @@ Debug eagerly, run compiled when it pays, export to deploy:
 - ``export_onnx(model, batch, "model.onnx")`` exports with dynamic batch and sequence
   sizes, runs the file with onnxruntime and compares it with eager before writing it.
 - ``export_program(model, batch)`` captures a ``torch.export.ExportedProgram``.
+- ``export_decoder_step(seq2seq, src, "step.onnx")`` exports one cached decoding step
+  with its caches as explicit inputs and outputs; ``onnx_greedy`` decodes with it.
 
 ONNX needs the optional ``export`` extra: ``pip install nnblocks[export]``.
 """
@@ -16,6 +18,7 @@ from nnblocks.hybrid._compile import HybridResult, choose, hybridize
 from nnblocks.hybrid._errors import EquivalenceError, ExportError
 from nnblocks.hybrid._onnx import OnnxExport, export_onnx
 from nnblocks.hybrid._program import export_program
+from nnblocks.hybrid._step import DecoderStep, StepExport, export_decoder_step, onnx_greedy
 
 __all__ = [
     "hybridize",
@@ -24,6 +27,10 @@ __all__ = [
     "export_onnx",
     "OnnxExport",
     "export_program",
+    "export_decoder_step",
+    "DecoderStep",
+    "StepExport",
+    "onnx_greedy",
     "compare",
     "Comparison",
     "tolerance",

@@ -97,7 +97,8 @@ def _check_absolute_input(part: str, x: object, dim: int, offset: object, max_le
             f"position part `{part}`: expected `x` of shape [B, T, {dim}] (batch, time, "
             f"dim={dim}). Received: x of shape {shape_of(x)}"
         )
-    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+    # torch.SymInt: a symbolic offset while torch.export traces a decoding step.
+    if not isinstance(offset, (int, torch.SymInt)) or isinstance(offset, bool) or offset < 0:
         raise ShapeError(
             f"position part `{part}`: expected `offset` to be a non-negative int. "
             f"Received: offset={offset!r}"
@@ -355,43 +356,53 @@ class RotaryPosition(nn.Module):
         return x
 
     def _rotate(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        self._check_width(x)
+        if _tracing() or pos.numel() == 0:
+            return self._turn_halves(x, *self._angles(pos, x.dtype, x.device))
+        cos, sin = self._table(int(pos.max()) + 1, x)
+        return self._turn(x, cos.index_select(0, pos), sin.index_select(0, pos))
+
+    def _check_width(self, x: torch.Tensor) -> None:
         if x.shape[-1] != self.dim:
             raise ShapeError(
                 f"position part `rotary`: expected heads of width dim={self.dim}. "
                 f"Received: a tensor of shape {shape_of(x)}"
             )
-        return self._turn(x, *self._cos_sin(pos, x))
 
-    def _turn(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def _turn_halves(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """The rotation from half-width ``cos``, ``sin`` ``[T, Dh/2]`` (traced graphs)."""
         half = self.dim // 2
         x1, x2 = x[..., :half], x[..., half:]
         return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
-    def _cos_sin(self, pos: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``cos`` and ``sin`` of the angles at ``pos``, ``[T, Dh/2]`` in the dtype of ``x``.
+    def _turn(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """The rotation from full-width tables ``[cos, cos]`` and ``[-sin, sin]`` ``[T, Dh]``.
+
+        ``x * cos + roll(x) * sin`` computes ``x1 cos - x2 sin`` and ``x2 cos + x1 sin`` with
+        the same roundings as ``_turn_halves`` (negation is exact), in four operations.
+        """
+        return x * cos + x.roll(self.dim // 2, dims=-1) * sin
+
+    def _table(self, longest: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Full-width ``[cos, cos]`` and ``[-sin, sin]`` ``[L, Dh]`` of positions ``0 .. L-1``.
 
         Decoding asks for one position per step; the table of every position up to the
         longest seen is computed once (the same arithmetic, so the same values) and kept
         per device and dtype. Traced graphs compute the angles instead (no stored tensors).
         """
-        if _tracing() or pos.numel() == 0:
-            return self._angles(pos, x.dtype, x.device)
-        cos, sin = self._table(int(pos.max()) + 1, x)
-        return cos.index_select(0, pos), sin.index_select(0, pos)
-
-    def _table(self, longest: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin ``[L, Dh/2]`` of positions ``0 .. L-1``, ``L >= longest``."""
         key = (x.device, x.dtype)
         table = self._tables.get(key)
         if table is None or table[0].shape[0] < longest:
             size = max(longest, 2 * (0 if table is None else table[0].shape[0]), 256)
-            table = self._angles(torch.arange(size, device=x.device), x.dtype, x.device)
+            cos, sin = self._angles(torch.arange(size, device=x.device), x.dtype, x.device)
+            table = torch.cat([cos, cos], dim=-1), torch.cat([-sin, sin], dim=-1)
             self._tables[key] = table
         return table
 
     def _angles(
         self, pos: torch.Tensor, dtype: torch.dtype, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Half-width ``cos``, ``sin`` ``[T, Dh/2]`` of the angles at ``pos``."""
         work = torch.float64 if dtype == torch.float64 else torch.float32
         rates = self._rates(device, work)  # [Dh/2]
         angles = pos.to(work)[:, None] * rates[None, :]  # [T, Dh/2]
@@ -413,10 +424,11 @@ class RotaryPosition(nn.Module):
         """
         t = q.shape[2]
         if _tracing():
-            cos, sin = self._angles(torch.arange(start, start + t, device=q.device), q.dtype, q.device)
-        else:
-            cos, sin = self._table(start + t, q)
-            cos, sin = cos[start : start + t], sin[start : start + t]  # [T, Dh/2]
+            pos = torch.arange(start, start + t, device=q.device)
+            return self._rotate(q, pos), self._rotate(k_new, pos), None
+        self._check_width(q)
+        cos, sin = self._table(start + t, q)
+        cos, sin = cos[start : start + t], sin[start : start + t]  # [T, Dh]
         return self._turn(q, cos, sin), self._turn(k_new, cos, sin), None
 
     def adjust_cached(

@@ -122,6 +122,16 @@ def _cross_or_skip(ctx: Context, caller: Caller, module: nn.Module) -> None:
 
 def sequence_checks(caller: Caller) -> list[Check]:
     """The checks for a part called like attention, in the order they run."""
+    return [
+        *_shape_checks(caller),
+        *_mask_checks(caller),
+        *_fully_masked_checks(caller),
+        *_cache_checks(caller),
+    ]
+
+
+def _shape_checks(caller: Caller) -> list[Check]:
+    """Output shapes, and rows of a batch that stay independent."""
 
     @check("shape_self")
     def shape_self(ctx: Context) -> str:
@@ -175,6 +185,12 @@ def sequence_checks(caller: Caller) -> list[Check]:
                 yb[row], ya[row], TOL, f"{what}: row {row} changed when another row changed"
             )
         return f"{len(cases)} perturbations of other rows leave each row unchanged"
+
+    return [shape_self, shape_cross, batch_independence]
+
+
+def _mask_checks(caller: Caller) -> list[Check]:
+    """Causality, padding masks and 3-D masks hide what they say."""
 
     @check("causal_leakage")
     def causal_leakage(ctx: Context) -> str:
@@ -245,55 +261,58 @@ def sequence_checks(caller: Caller) -> list[Check]:
                 out[hidden], base[hidden], TOL, f"queries that hide key {j} changed when it changed"
             )
         four = caller.out(module, x, mask=mask[:, None])
-        expect_close(
-            four,
-            base,
-            TOL,
-            "a [B, 1, Tq, Tk] mask gives another output than the same [B, Tq, Tk] mask",
-        )
+        differs = "a [B, 1, Tq, Tk] mask gives another output than the same [B, Tq, Tk] mask"
+        expect_close(four, base, TOL, differs)
         return f"each of {ctx.T} keys hidden exactly where the 3-D mask says; 4-D mask agrees"
 
-    def _fully_masked_cases(
-        ctx: Context, module: nn.Module
-    ) -> list[tuple[str, dict[str, Any], torch.Tensor]]:
-        """(label, call kwargs, rows [B, T] that see no key)."""
-        B, T = ctx.B, ctx.T
-        cases: list[tuple[str, dict[str, Any], torch.Tensor]] = []
-        m2 = torch.ones(B, T, dtype=torch.bool, device=ctx.device)
-        m2[0] = False
+    return [causal_leakage, padding_mask, mask_3d]
+
+
+def _fully_masked_cases(
+    caller: Caller, ctx: Context, module: nn.Module
+) -> list[tuple[str, dict[str, Any], torch.Tensor]]:
+    """(label, call kwargs, rows [B, T] that see no key)."""
+    B, T = ctx.B, ctx.T
+    cases: list[tuple[str, dict[str, Any], torch.Tensor]] = []
+    m2 = torch.ones(B, T, dtype=torch.bool, device=ctx.device)
+    m2[0] = False
+    rows = torch.zeros(B, T, dtype=torch.bool, device=ctx.device)
+    rows[0] = True
+    cases.append(("2-D mask hiding every key of row 0", {"mask": m2}, rows))
+    m3 = torch.ones(B, T, T, dtype=torch.bool, device=ctx.device)
+    m3[0, 2] = False
+    rows = torch.zeros(B, T, dtype=torch.bool, device=ctx.device)
+    rows[0, 2] = True
+    cases.append(("3-D mask hiding every key from query 2", {"mask": m3}, rows))
+    left = torch.ones(B, T, dtype=torch.bool, device=ctx.device)
+    left[-1, :2] = False  # left padding: with causal, queries 0 and 1 see nothing
+    rows = torch.zeros(B, T, dtype=torch.bool, device=ctx.device)
+    rows[-1, :2] = True
+    cases.append(("causal with left padding", {"mask": left, "causal": True}, rows))
+    if caller.has_cross(module):
+        cm = torch.ones(B, ctx.S, dtype=torch.bool, device=ctx.device)
+        cm[0] = False
         rows = torch.zeros(B, T, dtype=torch.bool, device=ctx.device)
         rows[0] = True
-        cases.append(("2-D mask hiding every key of row 0", {"mask": m2}, rows))
-        m3 = torch.ones(B, T, T, dtype=torch.bool, device=ctx.device)
-        m3[0, 2] = False
-        rows = torch.zeros(B, T, dtype=torch.bool, device=ctx.device)
-        rows[0, 2] = True
-        cases.append(("3-D mask hiding every key from query 2", {"mask": m3}, rows))
-        left = torch.ones(B, T, dtype=torch.bool, device=ctx.device)
-        left[-1, :2] = False  # left padding: with causal, queries 0 and 1 see nothing
-        rows = torch.zeros(B, T, dtype=torch.bool, device=ctx.device)
-        rows[-1, :2] = True
-        cases.append(("causal with left padding", {"mask": left, "causal": True}, rows))
-        if caller.has_cross(module):
-            cm = torch.ones(B, ctx.S, dtype=torch.bool, device=ctx.device)
-            cm[0] = False
-            rows = torch.zeros(B, T, dtype=torch.bool, device=ctx.device)
-            rows[0] = True
-            c = ctx.randn(B, ctx.S, ctx.D)
-            cases.append(
-                (
-                    "cross-attention with every context key of row 0 hidden",
-                    {"context": c, "mask": cm},
-                    rows,
-                )
+        c = ctx.randn(B, ctx.S, ctx.D)
+        cases.append(
+            (
+                "cross-attention with every context key of row 0 hidden",
+                {"context": c, "mask": cm},
+                rows,
             )
-        return cases
+        )
+    return cases
+
+
+def _fully_masked_checks(caller: Caller) -> list[Check]:
+    """Query rows with no key to attend: finite, and zero for attention."""
 
     @check("fully_masked_finite")
     def fully_masked_finite(ctx: Context) -> str:
         """Query rows that may attend to no key give finite outputs and finite gradients."""
         module = ctx.fresh(train=True)
-        cases = _fully_masked_cases(ctx, module)
+        cases = _fully_masked_cases(caller, ctx, module)
         refused = []
         for label, kwargs, _ in cases:
             module.zero_grad(set_to_none=True)
@@ -324,7 +343,7 @@ def sequence_checks(caller: Caller) -> list[Check]:
         if not caller.zero_rows:
             skip("a block adds its residual: fully masked rows need only be finite")
         module = ctx.fresh()
-        cases = _fully_masked_cases(ctx, module)
+        cases = _fully_masked_cases(caller, ctx, module)
         refused = []
         for label, kwargs, rows in cases:
             try:
@@ -343,6 +362,12 @@ def sequence_checks(caller: Caller) -> list[Check]:
                     f"{worst:.3g}); the built-in parts return zeros"
                 )
         return _refusals("fully masked rows are exactly zero", refused, len(cases))
+
+    return [fully_masked_finite, fully_masked_zero]
+
+
+def _cache_checks(caller: Caller) -> list[Check]:
+    """Incremental decoding with a cache equals one full pass."""
 
     @check("cache_self")
     def cache_self(ctx: Context) -> str:
@@ -406,19 +431,7 @@ def sequence_checks(caller: Caller) -> list[Check]:
         )
         return f"{ctx.T} cached cross-attention steps equal the full pass"
 
-    return [
-        shape_self,
-        shape_cross,
-        batch_independence,
-        causal_leakage,
-        padding_mask,
-        mask_3d,
-        fully_masked_finite,
-        fully_masked_zero,
-        cache_self,
-        cache_reorder,
-        cache_cross,
-    ]
+    return [cache_self, cache_reorder, cache_cross]
 
 
 def _decode(

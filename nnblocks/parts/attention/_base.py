@@ -24,6 +24,13 @@ from nnblocks.spec import current_path
 
 __all__ = ["KeyValueAttention", "build_relative_position"]
 
+_is_compiling = torch.compiler.is_compiling
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # older torch lacks it
+
+
+def _tracing() -> bool:
+    return bool(_is_compiling() or _is_exporting() or torch.jit.is_tracing())
+
 
 def build_relative_position(
     part: str, position: Any, head_dim: int, heads: int
@@ -273,9 +280,10 @@ class KeyValueAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cached + new keys and values; the cache keeps the last ``keep_keys`` of them."""
         keep = self.keep_keys
-        if keep is not None or "k" not in state or k.requires_grad:
-            # A window is short, a first step has nothing to extend, and autograd must
-            # not see a buffer written in place: concatenation serves these cases.
+        if keep is not None or "k" not in state or k.requires_grad or _tracing():
+            # A window is short, a first step has nothing to extend, autograd must not
+            # see a buffer written in place, and an exported step returns its cache as
+            # outputs: concatenation serves these cases.
             if "k" in state:
                 k = torch.cat([state["k"], k], dim=2)  # [B, Hkv, T_cached + T_new, Dh]
                 v = torch.cat([state["v"], v], dim=2)
@@ -286,6 +294,7 @@ class KeyValueAttention(nn.Module):
             state.pop("filled", None)
             return k, v
         return write_ahead(state, k, v)
+
     def _cross_keys(
         self,
         context: torch.Tensor,

@@ -3,8 +3,8 @@
 Concatenating the new keys to the cached ones copies the whole cache at every decoding
 step, so a sequence of ``T`` tokens copies ``O(T^2)`` values. Here a cache's ``k`` and ``v``
 are buffers ``[B, Hkv, capacity, Dh]`` of which the first ``filled`` positions hold keys; a
-step writes its keys after them, and a full buffer is replaced by one twice as long (the
-amortised cost of a growing array). The cache contract holds as before: every tensor is
+step writes its keys after them, and a full buffer is replaced by one longer by a chunk of
+positions (one copy per chunk instead of one per step). The cache contract holds as before: every tensor is
 batch-first, so beam search reorders the buffers with ``index_select(0, ...)``, and the
 other values are ints.
 
@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["cached_keys", "write_ahead", "MIN_CAPACITY"]
+__all__ = ["cached_keys", "write_ahead", "CHUNK"]
 
-MIN_CAPACITY = 64  # positions allocated at the first growth: one allocation for short decodes
+CHUNK = 64  # buffers grow by whole chunks of positions
 
 
 def cached_keys(state: dict[str, Any]) -> int:
@@ -46,7 +46,9 @@ def write_ahead(
     filled = cached_keys(state)
     need = filled + k.shape[2]
     if need > buf_k.shape[2] or buf_k.dtype != k.dtype:
-        capacity = max(need, 2 * buf_k.shape[2], MIN_CAPACITY)
+        # Whole chunks: a copy at every CHUNK positions, and at most CHUNK - 1 positions
+        # allocated unused (beam search copies whole buffers when it reorders them).
+        capacity = -(-need // CHUNK) * CHUNK
         buf_k = _grown(buf_k, filled, capacity, k)
         buf_v = _grown(buf_v, filled, capacity, v)
     buf_k[:, :, filled:need] = k

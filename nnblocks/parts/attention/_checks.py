@@ -89,10 +89,13 @@ def check_sequence(
     Raises:
         ShapeError: not a tensor, wrong rank, wrong width or batch, or no positions.
     """
-    want = f"[B, T, {dim}]" if batch is None else f"[{batch}, T, {dim}]"
+
+    def want() -> str:  # formatted only on failure: formatting a size fixes it when exported
+        return f"[B, T, {dim}]" if batch is None else f"[{batch}, T, {dim}]"
+
     if not isinstance(t, torch.Tensor) or t.dim() != 3 or t.shape[-1] != dim:
         raise ShapeError(
-            f"attention part `{part}`: expected `{name}` of shape {want} (batch, time, "
+            f"attention part `{part}`: expected `{name}` of shape {want()} (batch, time, "
             f"dim={dim}). Received: {name} of shape {shape_of(t)}"
         )
     if not t.is_floating_point():  # token ids belong in an embedding, not in attention
@@ -102,7 +105,7 @@ def check_sequence(
         )
     if batch is not None and t.shape[0] != batch:
         raise ShapeError(
-            f"attention part `{part}`: expected `{name}` of shape {want}, with the batch size "
+            f"attention part `{part}`: expected `{name}` of shape {want()}, with the batch size "
             f"of x ({batch}). Received: {name} of shape {shape_of(t)}"
         )
     if t.shape[1] == 0:
@@ -121,7 +124,8 @@ def check_cache(part: str, cache: Any) -> dict[str, Any]:
             f"then the dict the part returned). Received: {type(cache).__name__}"
         )
     offset = cache.get("offset", 0)
-    if not isinstance(offset, int) or offset < 0:
+    # A symbolic int (torch.SymInt) stands for an int while torch.export traces a step.
+    if not isinstance(offset, (int, torch.SymInt)) or offset < 0:
         raise ShapeError(
             f"attention part `{part}`: the cache's `offset` must be a non-negative int (the "
             f"number of positions already decoded). Received: offset={offset!r}"

@@ -43,15 +43,19 @@ def normalize_mask(
     """
     if mask is None:
         return None
-    expected = (
-        f"a bool mask (True = may attend) of shape [B, Tk] = [{batch}, {tk}] (per key), "
-        f"[B, Tq, Tk] = [{batch}, {tq}, {tk}], or broadcastable to [B, H, Tq, Tk] = "
-        f"[{batch}, {heads}, {tq}, {tk}]"
-    )
+
+    def expected() -> str:
+        # Formatted only on failure: formatting a size fixes it in a traced graph (export).
+        return (
+            f"a bool mask (True = may attend) of shape [B, Tk] = [{batch}, {tk}] (per key), "
+            f"[B, Tq, Tk] = [{batch}, {tq}, {tk}], or broadcastable to [B, H, Tq, Tk] = "
+            f"[{batch}, {heads}, {tq}, {tk}]"
+        )
+
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
         got = f"dtype {mask.dtype}" if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise ShapeError(
-            f"attention part `{part}`: expected `mask` to be {expected}. Received: {got}. "
+            f"attention part `{part}`: expected `mask` to be {expected()}. Received: {got}. "
             "(A float or int mask can be turned into one with `mask > 0`; note that "
             "torch.nn.MultiheadAttention uses True = blocked, the opposite.)"
         )
@@ -63,7 +67,7 @@ def normalize_mask(
         keys_wrong = mask.shape[-1] != tk and not (mask.dim() == 4 and mask.shape[-1] == 1)
         hint = " With a cache, the mask covers all keys, cached and new." if keys_wrong else ""
         raise ShapeError(
-            f"attention part `{part}`: expected `mask` to be {expected}.{hint} "
+            f"attention part `{part}`: expected `mask` to be {expected()}.{hint} "
             f"Received: mask of shape {shape_of(mask)}"
         )
     if mask.device != device:

@@ -15,6 +15,18 @@ from nnblocks.registry import register
 
 __all__ = ["LocalAttention"]
 
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # older torch lacks it
+
+
+def _exporting() -> bool:
+    """Inside torch.export / ONNX export (either exporter), where sizes are symbolic.
+
+    The blocked path pads to whole windows and reshapes by ``ceil(T / window)``; exported,
+    those reshapes were fixed to the example's length (onnxruntime then failed with a
+    reshape error at other lengths, issue 14). The banded mask path is exact at any length.
+    """
+    return bool(_is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+
 
 @register("attention", "local")
 class LocalAttention(GroupedQueryAttention):
@@ -120,6 +132,7 @@ class LocalAttention(GroupedQueryAttention):
             and bias is None
             and not need_weights
             and (allowed is None or (allowed.shape[2] == 1 and allowed.shape[3] == tk))
+            and not _exporting()  # exported, the band below keeps every size symbolic
         )
         if blocked:
             out, rows = self._attend_blocked(q, k, v, allowed, causal)

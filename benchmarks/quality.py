@@ -1,0 +1,92 @@
+"""Quality: each trainable recipe's final metrics and the wall time to reach them.
+
+Every recipe under ``recipes/`` with a ``data`` and a ``train`` section is trained with
+``nnblocks train --json`` in its own process. The default run (``make bench``) trains the
+fast ones (the tabular MLPs) on a small budget and lists the rest as "full run only";
+``--full`` (``make bench-full``) trains every recipe with its own budget.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/quality.py [--full] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = {"mlp_tabular.yaml": 5, "mlp_diabetes.yaml": 10}  # recipe -> epochs of the small budget
+
+
+def trainable() -> list[Path]:
+    """Recipes with data and training sections (model-only recipes are specs, not runs)."""
+    found = []
+    for path in sorted((ROOT / "recipes").glob("*.yaml")):
+        recipe = yaml.safe_load(path.read_text()) or {}
+        if "data" in recipe and "train" in recipe:
+            found.append(path)
+    return found
+
+
+def train(path: Path, epochs: int | None, timeout: float) -> dict[str, Any]:
+    """One ``nnblocks train`` run: its final metrics (JSON) and wall time."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "nnblocks.cli", "train", str(path), "--json",
+                   "--no-progress", "--out", str(Path(out) / "run")]  # fmt: skip
+        if epochs is not None:
+            command += ["--set", f"train.epochs={epochs}"]
+        start = time.perf_counter()
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+            )
+        except subprocess.TimeoutExpired:
+            return {"recipe": path.name, "status": f"stopped after {timeout:.0f} s"}
+        seconds = time.perf_counter() - start
+    row: dict[str, Any] = {"recipe": path.name, "epochs": epochs or "recipe's own",
+                           "seconds": seconds}  # fmt: skip
+    if done.returncode != 0:
+        row["status"] = f"failed (exit {done.returncode}): {done.stderr.strip()[-300:]}"
+        return row
+    try:
+        text = done.stdout.strip()  # the metrics are the last thing printed, indented JSON
+        row["metrics"] = json.loads(text[text.rfind("\n{") + 1 :])
+        row["status"] = "ok"
+    except (json.JSONDecodeError, IndexError):
+        row["status"] = "ok, but no JSON metrics in the output"
+    return row
+
+
+def run(full: bool = False, quick: bool = False) -> dict[str, Any]:
+    rows = []
+    for path in trainable():
+        if full:
+            rows.append(train(path, None, timeout=3600))
+        elif path.name in FAST:
+            rows.append(train(path, 1 if quick else FAST[path.name], timeout=600))
+        else:
+            rows.append({"recipe": path.name, "status": "full run only: `make bench-full`"})
+    return {"benchmark": "quality", "full": full, "results": rows,
+            "load_average_1min": os.getloadavg()[0]}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    print(json.dumps(run(args.full, args.quick), indent=1))
+
+
+if __name__ == "__main__":
+    main()
