@@ -35,7 +35,7 @@ def _version(name: str) -> str | None:
         return None
 
 
-def describe_environment(seed: int | None = None, *, deterministic: bool = False) -> dict[str, Any]:
+def describe_environment(seed: Any = None, *, deterministic: bool = False) -> dict[str, Any]:
     """A JSON-able description of this machine and process."""
     import nnblocks
 

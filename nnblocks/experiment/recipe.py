@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from nnblocks.errors import SpecError
+from nnblocks.experiment.seeds import check_seed
 from nnblocks.spec import close_matches
 
 __all__ = [
@@ -36,7 +37,7 @@ __all__ = [
 
 TOP_LEVEL_KEYS = {
     "name": "a short name for the run folder",
-    "seed": "random seed (int)",
+    "seed": "random seed: an int, or named seeds {init, data, dropout}",
     "data": "dataset spec: {name: ..., options}",
     "model": "model spec: {name: ..., slots and options}",
     "train": "training settings (see TRAIN_KEYS)",
@@ -229,8 +230,8 @@ def apply_overrides(
                     path=key,
                 )
             _check_train_value(pieces[1], value, path=key)
-        if head == "seed" and not isinstance(value, int):
-            raise SpecError(f"expected an integer seed. Received: {value!r}", path=key)
+        if key == "seed":
+            check_seed(value, path=key)
         _set(out, pieces, value, full=key)
     return out
 

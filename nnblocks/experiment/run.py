@@ -29,6 +29,7 @@ import torch
 from nnblocks.errors import SpecError
 from nnblocks.experiment.environment import describe_environment, seed_everything
 from nnblocks.experiment.recipe import dump_recipe, validate_recipe
+from nnblocks.experiment.seeds import seed_values
 from nnblocks.registry import build
 from nnblocks.spec import spec_path
 from nnblocks.train.callback import Callback
@@ -182,21 +183,24 @@ def run_recipe(
 
     validate_recipe(recipe)
     train = dict(recipe.get("train") or {})
-    seed = int(recipe.get("seed", 0))
+    seeds = seed_values(recipe.get("seed", 0))  # named seeds: nnblocks.experiment.seeds
     if train.get("threads"):
         torch.set_num_threads(int(train["threads"]))
     deterministic = bool(train.get("deterministic", False))
-    seed_everything(seed, deterministic=deterministic)
+    seed_everything(seeds["init"], deterministic=deterministic)
     # Absolute: the Learner resolves relative callback paths against its own path.
     out = Path(folder).absolute() if folder is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         _write_text(out / "recipe.yaml", dump_recipe(recipe))
         _write_json(
-            out / "environment.json", describe_environment(seed, deterministic=deterministic)
+            out / "environment.json",
+            describe_environment(recipe.get("seed", 0), deterministic=deterministic),
         )
 
     data, model = build_from_recipe(recipe)
+    if isinstance(recipe.get("seed"), Mapping):  # an int seed keeps the single stream
+        torch.manual_seed(seeds["dropout"])
     callbacks = _callbacks(recipe, out, model) + list(extra_callbacks or [])
     learner = Learner(
         model,
@@ -205,7 +209,7 @@ def run_recipe(
         callbacks=callbacks,
         progress=progress,
         path=out,
-        seed=seed,
+        seed=seeds["data"],
     )
     last = out / "checkpoints" / "last" if out is not None else None
     start = time.perf_counter()
@@ -222,7 +226,7 @@ def run_recipe(
         train_seconds=train_seconds,
         peak_memory_mb=_peak_memory_mb(),
         epochs_run=len(learner.history),
-        seed=seed,
+        seed=recipe.get("seed", 0),
     )
     if out is not None:
         import nnblocks
