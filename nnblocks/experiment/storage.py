@@ -23,7 +23,7 @@ from typing import Any
 
 from nnblocks.errors import NNBlocksError, SpecError
 
-__all__ = ["Claim", "RunStore", "open_store"]
+__all__ = ["Claim", "RunStore", "database_url", "open_store"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,14 @@ class Claim:
 
     cell: str
     payload: dict[str, Any]
+
+
+def database_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 (SQLAlchemy's default driver, psycopg2, is not a
+    dependency); every other URL is kept."""
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
 
 
 def _sqlalchemy() -> Any:
@@ -65,8 +73,7 @@ class RunStore:
     def __init__(self, url: str, group: str, *, timeout: float = 120.0):
         sa = _sqlalchemy()
         self.sa, self.group, self.timeout = sa, group, float(timeout)
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url[len("postgresql://") :]
+        url = database_url(url)
         try:
             options: dict[str, Any] = {}
             if url.startswith("sqlite"):  # wait for the file lock instead of failing at once

@@ -8,7 +8,9 @@ their per-epoch validation metric (median pruner).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import os
 import warnings
@@ -17,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from nnblocks.errors import NNBlocksError, SpecError
+from nnblocks.experiment.fingerprint import recipe_fingerprint
 from nnblocks.experiment.recipe import apply_overrides, dump_recipe, load_recipe
 from nnblocks.experiment.run import check_recipe, run_recipe
 from nnblocks.experiment.space import Dimension, parse_space
+from nnblocks.experiment.storage import database_url
 from nnblocks.experiment.table import higher_is_better
 
 __all__ = ["TuneResult", "tune"]
@@ -72,6 +76,24 @@ def _reporter(trial: Any, metric: str) -> Any:
 
 
 def _storage(optuna: Any, url: str) -> Any:
+    """An RDBStorage for ``url``; an unreachable database fails before any trial.
+
+    Raises:
+        SpecError: the URL cannot be parsed or the database cannot be reached.
+    """
+    import sqlalchemy
+
+    try:
+        return _rdb(optuna, database_url(url))
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
+        raise SpecError(
+            "cannot open the study database. Expected a reachable SQLAlchemy database URL. "
+            f"Received: {url!r} ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+            path="--storage",
+        ) from exc
+
+
+def _rdb(optuna: Any, url: str) -> Any:
     # Heartbeats let a resumed study retry trials whose worker was killed mid-trial.
     import optuna.storages as storages
 
@@ -104,6 +126,7 @@ def tune(
     overrides: Sequence[str] = (),
     timeout: float | None = None,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> TuneResult:
     """Search the recipe's `tune.space` until the study holds ``trials`` finished trials.
 
@@ -117,13 +140,16 @@ def tune(
             ``runs/tune-NAME``.
         overrides: ``KEY=VALUE`` applied before sampling.
         timeout: stop starting new trials after this many seconds.
+        overwrite: delete an existing study of this name made from another recipe or
+            search space, instead of refusing.
 
     Returns:
         A TuneResult; writes ``best_recipe.yaml``, ``history.png`` and ``importance.png``.
 
     Raises:
-        SpecError: an empty or malformed search space, or a searched key that does not fit
-            the recipe (checked with each dimension's first value before any training).
+        SpecError: an empty or malformed search space, a searched key that does not fit
+            the recipe (checked with each dimension's first value before any training), or
+            an existing study of this name made from another recipe or search space.
     """
     optuna = _optuna()
     recipe = load_recipe(recipe_path, overrides)
@@ -139,14 +165,19 @@ def tune(
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rdb = _storage(optuna, url)
+    if overwrite:
+        _delete_study(optuna, rdb, name)
     study = optuna.create_study(
         study_name=name,
-        storage=_storage(optuna, url),
+        storage=rdb,
         direction=direction,
         load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=int(recipe.get("seed", 0))),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
     )
+
+    _check_same_study(study, recipe, name)
 
     def objective(trial: Any) -> float:
         values = [(d.key, d.sample(trial)) for d in dims]
@@ -174,6 +205,49 @@ def tune(
     if remaining:
         study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(NNBlocksError,))
     return _report(study, optuna, recipe, dims, out)
+
+
+def _fingerprints(recipe: dict[str, Any]) -> tuple[str, str]:
+    """The fingerprint of the recipe without its `tune` section, and of the search space."""
+    plain = {k: v for k, v in recipe.items() if k != "tune"}
+    space = dict(recipe.get("tune") or {})
+    return recipe_fingerprint(plain), json.dumps(space, sort_keys=True, default=str)
+
+
+def _check_same_study(study: Any, recipe: dict[str, Any], name: str) -> None:
+    """A study is resumed only with the recipe and search space it was made from."""
+    asked, space = _fingerprints(recipe)
+    attrs = study.user_attrs
+    if "nnblocks_recipe" not in attrs:
+        if study.trials:  # made before fingerprints were recorded: cannot tell
+            raise SpecError(
+                f"study `{name}` holds {len(study.trials)} trial(s) but no record of the recipe "
+                "it was made from. Expected a study made by this version. Use a new --study or "
+                "--out, or --overwrite to replace it",
+                path="--study",
+            )
+        study.set_user_attr("nnblocks_recipe", asked)
+        study.set_user_attr("nnblocks_space", space)
+        return
+    if attrs.get("nnblocks_space") != space:
+        raise SpecError(
+            f"the search space of study `{name}` changed. Expected the space it was made with: "
+            f"{attrs.get('nnblocks_space')}. Received: {space}. Use a new --study or --out, or "
+            "--overwrite to replace the study",
+            path="tune.space",
+        )
+    if attrs["nnblocks_recipe"] != asked:
+        raise SpecError(
+            f"study `{name}` was made from a different recipe (or plugin code); its trials "
+            "would be counted as runs of this one. Use a new --study or --out, or --overwrite "
+            "to replace the study",
+            path="--study",
+        )
+
+
+def _delete_study(optuna: Any, storage: Any, name: str) -> None:
+    with contextlib.suppress(KeyError):  # no such study yet
+        optuna.delete_study(study_name=name, storage=storage)
 
 
 def _check_dimensions(recipe: dict[str, Any], dims: Sequence[Dimension]) -> None:
