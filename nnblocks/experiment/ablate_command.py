@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     )
     console = Console()
     if not console.is_terminal:  # logs and CI: wide enough that the table does not fold
-        console = Console(width=160)
+        console = Console(width=260)
     console.print(to_rich(result.rows, result.metric, title=f"ablation: {result.metric}"))
     console.print(f"significance: {describe_test(options)}")
     for w in result.warnings:
