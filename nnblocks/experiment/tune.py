@@ -203,7 +203,13 @@ def tune(
     remaining = max(0, trials - finished)
     log.info("study %s: %d finished, running %d more", name, finished, remaining)
     if remaining:
-        study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(NNBlocksError,))
+        # Workers sharing one study stop together once it holds `trials` finished trials
+        # (each worker's own count would overshoot by the others' trials).
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        stop = optuna.study.MaxTrialsCallback(trials, states=states)
+        study.optimize(
+            objective, n_trials=remaining, timeout=timeout, catch=(NNBlocksError,), callbacks=[stop]
+        )
     return _report(study, optuna, recipe, dims, out)
 
 

@@ -176,3 +176,47 @@ def postgres_url():
 
 def test_three_postgres_workers_one_killed_complete_the_grid_once(tmp_path, postgres_url):
     _check(_run_three_workers_and_kill_one(tmp_path, postgres_url))
+
+
+def test_three_tune_workers_share_one_study(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    recipe = _recipe(tmp_path)
+    text = yaml.safe_load(recipe.read_text())
+    text["train"]["epochs"] = 1
+    text["tune"] = {
+        "metric": "valid_loss",
+        "space": {"train.lr": {"float": [1.0e-3, 3.0e-2], "log": True}},
+    }
+    recipe.write_text(yaml.safe_dump(text))
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    env = dict(os.environ, OMP_NUM_THREADS="1", NNBLOCKS_PROGRESS="0")
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nnblocks.cli",
+                "tune",
+                str(recipe),
+                "--trials",
+                "6",
+                "--storage",
+                url,
+                "--out",
+                str(tmp_path / f"tune{i}"),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(3)
+    ]
+    assert [w.wait(timeout=900) for w in workers] == [0, 0, 0]
+    study = optuna.load_study(study_name="wine_workers", storage=url)
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    # Each worker stops once the shared study holds 6; trials still in flight then finish.
+    assert 6 <= len(finished) <= 8
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    by_worker = {i: len(list((tmp_path / f"tune{i}").glob("trial-*"))) for i in range(3)}
+    assert sum(by_worker.values()) == len(study.trials)
+    print("tune workers:", by_worker, "finished trials:", len(finished))
