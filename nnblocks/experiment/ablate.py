@@ -321,6 +321,33 @@ def ablate(
             variant before any run starts), bad counts, a folder holding runs of another
             recipe (without ``overwrite``), or an unreachable ``storage``.
     """
+    options = _check_arguments(seeds, max_seeds, jobs, heartbeat, vary_seed, options)
+    recipe_file = Path(recipe_path)
+    base = load_recipe(recipe_file, overrides)
+    variants = expand_grid([parse_vary(v) for v in vary]) if vary else [Variant(())]
+    for variant in variants:  # fail before training anything
+        try:
+            check_recipe(apply_overrides(base, variant.overrides))
+        except NNBlocksError as exc:
+            raise SpecError(f"variant `{variant.label}` does not fit the recipe: {exc}") from exc
+    out = Path(folder) if folder else Path("runs") / f"ablate-{base.get('name', recipe_file.stem)}"
+    out.mkdir(parents=True, exist_ok=True)
+    plan = _Plan(recipe_file, base, variants, tuple(overrides), vary_seed, out.absolute())
+    url = storage or f"sqlite:///{(out / 'runs.db').resolve()}"
+    store = open_store(url, out.absolute().name, timeout=12 * heartbeat)
+    looks = _looks(max_seeds) if seeds == "auto" else [int(seeds)]
+    return _run_looks(plan, store, looks, options, jobs, heartbeat, metric, overwrite)
+
+
+def _check_arguments(
+    seeds: int | str,
+    max_seeds: int,
+    jobs: int,
+    heartbeat: float,
+    vary_seed: str,
+    options: StatOptions | None,
+) -> StatOptions:
+    """Every argument of ``ablate`` checked before any run starts; returns the options."""
     auto = seeds == "auto"
     if not auto and (not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1):
         raise SpecError(
@@ -347,27 +374,28 @@ def ablate(
         alpha=options.alpha,
         target_power=options.power,
     )  # validates the options up front
-    recipe_file = Path(recipe_path)
-    base = load_recipe(recipe_file, overrides)
-    variants = expand_grid([parse_vary(v) for v in vary]) if vary else [Variant(())]
-    for variant in variants:  # fail before training anything
-        try:
-            check_recipe(apply_overrides(base, variant.overrides))
-        except NNBlocksError as exc:
-            raise SpecError(f"variant `{variant.label}` does not fit the recipe: {exc}") from exc
-    out = Path(folder) if folder else Path("runs") / f"ablate-{base.get('name', recipe_file.stem)}"
-    out.mkdir(parents=True, exist_ok=True)
-    plan = _Plan(recipe_file, base, variants, tuple(overrides), vary_seed, out.absolute())
-    url = storage or f"sqlite:///{(out / 'runs.db').resolve()}"
-    store = open_store(url, out.absolute().name, timeout=12 * heartbeat)
-    looks = _looks(max_seeds) if auto else [int(seeds)]  # type: ignore[arg-type]
+    return options
+
+
+def _run_looks(
+    plan: _Plan,
+    store: RunStore,
+    looks: list[int],
+    options: StatOptions,
+    jobs: int,
+    heartbeat: float,
+    metric: str | None,
+    overwrite: bool,
+) -> AblationResult:
+    """Run the grid at each planned look (one look for a fixed seed count), growing the
+    undecided variants' seeds, and return the last look's result."""
     level = options.alpha / len(looks)  # Bonferroni over the planned looks
     look_options = dataclasses.replace(options, alpha=level)
     first = plan.first_seed
-    counts = [looks[0]] * len(variants)
+    counts = [looks[0]] * len(plan.variants)
     failed: list[str] = []
     notes = []
-    if auto:
+    if len(looks) > 1:
         notes.append(
             f"--seeds auto: looks at {looks} seeds; each tests at alpha/{len(looks)}="
             f"{level:.4g} (Bonferroni over looks), intervals at {100 * (1 - level):.4g}%"
@@ -376,7 +404,7 @@ def ablate(
         seed_lists = [list(range(first, first + c)) for c in counts]
         cells = plan.cells(seed_lists)
         _register(store, cells, overwrite)
-        log.info("look %d: %d runs of %d variants", look + 1, len(cells), len(variants))
+        log.info("look %d: %d runs of %d variants", look + 1, len(cells), len(plan.variants))
         failed += _work(store, plan, cells, jobs, heartbeat)
         result = _summarize_from_store(store, plan, seed_lists, metric, failed, look_options, notes)
         if look + 1 == len(looks):

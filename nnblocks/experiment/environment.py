@@ -7,12 +7,15 @@ import os
 import platform
 import random
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "describe_environment"]
+from nnblocks.experiment.seeds import seed_values
+
+__all__ = ["seed_after_build", "seed_everything", "describe_environment"]
 
 _PACKAGES = ["torch", "numpy", "safetensors", "torchmetrics", "tokenizers", "optuna", "sacrebleu"]
 
@@ -26,6 +29,14 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
         # Some CUDA kernels need this to be deterministic; harmless on CPU.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def seed_after_build(seed: Any) -> None:
+    """Named seeds (``{init, data, dropout}``): the stream that dropout and augmentation
+    draw from starts after the model is built, from the ``dropout`` seed. An int seed keeps
+    one stream from initialisation on, as runs made before named seeds did."""
+    if isinstance(seed, Mapping):
+        torch.manual_seed(seed_values(seed)["dropout"])
 
 
 def _version(name: str) -> str | None:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from nnblocks.errors import SpecError
-from nnblocks.experiment.environment import describe_environment, seed_everything
+from nnblocks.experiment.environment import describe_environment, seed_after_build, seed_everything
 from nnblocks.experiment.recipe import dump_recipe, validate_recipe
 from nnblocks.experiment.seeds import seed_values
 from nnblocks.registry import build
@@ -183,24 +183,22 @@ def run_recipe(
 
     validate_recipe(recipe)
     train = dict(recipe.get("train") or {})
-    seeds = seed_values(recipe.get("seed", 0))  # named seeds: nnblocks.experiment.seeds
+    seed = recipe.get("seed", 0)  # an int, or named seeds: see nnblocks.experiment.seeds
     if train.get("threads"):
         torch.set_num_threads(int(train["threads"]))
     deterministic = bool(train.get("deterministic", False))
-    seed_everything(seeds["init"], deterministic=deterministic)
+    seed_everything(seed_values(seed)["init"], deterministic=deterministic)
     # Absolute: the Learner resolves relative callback paths against its own path.
     out = Path(folder).absolute() if folder is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         _write_text(out / "recipe.yaml", dump_recipe(recipe))
         _write_json(
-            out / "environment.json",
-            describe_environment(recipe.get("seed", 0), deterministic=deterministic),
+            out / "environment.json", describe_environment(seed, deterministic=deterministic)
         )
 
     data, model = build_from_recipe(recipe)
-    if isinstance(recipe.get("seed"), Mapping):  # an int seed keeps the single stream
-        torch.manual_seed(seeds["dropout"])
+    seed_after_build(seed)
     callbacks = _callbacks(recipe, out, model) + list(extra_callbacks or [])
     learner = Learner(
         model,
@@ -209,7 +207,7 @@ def run_recipe(
         callbacks=callbacks,
         progress=progress,
         path=out,
-        seed=seeds["data"],
+        seed=seed_values(seed)["data"],  # the data seed orders the training batches
     )
     last = out / "checkpoints" / "last" if out is not None else None
     start = time.perf_counter()
@@ -226,7 +224,7 @@ def run_recipe(
         train_seconds=train_seconds,
         peak_memory_mb=_peak_memory_mb(),
         epochs_run=len(learner.history),
-        seed=recipe.get("seed", 0),
+        seed=seed,
     )
     if out is not None:
         import nnblocks

@@ -99,8 +99,8 @@ HEADERS = [
     "{metric} (mean ± std)",
     "seeds",
     "Δ vs baseline",
-    "95% CI (t)",
-    "95% CI (bootstrap)",
+    "{level} CI (t)",
+    "{level} CI (bootstrap)",
     "effect",
     "test",
     "p",
@@ -115,8 +115,13 @@ HEADERS = [
 _LEFT = {0, 7, 12}  # text columns
 
 
-def _headers(metric: str) -> list[str]:
-    return [h.format(metric=metric) for h in HEADERS]
+def _headers(metric: str, rows: Sequence[Row] = ()) -> list[str]:
+    # The intervals' level is 1 - alpha of the tests (not always 95%: `--seeds auto` tests
+    # each look at alpha / looks).
+    tested = [r.comparison for r in rows if r.comparison is not None and not r.comparison.problem]
+    alpha = tested[0].alpha if tested else 0.05
+    level = f"{100 * (1 - alpha):.4g}%"
+    return [h.format(metric=metric, level=level) for h in HEADERS]
 
 
 def to_rich(rows: Sequence[Row], metric: str, title: str = "ablation"):
@@ -124,7 +129,7 @@ def to_rich(rows: Sequence[Row], metric: str, title: str = "ablation"):
     from rich.table import Table
 
     table = Table(title=title)
-    for i, h in enumerate(_headers(metric)):
+    for i, h in enumerate(_headers(metric, rows)):
         table.add_column(h, justify="left" if i in _LEFT else "right")
     for row in rows:
         table.add_row(*_cells(row, metric), style="bold" if row.best else None)
@@ -132,7 +137,7 @@ def to_rich(rows: Sequence[Row], metric: str, title: str = "ablation"):
 
 
 def to_markdown(rows: Sequence[Row], metric: str) -> str:
-    headers = _headers(metric)
+    headers = _headers(metric, rows)
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
     lines += ["| " + " | ".join(_cells(r, metric)) + " |" for r in rows]
     return "\n".join(lines) + "\n"

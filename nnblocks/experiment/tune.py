@@ -22,6 +22,7 @@ from nnblocks.errors import NNBlocksError, SpecError
 from nnblocks.experiment.fingerprint import recipe_fingerprint
 from nnblocks.experiment.recipe import apply_overrides, dump_recipe, load_recipe
 from nnblocks.experiment.run import check_recipe, run_recipe
+from nnblocks.experiment.seeds import seed_values
 from nnblocks.experiment.space import Dimension, parse_space
 from nnblocks.experiment.storage import database_url
 from nnblocks.experiment.table import higher_is_better
@@ -155,29 +156,14 @@ def tune(
     recipe = load_recipe(recipe_path, overrides)
     dims = parse_space(recipe)
     _check_dimensions(recipe, dims)
-    tune_cfg = recipe.get("tune") or {}
-    metric = tune_cfg.get("metric") or (recipe.get("train") or {}).get("monitor") or "valid_loss"
-    direction = tune_cfg.get("direction") or (
-        "maximize" if higher_is_better(metric) else "minimize"
-    )
+    metric, direction = _metric_direction(recipe)
     name = study_name or str(recipe.get("name", Path(recipe_path).stem))
     out = Path(folder) if folder else Path("runs") / f"tune-{name}"
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    rdb = _storage(optuna, url)
-    if overwrite:
-        _delete_study(optuna, rdb, name)
-    study = optuna.create_study(
-        study_name=name,
-        storage=rdb,
-        direction=direction,
-        load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=int(recipe.get("seed", 0))),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+    study = _open_study(
+        optuna, recipe, url, name, direction, overwrite=overwrite, shared=storage is not None
     )
-
-    _check_same_study(study, recipe, name)
 
     def objective(trial: Any) -> float:
         values = [(d.key, d.sample(trial)) for d in dims]
@@ -211,6 +197,45 @@ def tune(
             objective, n_trials=remaining, timeout=timeout, catch=(NNBlocksError,), callbacks=[stop]
         )
     return _report(study, optuna, recipe, dims, out)
+
+
+def _metric_direction(recipe: dict[str, Any]) -> tuple[str, str]:
+    """`tune.metric` (default train.monitor, else valid_loss) and its direction."""
+    tune_cfg = recipe.get("tune") or {}
+    metric = tune_cfg.get("metric") or (recipe.get("train") or {}).get("monitor") or "valid_loss"
+    default = "maximize" if higher_is_better(metric) else "minimize"
+    return metric, tune_cfg.get("direction") or default
+
+
+def _open_study(
+    optuna: Any,
+    recipe: dict[str, Any],
+    url: str,
+    name: str,
+    direction: str,
+    *,
+    overwrite: bool,
+    shared: bool,
+) -> Any:
+    """Create or load the study, checking that it was made from this recipe and space."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rdb = _storage(optuna, url)
+    if overwrite:
+        _delete_study(optuna, rdb, name)
+    study = optuna.create_study(
+        study_name=name,
+        storage=rdb,
+        direction=direction,
+        load_if_exists=True,
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+    )
+    _check_same_study(study, recipe, name)
+    # The sampler's seed: the recipe's, moved on by the trials already there (a resumed study
+    # does not replay its first suggestions) and, for a shared storage, by the process id,
+    # so workers that start together do not all suggest the same parameters.
+    seed = seed_values(recipe.get("seed", 0))["init"] + len(study.trials)
+    study.sampler = optuna.samplers.TPESampler(seed=seed + (os.getpid() if shared else 0))
+    return study
 
 
 def _fingerprints(recipe: dict[str, Any]) -> tuple[str, str]:
