@@ -93,7 +93,6 @@ def _run_one(
     recipe_path: Path,
     cell: Cell,
     threads: int,
-    beat: threading.Event | None = None,
     on_beat: Any = None,
     every: float = 10.0,
 ) -> str | None:
@@ -101,17 +100,10 @@ def _run_one(
     it trains; it returns False when the claim was lost); returns an error text or None."""
     folder = cell.folder
     folder.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "nnblocks.cli",
-        "train",
-        str(recipe_path),
-        "--out",
-        str(folder),
-        "--no-progress",
-        "--resume",
-    ]
+    cmd = [sys.executable, "-m", "nnblocks.cli", "train", str(recipe_path), "--out", str(folder)]
+    cmd.append("--no-progress")
+    if (folder / "checkpoints" / "last").exists():  # a run claimed again continues
+        cmd.append("--resume")
     for o in cell.sets:
         cmd += ["--set", o]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), NNBLOCKS_PROGRESS="0")

@@ -79,7 +79,7 @@ def test_data_seed_alone_changes_the_training_result():
 def _fake_runs(effects, noise):
     """A fake `nnblocks train`: writes metrics.json with value = 0.8 + effect + noise(seed)."""
 
-    def run_one(recipe_path, cell, threads, beat=None, on_beat=None, every=10.0):
+    def run_one(recipe_path, cell, threads, on_beat=None, every=10.0):
         seed = cell.seed
         value = (
             0.8 + effects[cell.variant] + noise[cell.variant] * math.sin(1.7 * seed + cell.variant)
