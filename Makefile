@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test test-all lint docs clean bench bench-quick bench-full setup-bench
+.PHONY: setup setup-postgres demo test test-all lint docs clean bench bench-quick bench-full setup-bench
 
 setup: $(STAMP)
 
@@ -23,7 +23,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The PostgreSQL server for the shared-run-table tests (Debian/Ubuntu); without it those
+# tests skip and say why. `make test-all` tries it and goes on if it cannot install.
+setup-postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y postgresql; }
+
 test-all: $(STAMP)
+	-$(MAKE) setup-postgres
 	$(PY) -m pytest -q -m "slow or not slow"
 
 lint: $(STAMP)

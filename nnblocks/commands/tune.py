@@ -15,12 +15,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--trials", type=int, default=20, help="finished trials the study should hold"
     )
     parser.add_argument(
-        "--storage", help="Optuna storage URL (default sqlite in the output folder)"
+        "--storage",
+        help="Optuna storage URL shared by workers: sqlite:///FILE (default: in the output "
+        "folder) or postgresql://USER@HOST/DB for many machines",
     )
     parser.add_argument("--study", help="study name (default: the recipe's name)")
     parser.add_argument("--out", help="output folder (default runs/tune-NAME)")
     parser.add_argument(
         "--timeout", type=float, help="stop starting trials after this many seconds"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a study of this name made from another recipe or search space",
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
@@ -34,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         folder=args.out,
         overrides=args.overrides,
         timeout=args.timeout,
+        overwrite=args.overwrite,
     )
     console = Console()
     console.print(f"best value {result.best_value:.4f} with {result.best_params}")

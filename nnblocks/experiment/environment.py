@@ -7,12 +7,15 @@ import os
 import platform
 import random
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "describe_environment"]
+from nnblocks.experiment.seeds import seed_values
+
+__all__ = ["seed_after_build", "seed_everything", "describe_environment"]
 
 _PACKAGES = ["torch", "numpy", "safetensors", "torchmetrics", "tokenizers", "optuna", "sacrebleu"]
 
@@ -28,6 +31,14 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def seed_after_build(seed: Any) -> None:
+    """Named seeds (``{init, data, dropout}``): the stream that dropout and augmentation
+    draw from starts after the model is built, from the ``dropout`` seed. An int seed keeps
+    one stream from initialisation on, as runs made before named seeds did."""
+    if isinstance(seed, Mapping):
+        torch.manual_seed(seed_values(seed)["dropout"])
+
+
 def _version(name: str) -> str | None:
     try:
         return importlib.metadata.version(name)
@@ -35,7 +46,7 @@ def _version(name: str) -> str | None:
         return None
 
 
-def describe_environment(seed: int | None = None, *, deterministic: bool = False) -> dict[str, Any]:
+def describe_environment(seed: Any = None, *, deterministic: bool = False) -> dict[str, Any]:
     """A JSON-able description of this machine and process."""
     import nnblocks
 

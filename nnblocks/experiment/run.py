@@ -31,10 +31,15 @@ import torch
 from nnblocks.data.paths import data_root
 from nnblocks.errors import CheckpointError, SpecError
 from nnblocks.experiment.continue_run import Previous, continue_model, previous_run
-from nnblocks.experiment.environment import describe_environment, seed_everything
+from nnblocks.experiment.environment import (
+    describe_environment,
+    seed_after_build,
+    seed_everything,
+)
 from nnblocks.experiment.folder import claim_folder
 from nnblocks.experiment.model_source import FROM_KEY, build_recipe_model, is_from_checkpoint
 from nnblocks.experiment.recipe import Recipe, dump_recipe, validate_recipe
+from nnblocks.experiment.seeds import seed_values
 from nnblocks.registry import build
 from nnblocks.spec import spec_path
 from nnblocks.train.callback import Callback
@@ -117,7 +122,8 @@ def _seed(recipe: Recipe) -> None:
     train = recipe.settings.train
     if train.threads:
         torch.set_num_threads(train.threads)
-    seed_everything(recipe.settings.seed, deterministic=train.deterministic)
+    # The init seed while the model is built (named seeds: nnblocks.experiment.seeds).
+    seed_everything(seed_values(recipe.get("seed", 0))["init"], deterministic=train.deterministic)
 
 
 def check_recipe(
@@ -356,7 +362,7 @@ def _train(
     from nnblocks.train import Learner
 
     spec, data, model = checked.recipe, checked.data, checked.model
-    train, seed = spec.settings.train, spec.settings.seed
+    train, seed = spec.settings.train, spec.get("seed", 0)  # an int or named seeds
     if out is not None:
         if not resume:  # a resumed run keeps the recipe it started with
             _write_text(out / "recipe.yaml", dump_recipe(spec))
@@ -370,6 +376,7 @@ def _train(
         else []
     )
     callbacks = _callbacks(spec, out) + continual + list(extra or [])
+    seed_after_build(seed)  # the dropout seed from the first step on
     learner = Learner(
         model,
         data,
@@ -377,7 +384,7 @@ def _train(
         callbacks=callbacks,
         progress=progress,
         path=out,
-        seed=seed,
+        seed=seed_values(seed)["data"],  # the data seed orders the training batches
     )
     start = time.perf_counter()
     last = out / "checkpoints" / "last" if out is not None and resume else None

@@ -308,12 +308,22 @@ def _check_spec_shape(value: Any, *, section: str, allow_from: bool = False) -> 
     return value
 
 
+class NamedSeeds(_Section):
+    """``seed: {init, data, dropout}``: a run's randomness by source (experiment/seeds.py)."""
+
+    init: NonNegInt = Field(0, description="int >= 0: weight initialisation")
+    data: NonNegInt = Field(0, description="int >= 0: the training data's order")
+    dropout: NonNegInt = Field(0, description="int >= 0: dropout and augmentation")
+
+
 class RecipeSettings(_Section):
     """A whole recipe, typed. ``data`` and ``model`` stay plain specs (see the module doc)."""
 
     name: StrictStr | None = Field(None, description="a run-folder name: letters, digits, ._+-")
     description: StrictStr | None = Field(None, description="free text")
-    seed: NonNegInt = Field(0, description="int >= 0: the random seed")
+    seed: NonNegInt | NamedSeeds = Field(
+        0, description="int >= 0, or named seeds {init, data, dropout} (ints >= 0)"
+    )
     plugins: list[StrictStr] = Field(
         default_factory=list, description="a list of Python files or module names"
     )

@@ -8,7 +8,9 @@ their per-epoch validation metric (median pruner).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import os
 import warnings
@@ -17,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from nnblocks.errors import NNBlocksError, SpecError
+from nnblocks.experiment.fingerprint import recipe_fingerprint
 from nnblocks.experiment.recipe import apply_overrides, dump_recipe, load_recipe
 from nnblocks.experiment.run import check_recipe, run_recipe
+from nnblocks.experiment.seeds import seed_values
 from nnblocks.experiment.space import Dimension, parse_space
+from nnblocks.experiment.storage import database_url
 from nnblocks.experiment.table import higher_is_better
 from nnblocks.train.interrupt import TrainingInterrupted
 
@@ -73,6 +78,24 @@ def _reporter(trial: Any, metric: str) -> Any:
 
 
 def _storage(optuna: Any, url: str) -> Any:
+    """An RDBStorage for ``url``; an unreachable database fails before any trial.
+
+    Raises:
+        SpecError: the URL cannot be parsed or the database cannot be reached.
+    """
+    import sqlalchemy
+
+    try:
+        return _rdb(optuna, database_url(url))
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
+        raise SpecError(
+            "cannot open the study database. Expected a reachable SQLAlchemy database URL. "
+            f"Received: {url!r} ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+            path="--storage",
+        ) from exc
+
+
+def _rdb(optuna: Any, url: str) -> Any:
     # Heartbeats let a resumed study retry trials whose worker was killed mid-trial.
     import optuna.storages as storages
 
@@ -105,6 +128,7 @@ def tune(
     overrides: Sequence[str] = (),
     timeout: float | None = None,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> TuneResult:
     """Search the recipe's `tune.space` until the study holds ``trials`` finished trials.
 
@@ -118,35 +142,28 @@ def tune(
             ``runs/tune-NAME``.
         overrides: ``KEY=VALUE`` applied before sampling.
         timeout: stop starting new trials after this many seconds.
+        overwrite: delete an existing study of this name made from another recipe or
+            search space, instead of refusing.
 
     Returns:
         A TuneResult; writes ``best_recipe.yaml``, ``history.png`` and ``importance.png``.
 
     Raises:
-        SpecError: an empty or malformed search space, or a searched key that does not fit
-            the recipe (checked with each dimension's first value before any training).
+        SpecError: an empty or malformed search space, a searched key that does not fit
+            the recipe (checked with each dimension's first value before any training), or
+            an existing study of this name made from another recipe or search space.
     """
     optuna = _optuna()
     recipe = load_recipe(recipe_path, overrides)
     dims = parse_space(recipe)
     _check_dimensions(recipe, dims)
-    tune_cfg = recipe.get("tune") or {}
-    metric = tune_cfg.get("metric") or (recipe.get("train") or {}).get("monitor") or "valid_loss"
-    direction = tune_cfg.get("direction") or (
-        "maximize" if higher_is_better(metric) else "minimize"
-    )
+    metric, direction = _metric_direction(recipe)
     name = study_name or str(recipe.get("name", Path(recipe_path).stem))
     out = Path(folder) if folder else Path("runs") / f"tune-{name}"
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=name,
-        storage=_storage(optuna, url),
-        direction=direction,
-        load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=int(recipe.get("seed", 0))),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+    study = _open_study(
+        optuna, recipe, url, name, direction, overwrite=overwrite, shared=storage is not None
     )
 
     interrupted: list[TrainingInterrupted] = []
@@ -180,10 +197,98 @@ def tune(
     remaining = max(0, trials - finished)
     log.info("study %s: %d finished, running %d more", name, finished, remaining)
     if remaining:
-        study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(NNBlocksError,))
+        # Workers sharing one study stop together once it holds `trials` finished trials
+        # (each worker's own count would overshoot by the others' trials).
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        stop = optuna.study.MaxTrialsCallback(trials, states=states)
+        study.optimize(
+            objective, n_trials=remaining, timeout=timeout, catch=(NNBlocksError,), callbacks=[stop]
+        )
     if interrupted:
         raise interrupted[0]
     return _report(study, optuna, recipe, dims, out)
+
+
+def _metric_direction(recipe: dict[str, Any]) -> tuple[str, str]:
+    """`tune.metric` (default train.monitor, else valid_loss) and its direction."""
+    tune_cfg = recipe.get("tune") or {}
+    metric = tune_cfg.get("metric") or (recipe.get("train") or {}).get("monitor") or "valid_loss"
+    default = "maximize" if higher_is_better(metric) else "minimize"
+    return metric, tune_cfg.get("direction") or default
+
+
+def _open_study(
+    optuna: Any,
+    recipe: dict[str, Any],
+    url: str,
+    name: str,
+    direction: str,
+    *,
+    overwrite: bool,
+    shared: bool,
+) -> Any:
+    """Create or load the study, checking that it was made from this recipe and space."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rdb = _storage(optuna, url)
+    if overwrite:
+        _delete_study(optuna, rdb, name)
+    study = optuna.create_study(
+        study_name=name,
+        storage=rdb,
+        direction=direction,
+        load_if_exists=True,
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+    )
+    _check_same_study(study, recipe, name)
+    # The sampler's seed: the recipe's, moved on by the trials already there (a resumed study
+    # does not replay its first suggestions) and, for a shared storage, by the process id,
+    # so workers that start together do not all suggest the same parameters.
+    seed = seed_values(recipe.get("seed", 0))["init"] + len(study.trials)
+    study.sampler = optuna.samplers.TPESampler(seed=seed + (os.getpid() if shared else 0))
+    return study
+
+
+def _fingerprints(recipe: dict[str, Any]) -> tuple[str, str]:
+    """The fingerprint of the recipe without its `tune` section, and of the search space."""
+    plain = {k: v for k, v in recipe.items() if k != "tune"}
+    space = dict(recipe.get("tune") or {})
+    return recipe_fingerprint(plain), json.dumps(space, sort_keys=True, default=str)
+
+
+def _check_same_study(study: Any, recipe: dict[str, Any], name: str) -> None:
+    """A study is resumed only with the recipe and search space it was made from."""
+    asked, space = _fingerprints(recipe)
+    attrs = study.user_attrs
+    if "nnblocks_recipe" not in attrs:
+        if study.trials:  # made before fingerprints were recorded: cannot tell
+            raise SpecError(
+                f"study `{name}` holds {len(study.trials)} trial(s) but no record of the recipe "
+                "it was made from. Expected a study made by this version. Use a new --study or "
+                "--out, or --overwrite to replace it",
+                path="--study",
+            )
+        study.set_user_attr("nnblocks_recipe", asked)
+        study.set_user_attr("nnblocks_space", space)
+        return
+    if attrs.get("nnblocks_space") != space:
+        raise SpecError(
+            f"the search space of study `{name}` changed. Expected the space it was made with: "
+            f"{attrs.get('nnblocks_space')}. Received: {space}. Use a new --study or --out, or "
+            "--overwrite to replace the study",
+            path="tune.space",
+        )
+    if attrs["nnblocks_recipe"] != asked:
+        raise SpecError(
+            f"study `{name}` was made from a different recipe (or plugin code); its trials "
+            "would be counted as runs of this one. Use a new --study or --out, or --overwrite "
+            "to replace the study",
+            path="--study",
+        )
+
+
+def _delete_study(optuna: Any, storage: Any, name: str) -> None:
+    with contextlib.suppress(KeyError):  # no such study yet
+        optuna.delete_study(study_name=name, storage=storage)
 
 
 def _check_dimensions(recipe: dict[str, Any], dims: Sequence[Dimension]) -> None:
