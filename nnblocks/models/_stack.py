@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from nnblocks.errors import RegistryError, ShapeError, SpecError
+from nnblocks.models._inputs import received
 from nnblocks.registry import build, get_entry
 from nnblocks.spec import close_matches, current_path, join_path, normalize
 
@@ -173,14 +174,9 @@ def check_inputs(
         elif ok:  # the mask
             ok = value.dtype == torch.bool or value.dtype in _INT_DTYPES
         if not ok:
-            got = (
-                f"{str(value.dtype).replace('torch.', '')} tensor of shape {tuple(value.shape)}"
-                if isinstance(value, torch.Tensor)
-                else type(value).__name__
-            )
             raise ShapeError(
                 f"model `{model}`: expected `{name}` as {what} of the tokens' shape "
-                f"{list(tokens.shape)}. Received: {got}"
+                f"{list(tokens.shape)}. Received: {received(value)}"
             )
 
 
@@ -700,14 +696,9 @@ def new_positions(prefix: torch.Tensor, state: Mapping[str, Any], *, model: str)
 def check_tokens(tokens: Any, *, model: str, arg: str = "tokens") -> None:
     """ShapeError naming the model unless ``tokens`` is an integer tensor ``[B, T]``."""
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype not in _INT_DTYPES:
-        received = (
-            f"{str(tokens.dtype).replace('torch.', '')} tensor of shape {tuple(tokens.shape)}"
-            if isinstance(tokens, torch.Tensor)
-            else type(tokens).__name__
-        )
         raise ShapeError(
             f"model `{model}`: expected `{arg}` as integer token ids [B, T] (torch.long). "
-            f"Received: {received}"
+            f"Received: {received(tokens)}"
         )
 
 

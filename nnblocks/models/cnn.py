@@ -23,6 +23,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from nnblocks.errors import ShapeError, SpecError
+from nnblocks.models._inputs import received
 from nnblocks.registry import build, register, spec_of
 from nnblocks.spec import current_path, spec_path
 
@@ -226,14 +227,9 @@ class CNN(nn.Module):
             or images.shape[1] != self.in_channels
             or not images.is_floating_point()
         ):
-            got = (
-                f"shape {tuple(images.shape)}, dtype {images.dtype}"
-                if isinstance(images, Tensor)
-                else type(images).__name__
-            )
             raise ShapeError(
                 f"model `{_NAME}`: expected float images [B, {self.in_channels}, H, W] "
-                f"(in_channels={self.in_channels}). Received: {got}"
+                f"(in_channels={self.in_channels}). Received: {received(images)}"
             )
         x = self.stem(images)  # [B, C0, H, W]
         for stage in self.stages:

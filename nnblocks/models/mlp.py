@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from nnblocks.errors import ShapeError, SpecError
+from nnblocks.models._inputs import received
 from nnblocks.registry import build, register
 from nnblocks.spec import current_path, spec_path
 
@@ -214,7 +215,7 @@ class TabularMLP(nn.Module):
             ):
                 raise ShapeError(
                     f"model `{_NAME}`: expected numeric features `x_num` as floats [B, {F}] "
-                    f"(in_features={F}). Received: {_describe(x_num)}"
+                    f"(in_features={F}). Received: {received(x_num)}"
                 )
             if F > 0:
                 parts.append(x_num)
@@ -229,7 +230,7 @@ class TabularMLP(nn.Module):
                 raise ShapeError(
                     f"model `{_NAME}`: expected categorical codes `x_cat` as integers [B, {C}] "
                     f"(one column per entry of categories={self.categories}). "
-                    f"Received: {_describe(x_cat)}"
+                    f"Received: {received(x_cat)}"
                 )
             if parts and x_cat.shape[0] != parts[0].shape[0]:
                 raise ShapeError(
@@ -237,9 +238,3 @@ class TabularMLP(nn.Module):
                     f"Received: x_num {tuple(parts[0].shape)}, x_cat {tuple(x_cat.shape)}"
                 )
         return parts
-
-
-def _describe(x: Any) -> str:
-    if isinstance(x, Tensor):
-        return f"shape {tuple(x.shape)}, dtype {x.dtype}"
-    return "None" if x is None else type(x).__name__

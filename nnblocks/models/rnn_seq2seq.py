@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nnblocks.errors import ShapeError, SpecError
+from nnblocks.models._inputs import received
 from nnblocks.models._stack import tie_weight
 from nnblocks.registry import build, register
 from nnblocks.spec import current_path
@@ -460,14 +461,9 @@ class RNNSeq2Seq(nn.Module):
             or tokens.is_complex()
             or tokens.dtype == torch.bool
         ):
-            got = (
-                f"shape {tuple(tokens.shape)}, dtype {tokens.dtype}"
-                if isinstance(tokens, Tensor)
-                else type(tokens).__name__
-            )
             raise ShapeError(
                 f"model `{_NAME}`: expected `{name}` as token ids [B, T] of an integer dtype. "
-                f"Received: {got}"
+                f"Received: {received(tokens)}"
             )
 
 
