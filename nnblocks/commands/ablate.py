@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
-
+from nnblocks.commands._common import add_overrides, wide_console
 from nnblocks.experiment.ablate import ablate
 from nnblocks.experiment.table import to_rich
 
@@ -27,14 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metric", help="the compared metric (default: train.monitor or a test metric)"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe key for every variant",
-    )
+    add_overrides(parser, help="override a recipe key for every variant")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,16 +39,14 @@ def run(args: argparse.Namespace) -> int:
         metric=args.metric,
         overrides=args.overrides,
     )
-    console = Console()
-    if not console.is_terminal:  # logs and CI: wide enough that the table does not fold
-        console = Console(width=160)
-    console.print(to_rich(result.rows, result.metric, title=f"ablation: {result.metric}"))
-    console.print("significance: Welch's t-test against the baseline (first variant), alpha=0.05")
+    out = wide_console(width=160)
+    out.print(to_rich(result.rows, result.metric, title=f"ablation: {result.metric}"))
+    out.print("significance: Welch's t-test against the baseline (first variant), alpha=0.05")
     for w in result.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        out.print(f"[yellow]warning:[/] {w}")
     for f in result.failed:
-        console.print(f"[red]failed run:[/] {f.splitlines()[0]}")
-    console.print(
+        out.print(f"[red]failed run:[/] {f.splitlines()[0]}")
+    out.print(
         f"table: {result.folder / 'table.md'}, {result.folder / 'table.csv'}; "
         f"chart: {result.folder / 'chart.png'}"
     )

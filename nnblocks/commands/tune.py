@@ -6,6 +6,7 @@ import argparse
 
 from rich.console import Console
 
+from nnblocks.commands._common import add_overrides
 from nnblocks.experiment.tune import tune
 
 
@@ -22,7 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, help="stop starting trials after this many seconds"
     )
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_overrides(parser, help="override a recipe key for every trial")
 
 
 def run(args: argparse.Namespace) -> int:

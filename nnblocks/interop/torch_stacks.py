@@ -15,7 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnblocks.models._stack import build_blocks, build_final_norm, build_stack, positive_int
+from nnblocks.models._stack import (
+    TransformerStack,
+    build_blocks,
+    build_final_norm,
+    positive_int,
+)
 from nnblocks.registry import register
 
 __all__ = ["EncoderDecoder", "EncoderStack"]
@@ -114,14 +119,21 @@ class EncoderDecoder(nn.Module):
         super().__init__()
         if decoder_block is None:
             decoder_block = {"name": "transformer", "cross_attention": "mha"}
-        self.encoder = build_stack(
-            "encoder", positive_int("encoder_layers", encoder_layers), dim=dim, heads=heads,
-            options={"block": encoder_block}, final_norm=encoder_norm,
-        )  # fmt: skip
-        self.decoder = build_stack(
-            "decoder", positive_int("decoder_layers", decoder_layers), dim=dim, heads=heads,
-            options={"block": decoder_block}, final_norm=decoder_norm,
-        )  # fmt: skip
+        self.encoder = self._stack(
+            "encoder", encoder_layers, encoder_block, encoder_norm, dim, heads
+        )
+        self.decoder = self._stack(
+            "decoder", decoder_layers, decoder_block, decoder_norm, dim, heads
+        )
+
+    @staticmethod
+    def _stack(
+        name: str, n_layers: Any, block: Any, norm: Any, dim: int, heads: int
+    ) -> TransformerStack:
+        """Slots ``name.layers.N`` (``n_layers`` blocks) and ``name.final_norm``."""
+        n = positive_int(f"{name}_layers", n_layers)
+        layers = build_blocks(f"{name}.layers", n, dim=dim, heads=heads, options={"block": block})
+        return TransformerStack(layers, build_final_norm(norm, at=f"{name}.final_norm", dim=dim))
 
     def encode(self, src: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, S, D] -> [B, S, D]``: the encoder stack and its final norm."""

@@ -31,7 +31,6 @@ __all__ = [
     "TransformerStack",
     "build_blocks",
     "build_final_norm",
-    "build_stack",
     "new_positions",
     "parse_overrides",
     "is_relative_position",
@@ -350,16 +349,13 @@ class StackPlan:
     def build(self, name: str, **extra: Any) -> TransformerStack:
         """Build stack ``name`` (slots ``name.layers.N``, ``name.final_norm``); ``extra``
         adds stack options (``cross_attention`` for a decoder that reads an encoder)."""
-        return build_stack(
-            name,
-            self.layers[name],
-            dim=self.dim,
-            heads=self.heads,
-            options={**self.options, **extra},
-            per_layer=self.per_layer[name],
+        layers = build_blocks(
+            f"{name}.layers", self.layers[name], dim=self.dim, heads=self.heads,
+            options={**self.options, **extra}, per_layer=self.per_layer[name],
             position=self.relative,
-            final_norm=self.final_norm,
-        )
+        )  # fmt: skip
+        norm = build_final_norm(self.final_norm, at=f"{name}.final_norm", dim=self.dim)
+        return TransformerStack(layers, norm)
 
 
 def plan_stacks(
@@ -651,31 +647,6 @@ def build_blocks(
 def build_final_norm(spec: Any, *, at: str, dim: int) -> nn.Module | None:
     """The norm after a stack's last layer in slot ``at``; None when ``spec`` is None."""
     return None if spec is None else build(spec, "norm", at=at, dim=dim)
-
-
-def build_stack(
-    name: str,
-    n_layers: int,
-    *,
-    dim: int,
-    heads: int,
-    options: Mapping[str, Any],
-    per_layer: Sequence[Mapping[str, Any]] | None = None,
-    position: Any = None,
-    final_norm: Any = None,
-) -> TransformerStack:
-    """Build ``name.layers.0 .. name.layers.{n-1}`` (blocks) and ``name.final_norm``.
-
-    Args:
-        name: the stack's slot name (``encoder`` or ``decoder``).
-        n_layers, dim, heads, options, per_layer, position: as ``build_blocks`` takes them.
-        final_norm: a norm spec for the output of the last layer, or None.
-    """
-    layers = build_blocks(
-        f"{name}.layers", n_layers, dim=dim, heads=heads, options=options,
-        per_layer=per_layer, position=position,
-    )  # fmt: skip
-    return TransformerStack(layers, build_final_norm(final_norm, at=f"{name}.final_norm", dim=dim))
 
 
 def new_positions(prefix: torch.Tensor, state: Mapping[str, Any], *, model: str) -> int:
