@@ -30,7 +30,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nnblocks.errors import ShapeError, SpecError
 from nnblocks.models._inputs import received
-from nnblocks.models._stack import tie_weight
+from nnblocks.models._stack import tie_weight, tied_groups
 from nnblocks.registry import build, register
 from nnblocks.spec import current_path
 
@@ -201,7 +201,6 @@ class RNNSeq2Seq(nn.Module):
         self.dim, self.layers, self.cell = dim, layers, cell
         self.pad_id, self.bos_id, self.eos_id = int(pad_id), int(bos_id), int(eos_id)
         self.teacher_forcing = float(teacher_forcing)
-        self.tied_parameters = []
 
         self._build_embeddings(
             embedding if src_embedding is None else src_embedding,
@@ -209,8 +208,7 @@ class RNNSeq2Seq(nn.Module):
             src_vocab_size,
             tgt_vocab_size,
         )
-        if share_embeddings:
-            self._share_embeddings(path)
+        shared = self._share_embeddings(path) if share_embeddings else []
         self.input_feeding = bool(input_feeding) and not _is_none(attention)
         self._build_rnns(bidirectional, dropout)
         self.attention = (
@@ -223,7 +221,8 @@ class RNNSeq2Seq(nn.Module):
         self.dropout = build({"name": "dropout", "p": dropout}, "regularization", at="dropout")
         self.head = build(head, "head", at="head", dim=dim, out_features=tgt_vocab_size, bias=True)
         if tie_embeddings:
-            self._tie_head(path, tgt_vocab_size)
+            shared.append(self._tie_head(path, tgt_vocab_size))
+        self.tied_parameters = tied_groups(self, shared)
         # Keys of the decoding state that change at every step (and their "0" initial copies).
         self._carry = (
             ["h"] + (["c"] if cell == "lstm" else []) + (["feed"] if self.input_feeding else [])
@@ -265,7 +264,7 @@ class RNNSeq2Seq(nn.Module):
 
     # ---- weight sharing -------------------------------------------------------------------
 
-    def _share_embeddings(self, path: str) -> None:
+    def _share_embeddings(self, path: str) -> list[nn.Parameter]:
         # Parameters are shared, not the module: each embedding keeps one call site, and
         # the sharing is declared in `tied_parameters` for the reuse audit.
         src_params = dict(self.src_embedding.named_parameters())
@@ -281,9 +280,9 @@ class RNNSeq2Seq(nn.Module):
         for name, param in src_params.items():
             owner_name, _, leaf = name.rpartition(".")
             setattr(self.tgt_embedding.get_submodule(owner_name), leaf, param)
-            self.tied_parameters.append((f"src_embedding.{name}", f"tgt_embedding.{name}"))
+        return list(src_params.values())
 
-    def _tie_head(self, path: str, vocab: int) -> None:
+    def _tie_head(self, path: str, vocab: int) -> nn.Parameter:
         weight = getattr(self.tgt_embedding, "weight", None)
         if not isinstance(weight, nn.Parameter) or tuple(weight.shape) != (vocab, self.dim):
             got = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
@@ -292,15 +291,7 @@ class RNNSeq2Seq(nn.Module):
                 f"[tgt_vocab_size, dim] = [{vocab}, {self.dim}]. Received: {got}",
                 path=f"{path}.tgt_embedding",
             )
-        name = next(n for n, p in self.tgt_embedding.named_parameters() if p is weight)
-        name = f"tgt_embedding.{name}"
-        tie_weight(self.tgt_embedding, self.head, slot="head")
-        # One group per Parameter, listing every name it has (the audit wants whole groups).
-        for i, group in enumerate(self.tied_parameters):
-            if name in group:
-                self.tied_parameters[i] = (*group, "head.weight")
-                return
-        self.tied_parameters.append((name, "head.weight"))
+        return tie_weight(self.tgt_embedding, self.head, slot="head")
 
     # ---- encoder and decoder --------------------------------------------------------------
 
