@@ -15,12 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnblocks.models._stack import (
-    TransformerStack,
-    build_blocks,
-    build_final_norm,
-    positive_int,
-)
+from nnblocks.models._checks import positive_int
+from nnblocks.models._stack import TransformerStack, build_blocks, build_final_norm
 from nnblocks.registry import register
 
 __all__ = ["EncoderDecoder", "EncoderStack"]

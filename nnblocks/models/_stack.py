@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from nnblocks.errors import RegistryError, ShapeError, SpecError
-from nnblocks.models._inputs import received
+from nnblocks.models._checks import positive_int, received
 from nnblocks.registry import build, get_entry
 from nnblocks.spec import close_matches, current_path, join_path, normalize
 
@@ -38,7 +38,6 @@ __all__ = [
     "key_mask",
     "tie_weight",
     "tied_groups",
-    "positive_int",
     "rate",
     "final_norm_spec",
     "embed",
@@ -66,17 +65,6 @@ DECODER_OPTIONS = {"block", *LAYER_OPTIONS}
 
 _SELECTOR = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
-
-
-def positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum``, or a SpecError naming the option."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise SpecError(
-            f"Received an invalid value for `{name}`: expected {what}. Received: {name}={value!r}",
-            path=current_path() or None,
-        )
-    return value
 
 
 def rate(name: str, value: Any) -> float:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from nnblocks.errors import ShapeError, SpecError
-from nnblocks.models._inputs import received
+from nnblocks.models._checks import is_none, received
 from nnblocks.registry import build, register
 from nnblocks.spec import current_path, spec_path
 
@@ -44,10 +44,6 @@ def embedding_size(cardinality: int) -> int:
     return min(600, round(1.6 * cardinality**0.56))
 
 
-def _is_none(spec: Any) -> bool:
-    return spec is None or (isinstance(spec, str) and spec.strip().lower() == "none")
-
-
 def _int_list(value: Any, name: str, path: str, *, minimum: int) -> list[int]:
     items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else None
     if items is None or not all(
@@ -66,7 +62,7 @@ class _Layer(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, norm: Any, activation: Any, dropout: float):
         super().__init__()
-        self.norm = None if _is_none(norm) else build(norm, "norm", at="norm", dim=c_out)
+        self.norm = None if is_none(norm) else build(norm, "norm", at="norm", dim=c_out)
         self.linear = nn.Linear(c_in, c_out, bias=self.norm is None)  # a norm re-centres
         self.activation = build(activation, "activation", at="activation")
         self.dropout = build({"name": "dropout", "p": dropout}, "regularization", at="dropout")

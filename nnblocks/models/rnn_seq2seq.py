@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nnblocks.errors import ShapeError, SpecError
-from nnblocks.models._inputs import received
+from nnblocks.models._checks import is_none, positive_int, received
 from nnblocks.models._stack import tie_weight, tied_groups
 from nnblocks.registry import build, register
 from nnblocks.spec import current_path
@@ -38,20 +38,6 @@ __all__ = ["RNNSeq2Seq"]
 
 _CELLS: dict[str, Callable[..., nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 _NAME = "rnn_seq2seq"
-
-
-def _is_none(spec: Any) -> bool:
-    return spec is None or (isinstance(spec, str) and spec.strip().lower() == "none")
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SpecError(
-            f"Received an invalid value for `{name}` of model `{_NAME}`: expected a positive "
-            f"integer. Received: {name}={value!r}",
-            path=current_path() or _NAME,
-        )
-    return value
 
 
 def _check_options(
@@ -66,10 +52,10 @@ def _check_options(
     share_embeddings: bool,
 ) -> tuple[int, int, int, int]:
     """The checked sizes ``(src_vocab_size, tgt_vocab_size, dim, layers)``, or a SpecError."""
-    src_vocab_size = _positive_int(src_vocab_size, "src_vocab_size")
-    tgt_vocab_size = _positive_int(tgt_vocab_size, "tgt_vocab_size")
-    dim = _positive_int(dim, "dim")
-    layers = _positive_int(layers, "layers")
+    src_vocab_size = positive_int("src_vocab_size", src_vocab_size, model=_NAME)
+    tgt_vocab_size = positive_int("tgt_vocab_size", tgt_vocab_size, model=_NAME)
+    dim = positive_int("dim", dim, model=_NAME)
+    layers = positive_int("layers", layers, model=_NAME)
     if cell not in _CELLS:
         raise SpecError(
             f"Received an invalid value for `cell` of model `{_NAME}`: expected one of "
@@ -209,11 +195,11 @@ class RNNSeq2Seq(nn.Module):
             tgt_vocab_size,
         )
         shared = self._share_embeddings(path) if share_embeddings else []
-        self.input_feeding = bool(input_feeding) and not _is_none(attention)
+        self.input_feeding = bool(input_feeding) and not is_none(attention)
         self._build_rnns(bidirectional, dropout)
         self.attention = (
             None
-            if _is_none(attention)
+            if is_none(attention)
             else build(attention, "attention", at="attention", dim=dim, heads=1)
         )
         # Luong et al. 2015, eq. 5: attentional state h~_t = tanh(W_c [c_t; h_t]).

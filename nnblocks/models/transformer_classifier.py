@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from nnblocks.errors import SpecError
+from nnblocks.models._checks import positive_int
 from nnblocks.models._stack import (
     ENCODER_OPTIONS,
     Stack,
@@ -18,7 +19,6 @@ from nnblocks.models._stack import (
     embed,
     input_masks,
     plan_stacks,
-    positive_int,
     tie_weight,
     tied_groups,
 )

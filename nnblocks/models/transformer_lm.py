@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from nnblocks.errors import ShapeError
+from nnblocks.models._checks import positive_int
 from nnblocks.models._stack import (
     ENCODER_OPTIONS,
     Stack,
@@ -20,7 +21,6 @@ from nnblocks.models._stack import (
     new_positions,
     padded_positions,
     plan_stacks,
-    positive_int,
     tie_weight,
     tied_groups,
 )

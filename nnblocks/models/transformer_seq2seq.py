@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from nnblocks.errors import ShapeError, SpecError
+from nnblocks.models._checks import positive_int
 from nnblocks.models._stack import (
     DECODER_OPTIONS,
     ENCODER_OPTIONS,
@@ -20,7 +21,6 @@ from nnblocks.models._stack import (
     input_masks,
     new_positions,
     plan_stacks,
-    positive_int,
     tie_weight,
     tied_groups,
 )
