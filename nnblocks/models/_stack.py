@@ -252,27 +252,6 @@ def _layers_of(selector: str, n_layers: int, path: str) -> list[int]:
     return found
 
 
-def layer_options(
-    block: Any,
-    self_attention: Any,
-    feedforward: Any,
-    norm: Any,
-    norm_placement: str,
-    dropout: float,
-    drop_path: float,
-) -> dict[str, Any]:
-    """The options every layer of a Transformer stack starts from (rates checked)."""
-    return {
-        "block": block,
-        "self_attention": self_attention,
-        "feedforward": feedforward,
-        "norm": norm,
-        "norm_placement": norm_placement,
-        "dropout": rate("dropout", dropout),
-        "drop_path": rate("drop_path", drop_path),
-    }
-
-
 class Stack(NamedTuple):
     """One stack of a Transformer model as the model's options give it (for ``plan_stacks``).
 
@@ -383,9 +362,15 @@ def plan_stacks(
     max_len = positive_int("max_len", max_len)
     heads = positive_int("heads", heads)
     layers = {s: positive_int(st.option, st.layers, minimum=0) for s, st in stacks.items()}
-    options = layer_options(
-        block, self_attention, feedforward, norm, norm_placement, dropout, drop_path
-    )
+    options = {  # what every layer starts from, before its overrides
+        "block": block,
+        "self_attention": self_attention,
+        "feedforward": feedforward,
+        "norm": norm,
+        "norm_placement": norm_placement,
+        "dropout": rate("dropout", dropout),
+        "drop_path": rate("drop_path", drop_path),
+    }
     per_layer = parse_overrides(
         stack_overrides(
             layer_overrides, {s: st.options for s, st in stacks.items()}, path=join_path(path)
