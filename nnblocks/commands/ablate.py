@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
-
+from nnblocks.commands._common import add_overrides, wide_console
 from nnblocks.experiment.ablate import StatOptions, ablate, describe_test
 from nnblocks.experiment.table import to_rich
 
@@ -66,14 +65,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metric", help="the compared metric (default: train.monitor or a test metric)"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe key for every variant",
-    )
+    add_overrides(parser, help="override a recipe key for every variant")
 
 
 def _seeds(text: str) -> int | str:
@@ -104,16 +96,14 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         heartbeat=args.heartbeat,
     )
-    console = Console()
-    if not console.is_terminal:  # logs and CI: wide enough that the table does not fold
-        console = Console(width=260)
-    console.print(to_rich(result.rows, result.metric, title=f"ablation: {result.metric}"))
-    console.print(f"significance: {describe_test(options)}")
+    out = wide_console(width=260)  # logs and CI: wide enough that the table does not fold
+    out.print(to_rich(result.rows, result.metric, title=f"ablation: {result.metric}"))
+    out.print(f"significance: {describe_test(options)}")
     for w in result.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        out.print(f"[yellow]warning:[/] {w}")
     for f in result.failed:
-        console.print(f"[red]failed run:[/] {f.splitlines()[0]}")
-    console.print(
+        out.print(f"[red]failed run:[/] {f.splitlines()[0]}")
+    out.print(
         f"table: {result.folder / 'table.md'}, {result.folder / 'table.csv'}; "
         f"chart: {result.folder / 'chart.png'}"
     )

@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from rich.console import Console
-
 from nnblocks.check.audit import audit_reuse
+from nnblocks.commands._common import wide_console
 from nnblocks.experiment.targets import example_batch, load_target, parse_input
 from nnblocks.parts.boundary import check_arity
 
@@ -55,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        Console(width=None if Console().is_terminal else 120).print(report.table())
+        wide_console(width=120).print(report.table())
     if not report.ok or (args.strict and report.warnings):
         return 1
     return 0

@@ -19,10 +19,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from rich.console import Console
-
 from nnblocks import registry
 from nnblocks.check.kit import check_part
+from nnblocks.commands._common import wide_console
 from nnblocks.errors import RegistryError, SpecError
 from nnblocks.spec import split_name
 
@@ -121,6 +120,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        console = Console(width=None if Console().is_terminal else 120)
+        console = wide_console(width=120)
         console.print(report.table())
     return 0 if report.ok else 1

@@ -13,10 +13,10 @@ import argparse
 import os
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from nnblocks.commands._common import wide_console
 from nnblocks.errors import SpecError
 
 __all__ = ["configure", "import_folder", "run", "slot_table"]
@@ -74,6 +74,6 @@ def slot_table(model: nn.Module, title: str = "slots") -> Table:
 
 def run(args: argparse.Namespace) -> int:
     model = import_folder(args.source, args.out)
-    console = Console(width=None if Console().is_terminal else 160)
+    console = wide_console(width=160)
     console.print(slot_table(model, title=f"{args.source} -> {args.out}"))
     return 0

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
 from nnblocks import registry
+from nnblocks.commands._common import wide_console
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def parts_table(kind: str | None = None, pattern: str | None = None) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console(width=None if Console().is_terminal else 160)
+    console = wide_console(width=160)
     if args.kind is None and args.pattern is None:
         kinds = Table(title="nnblocks kinds")
         kinds.add_column("kind")

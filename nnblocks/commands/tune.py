@@ -6,6 +6,7 @@ import argparse
 
 from rich.console import Console
 
+from nnblocks.commands._common import add_overrides
 from nnblocks.experiment.tune import tune
 
 
@@ -29,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace a study of this name made from another recipe or search space",
     )
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_overrides(parser, help="override a recipe key for every trial")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,13 +8,14 @@ attention (``gqa``, optionally with another ``head_dim`` and biases), a SwiGLU f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from nnblocks.interop._arch import Architecture
 from nnblocks.interop._weights import Config, Rule, copy
 from nnblocks.registry import spec_of
 
-__all__ = ["LLAMA", "llama_spec", "llama_rules", "llama_config", "rope_position"]
+__all__ = ["LLAMA", "llama_like", "llama_spec", "llama_rules", "llama_config", "rope_position"]
 
 _ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu": "gelu"}
 _ROPE_TYPES = ("default", "linear", "llama3")
@@ -174,27 +175,63 @@ def llama_config(model: Any, model_type: str, architecture: str) -> dict[str, An
     }
 
 
+def llama_like(
+    model_type: str,
+    config_class: str,
+    task_class: str,
+    *,
+    spec: Callable[[Config, str], dict[str, Any]],
+    biases: tuple[bool, bool] | None = None,
+    config_extra: Callable[[Any, dict[str, Any]], None] | None = None,
+) -> Architecture:
+    """An architecture with Llama's weight mapping and config (Mistral and Qwen2 use it).
+
+    Args:
+        model_type, config_class: as ``Architecture`` takes them (``"mistral"``,
+            ``"MistralConfig"``).
+        task_class: the transformers causal-LM class (``"MistralForCausalLM"``).
+        spec: ``(config, variant) -> transformer_lm spec``, usually through ``llama_spec``.
+        biases: the query/key/value and output-projection biases the architecture fixes
+            (its MLP then has none, and its config no ``attention_bias``/``mlp_bias``
+            keys); None reads them from the config, as Llama does.
+        config_extra: ``(model, config)`` adds the architecture's own keys to an exported
+            config (a sliding window).
+
+    Returns:
+        The ``Architecture`` for ``model_type``.
+    """
+
+    def rules(cfg: Config, variant: str, prefix: str) -> tuple[list[Rule], Any]:
+        if biases is None:
+            bias = bool(cfg.get("attention_bias", False))
+            qkv_bias, out_bias, mlp_bias = bias, bias, bool(cfg.get("mlp_bias"))
+        else:
+            (qkv_bias, out_bias), mlp_bias = biases, False
+        return llama_rules(
+            cfg, variant, prefix, qkv_bias=qkv_bias, out_bias=out_bias, mlp_bias=mlp_bias
+        )
+
+    def to_config(model: Any, variant: str) -> dict[str, Any]:
+        config = llama_config(model, model_type, task_class)
+        if biases is not None:
+            del config["attention_bias"], config["mlp_bias"]
+        if config_extra is not None:
+            config_extra(model, config)
+        return config
+
+    return Architecture(
+        model_type=model_type,
+        config_class=config_class,
+        base_prefix="model.",
+        variants={task_class: "lm"},
+        spec=spec,
+        rules=rules,
+        to_config=to_config,
+    )
+
+
 def _spec(cfg: Config, variant: str) -> dict[str, Any]:
     return llama_spec(cfg)
 
 
-def _rules(cfg: Config, variant: str, prefix: str) -> tuple[list[Rule], Any]:
-    bias = bool(cfg.get("attention_bias", False))
-    return llama_rules(
-        cfg, variant, prefix, qkv_bias=bias, out_bias=bias, mlp_bias=bool(cfg.get("mlp_bias"))
-    )
-
-
-def _to_config(model: Any, variant: str) -> dict[str, Any]:
-    return llama_config(model, "llama", "LlamaForCausalLM")
-
-
-LLAMA = Architecture(
-    model_type="llama",
-    config_class="LlamaConfig",
-    base_prefix="model.",
-    variants={"LlamaForCausalLM": "lm"},
-    spec=_spec,
-    rules=_rules,
-    to_config=_to_config,
-)
+LLAMA = llama_like("llama", "LlamaConfig", "LlamaForCausalLM", spec=_spec)

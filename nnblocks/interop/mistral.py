@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nnblocks.interop._arch import Architecture
-from nnblocks.interop._weights import Config, Rule
-from nnblocks.interop.llama import llama_config, llama_rules, llama_spec
+from nnblocks.interop._weights import Config
+from nnblocks.interop.llama import llama_like, llama_spec
 
 __all__ = ["MISTRAL"]
 
@@ -24,23 +23,15 @@ def _spec(cfg: Config, variant: str) -> dict[str, Any]:
     return llama_spec(cfg, {"name": "local", "window": window, "bias": False})
 
 
-def _rules(cfg: Config, variant: str, prefix: str) -> tuple[list[Rule], Any]:
-    return llama_rules(cfg, variant, prefix, qkv_bias=False, out_bias=False, mlp_bias=False)
-
-
-def _to_config(model: Any, variant: str) -> dict[str, Any]:
-    config = llama_config(model, "mistral", "MistralForCausalLM")
-    del config["attention_bias"], config["mlp_bias"]
+def _window(model: Any, config: dict[str, Any]) -> None:
     config["sliding_window"] = getattr(model.decoder.layers[0].self_attention, "window", None)
-    return config
 
 
-MISTRAL = Architecture(
-    model_type="mistral",
-    config_class="MistralConfig",
-    base_prefix="model.",
-    variants={"MistralForCausalLM": "lm"},
+MISTRAL = llama_like(
+    "mistral",
+    "MistralConfig",
+    "MistralForCausalLM",
     spec=_spec,
-    rules=_rules,
-    to_config=_to_config,
+    biases=(False, False),
+    config_extra=_window,
 )

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nnblocks.interop._arch import Architecture
-from nnblocks.interop._weights import Config, Rule
-from nnblocks.interop.llama import llama_config, llama_rules, llama_spec
+from nnblocks.interop._weights import Config
+from nnblocks.interop.llama import llama_like, llama_spec
 
 __all__ = ["QWEN2"]
 
@@ -32,27 +31,19 @@ def _spec(cfg: Config, variant: str) -> dict[str, Any]:
     return spec
 
 
-def _rules(cfg: Config, variant: str, prefix: str) -> tuple[list[Rule], Any]:
-    return llama_rules(cfg, variant, prefix, qkv_bias=True, out_bias=False, mlp_bias=False)
-
-
-def _to_config(model: Any, variant: str) -> dict[str, Any]:
-    config = llama_config(model, "qwen2", "Qwen2ForCausalLM")
-    del config["attention_bias"], config["mlp_bias"]
+def _windows(model: Any, config: dict[str, Any]) -> None:
     windows = [getattr(layer.self_attention, "window", None) for layer in model.decoder.layers]
     sliding = [i for i, w in enumerate(windows) if w is not None]
     if sliding:
         config.update(use_sliding_window=True, sliding_window=windows[sliding[0]],
                       max_window_layers=sliding[0])  # fmt: skip
-    return config
 
 
-QWEN2 = Architecture(
-    model_type="qwen2",
-    config_class="Qwen2Config",
-    base_prefix="model.",
-    variants={"Qwen2ForCausalLM": "lm"},
+QWEN2 = llama_like(
+    "qwen2",
+    "Qwen2Config",
+    "Qwen2ForCausalLM",
     spec=_spec,
-    rules=_rules,
-    to_config=_to_config,
+    biases=(True, False),
+    config_extra=_windows,
 )

@@ -15,38 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnblocks.errors import SpecError
-from nnblocks.registry import build, register
-from nnblocks.spec import current_path
+from nnblocks.models._checks import positive_int
+from nnblocks.models._stack import TransformerStack, build_blocks, build_final_norm
+from nnblocks.registry import register
 
 __all__ = ["EncoderDecoder", "EncoderStack"]
-
-
-def _layers(name: str, n_layers: Any, block: Any, **offered: Any) -> nn.ModuleList:
-    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
-        raise SpecError(
-            f"Received an invalid value for `{name}`: expected a positive integer. "
-            f"Received: {name}={n_layers!r}",
-            path=current_path() or None,
-        )
-    prefix = name.removesuffix("_layers")
-    prefix = "layers" if prefix == "layers" else f"{prefix}.layers"
-    return nn.ModuleList(
-        build(block, "block", at=f"{prefix}.{i}", **offered) for i in range(n_layers)
-    )
-
-
-class _Stack(nn.Module):
-    """A plain container for one side of `encoder_decoder`: ``layers`` and ``final_norm``."""
-
-    def __init__(self, layers: nn.ModuleList, final_norm: nn.Module | None):
-        super().__init__()
-        self.layers = layers
-        self.final_norm = final_norm
-
-
-def _norm(spec: Any, at: str, dim: int) -> nn.Module | None:
-    return None if spec is None else build(spec, "norm", at=at, dim=dim)
 
 
 @register("model", "encoder_stack")
@@ -87,8 +60,11 @@ class EncoderStack(nn.Module):
         final_norm: Any = None,
     ):
         super().__init__()
-        self.layers = _layers("layers", layers, block, dim=dim, heads=heads)
-        self.final_norm = _norm(final_norm, "final_norm", dim)
+        n_layers = positive_int("layers", layers)
+        self.layers = nn.ModuleList(
+            build_blocks("layers", n_layers, dim=dim, heads=heads, options={"block": block})
+        )
+        self.final_norm = build_final_norm(final_norm, at="final_norm", dim=dim)
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False
@@ -139,21 +115,25 @@ class EncoderDecoder(nn.Module):
         super().__init__()
         if decoder_block is None:
             decoder_block = {"name": "transformer", "cross_attention": "mha"}
-        self.encoder = _Stack(
-            _layers("encoder_layers", encoder_layers, encoder_block, dim=dim, heads=heads),
-            _norm(encoder_norm, "encoder.final_norm", dim),
+        self.encoder = self._stack(
+            "encoder", encoder_layers, encoder_block, encoder_norm, dim, heads
         )
-        self.decoder = _Stack(
-            _layers("decoder_layers", decoder_layers, decoder_block, dim=dim, heads=heads),
-            _norm(decoder_norm, "decoder.final_norm", dim),
+        self.decoder = self._stack(
+            "decoder", decoder_layers, decoder_block, decoder_norm, dim, heads
         )
+
+    @staticmethod
+    def _stack(
+        name: str, n_layers: Any, block: Any, norm: Any, dim: int, heads: int
+    ) -> TransformerStack:
+        """Slots ``name.layers.N`` (``n_layers`` blocks) and ``name.final_norm``."""
+        n = positive_int(f"{name}_layers", n_layers)
+        layers = build_blocks(f"{name}.layers", n, dim=dim, heads=heads, options={"block": block})
+        return TransformerStack(layers, build_final_norm(norm, at=f"{name}.final_norm", dim=dim))
 
     def encode(self, src: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, S, D] -> [B, S, D]``: the encoder stack and its final norm."""
-        for layer in self.encoder.layers:
-            src = layer(src, mask=mask)
-        norm = self.encoder.final_norm
-        return src if norm is None else norm(src)
+        return self.encoder(src, mask=mask)[0]
 
     def forward(
         self,
@@ -165,8 +145,7 @@ class EncoderDecoder(nn.Module):
         causal: bool = False,
     ) -> torch.Tensor:
         memory = self.encode(src, src_mask)  # [B, S, D]
-        x = tgt
-        for layer in self.decoder.layers:
-            x = layer(x, mask=tgt_mask, causal=causal, context=memory, context_mask=memory_mask)
-        norm = self.decoder.final_norm
-        return x if norm is None else norm(x)  # [B, T, D]
+        x, _ = self.decoder(
+            tgt, mask=tgt_mask, causal=causal, context=memory, context_mask=memory_mask
+        )
+        return x  # [B, T, D]

@@ -11,12 +11,13 @@ import dataclasses
 import inspect
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from nnblocks.errors import RegistryError, ShapeError, SpecError
+from nnblocks.models._checks import positive_int, received
 from nnblocks.registry import build, get_entry
 from nnblocks.spec import close_matches, current_path, join_path, normalize
 
@@ -24,26 +25,25 @@ __all__ = [
     "LAYER_OPTIONS",
     "ENCODER_OPTIONS",
     "DECODER_OPTIONS",
+    "Stack",
     "StackPlan",
     "plan_stacks",
-    "build_embedding",
     "TransformerStack",
-    "build_stack",
+    "build_blocks",
+    "build_final_norm",
+    "new_positions",
     "parse_overrides",
     "is_relative_position",
-    "build_position",
     "check_tokens",
     "key_mask",
     "tie_weight",
     "tied_groups",
-    "positive_int",
     "rate",
     "final_norm_spec",
     "embed",
     "check_inputs",
     "input_masks",
     "padded_positions",
-    "build_dropout",
     "supports_cache",
 ]
 
@@ -65,17 +65,6 @@ DECODER_OPTIONS = {"block", *LAYER_OPTIONS}
 
 _SELECTOR = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
-
-
-def positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum``, or a SpecError naming the option."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise SpecError(
-            f"Received an invalid value for `{name}`: expected {what}. Received: {name}={value!r}",
-            path=current_path() or None,
-        )
-    return value
 
 
 def rate(name: str, value: Any) -> float:
@@ -172,14 +161,9 @@ def check_inputs(
         elif ok:  # the mask
             ok = value.dtype == torch.bool or value.dtype in _INT_DTYPES
         if not ok:
-            got = (
-                f"{str(value.dtype).replace('torch.', '')} tensor of shape {tuple(value.shape)}"
-                if isinstance(value, torch.Tensor)
-                else type(value).__name__
-            )
             raise ShapeError(
                 f"model `{model}`: expected `{name}` as {what} of the tokens' shape "
-                f"{list(tokens.shape)}. Received: {got}"
+                f"{list(tokens.shape)}. Received: {received(value)}"
             )
 
 
@@ -243,13 +227,6 @@ def input_masks(
     return mask, None
 
 
-def build_dropout(p: float) -> nn.Module | None:
-    """The embedding dropout (a `regularization` part in slot `dropout`), None when p is 0."""
-    if p == 0:
-        return None
-    return build({"name": "dropout", "p": p}, "regularization", at="dropout")
-
-
 def _layers_of(selector: str, n_layers: int, path: str) -> list[int]:
     """``"*"`` | ``"3"`` | ``"0-3"`` (inclusive) | a comma list of those -> layer indices."""
     if selector.strip() == "*":
@@ -275,63 +252,84 @@ def _layers_of(selector: str, n_layers: int, path: str) -> list[int]:
     return found
 
 
-def layer_options(
-    block: Any,
-    self_attention: Any,
-    feedforward: Any,
-    norm: Any,
-    norm_placement: str,
-    dropout: float,
-    drop_path: float,
-) -> dict[str, Any]:
-    """The options every layer of a Transformer stack starts from (rates checked)."""
-    return {
-        "block": block,
-        "self_attention": self_attention,
-        "feedforward": feedforward,
-        "norm": norm,
-        "norm_placement": norm_placement,
-        "dropout": rate("dropout", dropout),
-        "drop_path": rate("drop_path", drop_path),
-    }
+class Stack(NamedTuple):
+    """One stack of a Transformer model as the model's options give it (for ``plan_stacks``).
+
+    Attributes:
+        option: the model option that counts its layers (``"layers"``, ``"encoder_layers"``).
+        layers: that option's value (checked to be an integer >= 0).
+        allowed: the options a layer override may set (``ENCODER_OPTIONS``/``DECODER_OPTIONS``).
+        options: the model's options for every layer of it (``decoder: {...}``), or None.
+    """
+
+    option: str
+    layers: Any
+    allowed: set[str]
+    options: Mapping[str, Any] | None
 
 
 @dataclasses.dataclass(frozen=True)
 class StackPlan:
-    """What the Transformer models work out before building their stacks (one preamble).
+    """What the Transformer models work out before building their slots (one preamble).
 
     Attributes:
+        dim, heads, max_len: the model's width, attention heads and longest sequence, checked.
+        layers: stack name -> its number of layers, checked.
         options: the model-level layer options (``block`` and the keys of ``LAYER_OPTIONS``),
             rates checked.
         per_layer: stack name -> one dict of overridden options per layer.
+        position: the model's position spec.
         relative: the relative position spec handed to every self-attention, or None.
         final_norm: the norm spec after each stack's last layer, or None.
     """
 
+    dim: int
+    heads: int
+    max_len: int
+    layers: dict[str, int]
     options: dict[str, Any]
     per_layer: dict[str, list[dict[str, Any]]]
+    position: Any
     relative: Any
     final_norm: Any
 
-    def build(
-        self, name: str, n_layers: int, *, dim: int, heads: int, **extra: Any
-    ) -> TransformerStack:
+    def embedding(self, spec: Any, *, at: str, vocab_size: int, pad_id: int | None) -> nn.Module:
+        """A token embedding slot, ``dim`` wide (``padding_idx`` is the model's ``pad_id``)."""
+        return build(
+            spec, "embedding", at=at, dim=self.dim, vocab_size=vocab_size, padding_idx=pad_id
+        )
+
+    def absolute_position(self, *, at: str) -> nn.Module | None:
+        """The position slot ``at`` added to the embeddings; None for a relative or no scheme."""
+        if self.position is None or self.relative is not None:
+            return None
+        return build(self.position, "position", at=at, dim=self.dim, max_len=self.max_len)
+
+    def dropout(self) -> nn.Module | None:
+        """The embedding dropout (a `regularization` part in slot `dropout`); None when the
+        rate is 0."""
+        p = self.options["dropout"]
+        if p == 0:
+            return None
+        return build({"name": "dropout", "p": p}, "regularization", at="dropout")
+
+    def build(self, name: str, **extra: Any) -> TransformerStack:
         """Build stack ``name`` (slots ``name.layers.N``, ``name.final_norm``); ``extra``
         adds stack options (``cross_attention`` for a decoder that reads an encoder)."""
-        return build_stack(
-            name,
-            n_layers,
-            dim=dim,
-            heads=heads,
-            options={**self.options, **extra},
-            per_layer=self.per_layer[name],
+        layers = build_blocks(
+            f"{name}.layers", self.layers[name], dim=self.dim, heads=self.heads,
+            options={**self.options, **extra}, per_layer=self.per_layer[name],
             position=self.relative,
-            final_norm=self.final_norm,
-        )
+        )  # fmt: skip
+        norm = build_final_norm(self.final_norm, at=f"{name}.final_norm", dim=self.dim)
+        return TransformerStack(layers, norm)
 
 
 def plan_stacks(
     *,
+    dim: Any,
+    heads: Any,
+    max_len: Any,
     block: Any,
     self_attention: Any,
     feedforward: Any,
@@ -342,47 +340,56 @@ def plan_stacks(
     final_norm: Any,
     position: Any,
     layer_overrides: Mapping[str, Any] | None,
-    stacks: Mapping[str, tuple[int, set[str], Mapping[str, Any] | None]],
+    stacks: Mapping[str, Stack],
 ) -> StackPlan:
-    """The shared preamble of the Transformer models: options, overrides, positions, norm.
+    """The shared preamble of the Transformer models: sizes, options, overrides, positions,
+    norm.
 
     Args:
+        dim, heads, max_len: the model's width, heads and longest sequence.
         block, self_attention, feedforward, norm, norm_placement, dropout, drop_path: the
             model's options for every layer.
         final_norm: the model's ``final_norm`` option (see ``final_norm_spec``).
         position: the model's position spec (relative ones go to attention).
         layer_overrides: the model's ``layer_overrides``.
-        stacks: stack name -> (layers, options a layer override may set, the model's
-            stack-wide options such as ``decoder: {...}``).
+        stacks: stack name -> what the model's options say about it.
 
     Raises:
-        SpecError: a bad rate, override, position or norm option, naming its spec path.
+        SpecError: a bad size, rate, override, position or norm option, naming its spec path.
     """
     path = current_path()
-    options = layer_options(
-        block, self_attention, feedforward, norm, norm_placement, dropout, drop_path
-    )
+    dim = positive_int("dim", dim)
+    max_len = positive_int("max_len", max_len)
+    heads = positive_int("heads", heads)
+    layers = {s: positive_int(st.option, st.layers, minimum=0) for s, st in stacks.items()}
+    options = {  # what every layer starts from, before its overrides
+        "block": block,
+        "self_attention": self_attention,
+        "feedforward": feedforward,
+        "norm": norm,
+        "norm_placement": norm_placement,
+        "dropout": rate("dropout", dropout),
+        "drop_path": rate("drop_path", drop_path),
+    }
     per_layer = parse_overrides(
         stack_overrides(
-            layer_overrides, {s: wide for s, (_, _, wide) in stacks.items()}, path=join_path(path)
+            layer_overrides, {s: st.options for s, st in stacks.items()}, path=join_path(path)
         ),
-        {s: (n, allowed) for s, (n, allowed, _) in stacks.items()},
+        {s: (layers[s], st.allowed) for s, st in stacks.items()},
         path=join_path(path, "layer_overrides"),
     )
     relative = is_relative_position(position, path=join_path(path, "position"))
     return StackPlan(
+        dim=dim,
+        heads=heads,
+        max_len=max_len,
+        layers=layers,
         options=options,
         per_layer=per_layer,
+        position=position,
         relative=position if relative else None,
         final_norm=final_norm_spec(final_norm, norm, norm_placement),
     )
-
-
-def build_embedding(
-    spec: Any, *, at: str, dim: int, vocab_size: int, pad_id: int | None
-) -> nn.Module:
-    """A token embedding slot (``padding_idx`` is the model's ``pad_id``)."""
-    return build(spec, "embedding", at=at, dim=dim, vocab_size=vocab_size, padding_idx=pad_id)
 
 
 def stack_overrides(
@@ -505,14 +512,6 @@ def is_relative_position(spec: Any, *, path: str) -> bool:
     return bool(getattr(spec, "relative", False))
 
 
-def build_position(spec: Any, *, at: str, dim: int, max_len: int) -> nn.Module | None:
-    """Build an absolute position part for the embeddings; None for relative or absent."""
-    path = join_path(current_path(), at)
-    if spec is None or is_relative_position(spec, path=path):
-        return None
-    return build(spec, "position", at=at, dim=dim, max_len=max_len)
-
-
 def supports_cache(layer: nn.Module) -> bool:
     """Whether a block, and the self-attention inside it, take a ``cache=`` argument.
 
@@ -576,31 +575,29 @@ class TransformerStack(nn.Module):
         return x, new_caches  # [B, T, D]
 
 
-def build_stack(
-    name: str,
+def build_blocks(
+    prefix: str,
     n_layers: int,
     *,
     dim: int,
     heads: int,
     options: Mapping[str, Any],
-    per_layer: Sequence[Mapping[str, Any]],
-    position: Any,
-    final_norm: Any,
-) -> TransformerStack:
-    """Build ``name.layers.0 .. name.layers.{n-1}`` (blocks) and ``name.final_norm``.
+    per_layer: Sequence[Mapping[str, Any]] | None = None,
+    position: Any = None,
+) -> list[nn.Module]:
+    """Build blocks in slots ``prefix.0 .. prefix.{n-1}``.
 
     Args:
-        name: the stack's slot name (``encoder`` or ``decoder``).
+        prefix: the slot path of the layer list (``decoder.layers``, or ``layers``).
         n_layers: number of blocks.
         dim, heads: offered to every block.
-        options: the model-level layer options (``block`` and the keys of
-            ``LAYER_OPTIONS``). A float
-            ``drop_path`` is the rate of the last layer, and layer ``i`` gets
-            ``drop_path * (i + 1) / n_layers`` (the linear rule of Huang et al. 2016).
-        per_layer: overrides for each layer (from ``parse_overrides``); an override's
-            ``drop_path`` is used as given.
+        options: the model-level layer options (``block`` and any keys of
+            ``LAYER_OPTIONS``). A float ``drop_path`` is the rate of the last layer, and
+            layer ``i`` gets ``drop_path * (i + 1) / n_layers`` (the linear rule of Huang
+            et al. 2016).
+        per_layer: overrides for each layer (from ``parse_overrides``), or None; an
+            override's ``drop_path`` is used as given.
         position: a relative position spec handed to every block, or None.
-        final_norm: a norm spec for the output of the last layer, or None.
     """
     layers = []
     for i in range(n_layers):
@@ -608,31 +605,44 @@ def build_stack(
         drop_path = merged.get("drop_path")
         if isinstance(drop_path, (int, float)) and not isinstance(drop_path, bool):
             merged["drop_path"] = drop_path * (i + 1) / n_layers
-        merged.update(per_layer[i])
+        if per_layer is not None:
+            merged.update(per_layer[i])
         block_spec = merged.pop("block")
         kwargs: dict[str, Any] = {LAYER_OPTIONS[k]: v for k, v in merged.items()}
         if position is not None:
             kwargs["position"] = position
         layers.append(
-            build(block_spec, "block", at=f"{name}.layers.{i}", dim=dim, heads=heads, **kwargs)
+            build(block_spec, "block", at=f"{prefix}.{i}", dim=dim, heads=heads, **kwargs)
         )
-    norm = None
-    if final_norm is not None:
-        norm = build(final_norm, "norm", at=f"{name}.final_norm", dim=dim)
-    return TransformerStack(layers, norm)
+    return layers
+
+
+def build_final_norm(spec: Any, *, at: str, dim: int) -> nn.Module | None:
+    """The norm after a stack's last layer in slot ``at``; None when ``spec`` is None."""
+    return None if spec is None else build(spec, "norm", at=at, dim=dim)
+
+
+def new_positions(prefix: torch.Tensor, state: Mapping[str, Any], *, model: str) -> int:
+    """How many positions of a decoding ``prefix`` ``[B, t]`` the caches in ``state`` cover.
+
+    Raises:
+        ShapeError: the prefix holds no position beyond those.
+    """
+    seen = int(state["length"])
+    if prefix.shape[1] <= seen:
+        raise ShapeError(
+            f"model `{model}`: step expected a prefix longer than the {seen} "
+            f"cached positions. Received: prefix of shape {tuple(prefix.shape)}"
+        )
+    return seen
 
 
 def check_tokens(tokens: Any, *, model: str, arg: str = "tokens") -> None:
     """ShapeError naming the model unless ``tokens`` is an integer tensor ``[B, T]``."""
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype not in _INT_DTYPES:
-        received = (
-            f"{str(tokens.dtype).replace('torch.', '')} tensor of shape {tuple(tokens.shape)}"
-            if isinstance(tokens, torch.Tensor)
-            else type(tokens).__name__
-        )
         raise ShapeError(
             f"model `{model}`: expected `{arg}` as integer token ids [B, T] (torch.long). "
-            f"Received: {received}"
+            f"Received: {received(tokens)}"
         )
 
 

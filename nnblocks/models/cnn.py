@@ -23,6 +23,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from nnblocks.errors import ShapeError, SpecError
+from nnblocks.models._checks import is_none, positive_int, received
 from nnblocks.registry import build, register, spec_of
 from nnblocks.spec import current_path, spec_path
 
@@ -32,17 +33,13 @@ _NAME = "cnn"
 _DEFAULT_STAGES = ((32, 1), (64, 1), (128, 1))
 
 
-def _is_none(spec: Any) -> bool:
-    return spec is None or (isinstance(spec, str) and spec.strip().lower() == "none")
-
-
 def _build_norm(spec: Any, channels: int, at: str) -> tuple[nn.Module | None, bool]:
     """Build a norm for ``[B, C, H, W]`` maps; returns it and whether it takes channels first.
 
     Built-in norms accept ``channels_first=True``; a norm part that does not (it normalises
     the last axis, as the norm contract says) gets its input permuted to channels-last.
     """
-    if _is_none(spec):
+    if is_none(spec):
         return None, False
     norm = build(spec, "norm", at=at, dim=channels, channels_first=True)
     try:
@@ -192,12 +189,7 @@ class CNN(nn.Module):
             ("stem_stride", stem_stride),
             ("stem_channels", 1 if stem_channels is None else stem_channels),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SpecError(
-                    f"Received an invalid value for `{name}` of model `{_NAME}`: expected a "
-                    f"positive integer. Received: {name}={value!r}",
-                    path=path,
-                )
+            positive_int(name, value, model=_NAME)
         plan = _check_stages(_DEFAULT_STAGES if stages is None else stages, path)
         self.in_channels, self.num_classes = in_channels, num_classes
         width = stem_channels or plan[0][0]
@@ -226,14 +218,9 @@ class CNN(nn.Module):
             or images.shape[1] != self.in_channels
             or not images.is_floating_point()
         ):
-            got = (
-                f"shape {tuple(images.shape)}, dtype {images.dtype}"
-                if isinstance(images, Tensor)
-                else type(images).__name__
-            )
             raise ShapeError(
                 f"model `{_NAME}`: expected float images [B, {self.in_channels}, H, W] "
-                f"(in_channels={self.in_channels}). Received: {got}"
+                f"(in_channels={self.in_channels}). Received: {received(images)}"
             )
         x = self.stem(images)  # [B, C0, H, W]
         for stage in self.stages:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from nnblocks.errors import ShapeError, SpecError
+from nnblocks.models._checks import is_none, received
 from nnblocks.registry import build, register
 from nnblocks.spec import current_path, spec_path
 
@@ -43,10 +44,6 @@ def embedding_size(cardinality: int) -> int:
     return min(600, round(1.6 * cardinality**0.56))
 
 
-def _is_none(spec: Any) -> bool:
-    return spec is None or (isinstance(spec, str) and spec.strip().lower() == "none")
-
-
 def _int_list(value: Any, name: str, path: str, *, minimum: int) -> list[int]:
     items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else None
     if items is None or not all(
@@ -65,7 +62,7 @@ class _Layer(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, norm: Any, activation: Any, dropout: float):
         super().__init__()
-        self.norm = None if _is_none(norm) else build(norm, "norm", at="norm", dim=c_out)
+        self.norm = None if is_none(norm) else build(norm, "norm", at="norm", dim=c_out)
         self.linear = nn.Linear(c_in, c_out, bias=self.norm is None)  # a norm re-centres
         self.activation = build(activation, "activation", at="activation")
         self.dropout = build({"name": "dropout", "p": dropout}, "regularization", at="dropout")
@@ -214,7 +211,7 @@ class TabularMLP(nn.Module):
             ):
                 raise ShapeError(
                     f"model `{_NAME}`: expected numeric features `x_num` as floats [B, {F}] "
-                    f"(in_features={F}). Received: {_describe(x_num)}"
+                    f"(in_features={F}). Received: {received(x_num)}"
                 )
             if F > 0:
                 parts.append(x_num)
@@ -229,7 +226,7 @@ class TabularMLP(nn.Module):
                 raise ShapeError(
                     f"model `{_NAME}`: expected categorical codes `x_cat` as integers [B, {C}] "
                     f"(one column per entry of categories={self.categories}). "
-                    f"Received: {_describe(x_cat)}"
+                    f"Received: {received(x_cat)}"
                 )
             if parts and x_cat.shape[0] != parts[0].shape[0]:
                 raise ShapeError(
@@ -237,9 +234,3 @@ class TabularMLP(nn.Module):
                     f"Received: x_num {tuple(parts[0].shape)}, x_cat {tuple(x_cat.shape)}"
                 )
         return parts
-
-
-def _describe(x: Any) -> str:
-    if isinstance(x, Tensor):
-        return f"shape {tuple(x.shape)}, dtype {x.dtype}"
-    return "None" if x is None else type(x).__name__

@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nnblocks.errors import ShapeError, SpecError
-from nnblocks.models._stack import tie_weight
+from nnblocks.models._checks import is_none, positive_int, received
+from nnblocks.models._stack import tie_weight, tied_groups
 from nnblocks.registry import build, register
 from nnblocks.spec import current_path
 
@@ -37,20 +38,6 @@ __all__ = ["RNNSeq2Seq"]
 
 _CELLS: dict[str, Callable[..., nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 _NAME = "rnn_seq2seq"
-
-
-def _is_none(spec: Any) -> bool:
-    return spec is None or (isinstance(spec, str) and spec.strip().lower() == "none")
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SpecError(
-            f"Received an invalid value for `{name}` of model `{_NAME}`: expected a positive "
-            f"integer. Received: {name}={value!r}",
-            path=current_path() or _NAME,
-        )
-    return value
 
 
 def _check_options(
@@ -65,10 +52,10 @@ def _check_options(
     share_embeddings: bool,
 ) -> tuple[int, int, int, int]:
     """The checked sizes ``(src_vocab_size, tgt_vocab_size, dim, layers)``, or a SpecError."""
-    src_vocab_size = _positive_int(src_vocab_size, "src_vocab_size")
-    tgt_vocab_size = _positive_int(tgt_vocab_size, "tgt_vocab_size")
-    dim = _positive_int(dim, "dim")
-    layers = _positive_int(layers, "layers")
+    src_vocab_size = positive_int("src_vocab_size", src_vocab_size, model=_NAME)
+    tgt_vocab_size = positive_int("tgt_vocab_size", tgt_vocab_size, model=_NAME)
+    dim = positive_int("dim", dim, model=_NAME)
+    layers = positive_int("layers", layers, model=_NAME)
     if cell not in _CELLS:
         raise SpecError(
             f"Received an invalid value for `cell` of model `{_NAME}`: expected one of "
@@ -200,7 +187,6 @@ class RNNSeq2Seq(nn.Module):
         self.dim, self.layers, self.cell = dim, layers, cell
         self.pad_id, self.bos_id, self.eos_id = int(pad_id), int(bos_id), int(eos_id)
         self.teacher_forcing = float(teacher_forcing)
-        self.tied_parameters = []
 
         self._build_embeddings(
             embedding if src_embedding is None else src_embedding,
@@ -208,13 +194,12 @@ class RNNSeq2Seq(nn.Module):
             src_vocab_size,
             tgt_vocab_size,
         )
-        if share_embeddings:
-            self._share_embeddings(path)
-        self.input_feeding = bool(input_feeding) and not _is_none(attention)
+        shared = self._share_embeddings(path) if share_embeddings else []
+        self.input_feeding = bool(input_feeding) and not is_none(attention)
         self._build_rnns(bidirectional, dropout)
         self.attention = (
             None
-            if _is_none(attention)
+            if is_none(attention)
             else build(attention, "attention", at="attention", dim=dim, heads=1)
         )
         # Luong et al. 2015, eq. 5: attentional state h~_t = tanh(W_c [c_t; h_t]).
@@ -222,7 +207,8 @@ class RNNSeq2Seq(nn.Module):
         self.dropout = build({"name": "dropout", "p": dropout}, "regularization", at="dropout")
         self.head = build(head, "head", at="head", dim=dim, out_features=tgt_vocab_size, bias=True)
         if tie_embeddings:
-            self._tie_head(path, tgt_vocab_size)
+            shared.append(self._tie_head(path, tgt_vocab_size))
+        self.tied_parameters = tied_groups(self, shared)
         # Keys of the decoding state that change at every step (and their "0" initial copies).
         self._carry = (
             ["h"] + (["c"] if cell == "lstm" else []) + (["feed"] if self.input_feeding else [])
@@ -264,7 +250,7 @@ class RNNSeq2Seq(nn.Module):
 
     # ---- weight sharing -------------------------------------------------------------------
 
-    def _share_embeddings(self, path: str) -> None:
+    def _share_embeddings(self, path: str) -> list[nn.Parameter]:
         # Parameters are shared, not the module: each embedding keeps one call site, and
         # the sharing is declared in `tied_parameters` for the reuse audit.
         src_params = dict(self.src_embedding.named_parameters())
@@ -280,9 +266,9 @@ class RNNSeq2Seq(nn.Module):
         for name, param in src_params.items():
             owner_name, _, leaf = name.rpartition(".")
             setattr(self.tgt_embedding.get_submodule(owner_name), leaf, param)
-            self.tied_parameters.append((f"src_embedding.{name}", f"tgt_embedding.{name}"))
+        return list(src_params.values())
 
-    def _tie_head(self, path: str, vocab: int) -> None:
+    def _tie_head(self, path: str, vocab: int) -> nn.Parameter:
         weight = getattr(self.tgt_embedding, "weight", None)
         if not isinstance(weight, nn.Parameter) or tuple(weight.shape) != (vocab, self.dim):
             got = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
@@ -291,15 +277,7 @@ class RNNSeq2Seq(nn.Module):
                 f"[tgt_vocab_size, dim] = [{vocab}, {self.dim}]. Received: {got}",
                 path=f"{path}.tgt_embedding",
             )
-        name = next(n for n, p in self.tgt_embedding.named_parameters() if p is weight)
-        name = f"tgt_embedding.{name}"
-        tie_weight(self.tgt_embedding, self.head, slot="head")
-        # One group per Parameter, listing every name it has (the audit wants whole groups).
-        for i, group in enumerate(self.tied_parameters):
-            if name in group:
-                self.tied_parameters[i] = (*group, "head.weight")
-                return
-        self.tied_parameters.append((name, "head.weight"))
+        return tie_weight(self.tgt_embedding, self.head, slot="head")
 
     # ---- encoder and decoder --------------------------------------------------------------
 
@@ -460,14 +438,9 @@ class RNNSeq2Seq(nn.Module):
             or tokens.is_complex()
             or tokens.dtype == torch.bool
         ):
-            got = (
-                f"shape {tuple(tokens.shape)}, dtype {tokens.dtype}"
-                if isinstance(tokens, Tensor)
-                else type(tokens).__name__
-            )
             raise ShapeError(
                 f"model `{_NAME}`: expected `{name}` as token ids [B, T] of an integer dtype. "
-                f"Received: {got}"
+                f"Received: {received(tokens)}"
             )
 
 

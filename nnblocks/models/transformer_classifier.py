@@ -10,17 +10,15 @@ import torch
 from torch import nn
 
 from nnblocks.errors import SpecError
+from nnblocks.models._checks import positive_int
 from nnblocks.models._stack import (
     ENCODER_OPTIONS,
-    build_dropout,
-    build_embedding,
-    build_position,
+    Stack,
     check_inputs,
     check_tokens,
     embed,
     input_masks,
     plan_stacks,
-    positive_int,
     tie_weight,
     tied_groups,
 )
@@ -122,10 +120,6 @@ class TransformerClassifier(nn.Module):
         super().__init__()
         self.vocab_size = positive_int("vocab_size", vocab_size)
         self.num_classes = positive_int("num_classes", num_classes)
-        self.dim = positive_int("dim", dim)
-        self.max_len = positive_int("max_len", max_len)
-        positive_int("heads", heads)
-        positive_int("layers", layers, minimum=0)
         self.pool = "none" if pool is None else pool
         if self.pool not in _POOLS:
             raise SpecError(
@@ -135,22 +129,24 @@ class TransformerClassifier(nn.Module):
             )
         self.pad_id = pad_id
         plan = plan_stacks(
-            block=block, self_attention=self_attention, feedforward=feedforward, norm=norm,
-            norm_placement=norm_placement, dropout=dropout, drop_path=drop_path,
-            final_norm=final_norm, position=position, layer_overrides=layer_overrides,
-            stacks={"encoder": (layers, ENCODER_OPTIONS, encoder)},
+            dim=dim, heads=heads, max_len=max_len, block=block, self_attention=self_attention,
+            feedforward=feedforward, norm=norm, norm_placement=norm_placement, dropout=dropout,
+            drop_path=drop_path, final_norm=final_norm, position=position,
+            layer_overrides=layer_overrides,
+            stacks={"encoder": Stack("layers", layers, ENCODER_OPTIONS, encoder)},
         )  # fmt: skip
-        self.embedding = build_embedding(
-            embedding, at="embedding", dim=dim, vocab_size=vocab_size, pad_id=pad_id
+        self.dim, self.max_len = plan.dim, plan.max_len
+        self.embedding = plan.embedding(
+            embedding, at="embedding", vocab_size=vocab_size, pad_id=pad_id
         )
-        self.position = build_position(position, at="position", dim=dim, max_len=max_len)
+        self.position = plan.absolute_position(at="position")
         self.embedding_norm = (
             None
             if embedding_norm is None
             else build(embedding_norm, "norm", at="embedding_norm", dim=dim)
         )
-        self.dropout = build_dropout(plan.options["dropout"])
-        self.encoder = plan.build("encoder", layers, dim=dim, heads=heads)
+        self.dropout = plan.dropout()
+        self.encoder = plan.build("encoder")
         self.head = build(head, "head", at="head", dim=dim, out_features=num_classes, bias=True)
         shared = [tie_weight(self.embedding, self.head, slot="head")] if tie_embeddings else []
         self.tied_parameters = tied_groups(self, shared)

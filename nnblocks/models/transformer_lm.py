@@ -9,19 +9,18 @@ import torch
 from torch import nn
 
 from nnblocks.errors import ShapeError
+from nnblocks.models._checks import positive_int
 from nnblocks.models._stack import (
     ENCODER_OPTIONS,
-    build_dropout,
-    build_embedding,
-    build_position,
+    Stack,
     check_inputs,
     check_tokens,
     embed,
     input_masks,
     key_mask,
+    new_positions,
     padded_positions,
     plan_stacks,
-    positive_int,
     tie_weight,
     tied_groups,
 )
@@ -121,23 +120,21 @@ class TransformerLM(nn.Module):
     ):
         super().__init__()
         self.vocab_size = positive_int("vocab_size", vocab_size)
-        self.dim = positive_int("dim", dim)
-        self.max_len = positive_int("max_len", max_len)
-        positive_int("heads", heads)
-        positive_int("layers", layers, minimum=0)
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         plan = plan_stacks(
-            block=block, self_attention=self_attention, feedforward=feedforward, norm=norm,
-            norm_placement=norm_placement, dropout=dropout, drop_path=drop_path,
-            final_norm=final_norm, position=position, layer_overrides=layer_overrides,
-            stacks={"decoder": (layers, ENCODER_OPTIONS, decoder)},
+            dim=dim, heads=heads, max_len=max_len, block=block, self_attention=self_attention,
+            feedforward=feedforward, norm=norm, norm_placement=norm_placement, dropout=dropout,
+            drop_path=drop_path, final_norm=final_norm, position=position,
+            layer_overrides=layer_overrides,
+            stacks={"decoder": Stack("layers", layers, ENCODER_OPTIONS, decoder)},
         )  # fmt: skip
-        self.embedding = build_embedding(
-            embedding, at="embedding", dim=dim, vocab_size=vocab_size, pad_id=pad_id
+        self.dim, self.max_len = plan.dim, plan.max_len
+        self.embedding = plan.embedding(
+            embedding, at="embedding", vocab_size=vocab_size, pad_id=pad_id
         )
-        self.position = build_position(position, at="position", dim=dim, max_len=max_len)
-        self.dropout = build_dropout(plan.options["dropout"])
-        self.decoder = plan.build("decoder", layers, dim=dim, heads=heads)
+        self.position = plan.absolute_position(at="position")
+        self.dropout = plan.dropout()
+        self.decoder = plan.build("decoder")
         self.head = build(head, "head", at="head", dim=dim, out_features=vocab_size, bias=False)
         shared = [tie_weight(self.embedding, self.head, slot="head")] if tie_embeddings else []
         self.tied_parameters = tied_groups(self, shared)
@@ -219,12 +216,7 @@ class TransformerLM(nn.Module):
         positions = None if mask is None or self.position is None else padded_positions(mask)
         if not (use_cache and self.decoder.cacheable):
             return self.head(self._hidden(prefix, mask, positions)[:, -1]), state  # [B, V]
-        seen = state["length"]
-        if prefix.shape[1] <= seen:
-            raise ShapeError(
-                f"model `transformer_lm`: step expected a prefix longer than the {seen} "
-                f"cached positions. Received: prefix of shape {tuple(prefix.shape)}"
-            )
+        seen = new_positions(prefix, state, model="transformer_lm")
         x = embed(
             prefix[:, seen:], self.embedding, self.position, self.dropout, offset=seen,
             positions=None if positions is None else positions[:, seen:],

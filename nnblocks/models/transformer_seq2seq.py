@@ -9,18 +9,18 @@ import torch
 from torch import nn
 
 from nnblocks.errors import ShapeError, SpecError
+from nnblocks.models._checks import positive_int
 from nnblocks.models._stack import (
     DECODER_OPTIONS,
     ENCODER_OPTIONS,
-    build_dropout,
-    build_embedding,
-    build_position,
+    Stack,
+    StackPlan,
     check_inputs,
     check_tokens,
     embed,
     input_masks,
+    new_positions,
     plan_stacks,
-    positive_int,
     tie_weight,
     tied_groups,
 )
@@ -147,27 +147,22 @@ class TransformerSeq2Seq(nn.Module):
                 path=join_path(current_path(), "share_embeddings") or None,
             )
         self.src_vocab_size, self.tgt_vocab_size = src_vocab, tgt_vocab
-        self.dim = positive_int("dim", dim)
-        self.max_len = positive_int("max_len", max_len)
-        positive_int("heads", heads)
-        positive_int("encoder_layers", encoder_layers, minimum=0)
-        positive_int("decoder_layers", decoder_layers, minimum=0)
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         plan = plan_stacks(
-            block=block, self_attention=self_attention, feedforward=feedforward, norm=norm,
-            norm_placement=norm_placement, dropout=dropout, drop_path=drop_path,
-            final_norm=final_norm, position=position, layer_overrides=layer_overrides,
+            dim=dim, heads=heads, max_len=max_len, block=block, self_attention=self_attention,
+            feedforward=feedforward, norm=norm, norm_placement=norm_placement, dropout=dropout,
+            drop_path=drop_path, final_norm=final_norm, position=position,
+            layer_overrides=layer_overrides,
             stacks={
-                "encoder": (encoder_layers, ENCODER_OPTIONS, encoder),
-                "decoder": (decoder_layers, DECODER_OPTIONS, decoder),
+                "encoder": Stack("encoder_layers", encoder_layers, ENCODER_OPTIONS, encoder),
+                "decoder": Stack("decoder_layers", decoder_layers, DECODER_OPTIONS, decoder),
             },
         )  # fmt: skip
-        self._build_embeddings(embedding, position, share_embeddings, pad_id)
-        self.dropout = build_dropout(plan.options["dropout"])
-        self.encoder = plan.build("encoder", encoder_layers, dim=dim, heads=heads)
-        self.decoder = plan.build(
-            "decoder", decoder_layers, dim=dim, heads=heads, cross_attention=cross_attention
-        )
+        self.dim, self.max_len = plan.dim, plan.max_len
+        self._build_embeddings(plan, embedding, share_embeddings, pad_id)
+        self.dropout = plan.dropout()
+        self.encoder = plan.build("encoder")
+        self.decoder = plan.build("decoder", cross_attention=cross_attention)
         self.head = build(head, "head", at="head", dim=dim, out_features=tgt_vocab, bias=False)
 
         shared = list(self.src_embedding.parameters()) if share_embeddings else []
@@ -176,23 +171,21 @@ class TransformerSeq2Seq(nn.Module):
         self.tied_parameters = tied_groups(self, shared)
 
     def _build_embeddings(
-        self, embedding: Any, position: Any, share: bool, pad_id: int | None
+        self, plan: StackPlan, embedding: Any, share: bool, pad_id: int | None
     ) -> None:
         """Slots ``src_embedding``, ``tgt_embedding`` (one module when shared) and the
         absolute ``src_position``, ``tgt_position``."""
-        dim, max_len = self.dim, self.max_len
-        self.src_embedding = build_embedding(
-            embedding, at="src_embedding", dim=dim, vocab_size=self.src_vocab_size, pad_id=pad_id
+        self.src_embedding = plan.embedding(
+            embedding, at="src_embedding", vocab_size=self.src_vocab_size, pad_id=pad_id
         )
         if share:
             self.tgt_embedding = self.src_embedding
         else:
-            self.tgt_embedding = build_embedding(
-                embedding, at="tgt_embedding", dim=dim, vocab_size=self.tgt_vocab_size,
-                pad_id=pad_id,
-            )  # fmt: skip
-        self.src_position = build_position(position, at="src_position", dim=dim, max_len=max_len)
-        self.tgt_position = build_position(position, at="tgt_position", dim=dim, max_len=max_len)
+            self.tgt_embedding = plan.embedding(
+                embedding, at="tgt_embedding", vocab_size=self.tgt_vocab_size, pad_id=pad_id
+            )
+        self.src_position = plan.absolute_position(at="src_position")
+        self.tgt_position = plan.absolute_position(at="tgt_position")
 
     def encode(
         self, src: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -297,11 +290,6 @@ class TransformerSeq2Seq(nn.Module):
         if not (use_cache and self.decoder.cacheable):
             h, _ = self._decode(prefix, memory, src_mask)
             return self.head(h[:, -1]), state  # [B, V]
-        seen = state["length"]
-        if prefix.shape[1] <= seen:
-            raise ShapeError(
-                f"model `transformer_seq2seq`: step expected a prefix longer than the {seen} "
-                f"cached positions. Received: prefix of shape {tuple(prefix.shape)}"
-            )
+        seen = new_positions(prefix, state, model="transformer_seq2seq")
         h, caches = self._decode(prefix, memory, src_mask, caches=state["caches"], offset=seen)
         return self.head(h[:, -1]), {**state, "caches": caches, "length": prefix.shape[1]}
