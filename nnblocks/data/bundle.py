@@ -59,6 +59,29 @@ class DataBundle:
                 )
         self.task.bind(self.splits())
 
+    @classmethod
+    def from_splits(cls, splits: Mapping[str, Any], *, task: Task, **fields: Any) -> DataBundle:
+        """A bundle from data by split name, as a source makes it: ``train``, ``valid`` and
+        ``test`` (missing or None: no such split), every other name an ``extra`` split.
+
+        Args:
+            splits: ``{name: data or None}``.
+            task: the task the data poses.
+            **fields: the other fields (``tokenizers``, ``transforms``, ``info``).
+
+        Raises:
+            DataError: no training data, or an empty split.
+        """
+        rest = {k: v for k, v in splits.items() if v is not None}
+        return cls(
+            train=rest.pop("train", None),
+            valid=rest.pop("valid", None),
+            test=rest.pop("test", None),
+            task=task,
+            extra=rest,
+            **fields,
+        )
+
     def splits(self) -> dict[str, Any]:
         """Every split that exists, by name (train, valid, test, then the extra ones)."""
         out = {"train": self.train, "valid": self.valid, "test": self.test, **self.extra}

@@ -551,6 +551,36 @@ def _cut_at_eos(ids: torch.Tensor, eos_id: int, pad_id: int, *, mark_pad: bool) 
     return ids.masked_fill(after, pad_id)
 
 
+def _token_ids(output: torch.Tensor) -> torch.Tensor:
+    """Token ids from logits ``[..., V]`` (argmax), or ``output`` itself if it holds ids."""
+    return output.argmax(-1) if output.is_floating_point() else output
+
+
+def _special_ids(tokenizer: Any) -> dict[str, Any]:
+    """The ``pad_id``, ``bos_id`` and ``eos_id`` a token model takes from its tokenizer."""
+    return {"pad_id": tokenizer.pad_id, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
+
+
+def _token_step(
+    loss: Callable[..., torch.Tensor], logits: torch.Tensor, target: torch.Tensor, pad_id: int
+) -> dict[str, Any]:
+    """A token task's per-batch values for ``evaluate`` (small, so no logits are kept).
+
+    Args:
+        loss: the task's loss (a mean over non-pad tokens).
+        logits: ``[B, T, V]``.
+        target: ``[B, T]`` ids, ``pad_id`` where there is no token.
+    """
+    real = (target != pad_id).sum()
+    return {
+        "ids": logits.argmax(-1),
+        "target": target,
+        "classes": logits.shape[-1],
+        "loss_sum": loss(logits.float(), target) * real,
+        "tokens": real,
+    }
+
+
 def _token_accuracy(values: list[dict[str, Any]], pad_id: int) -> float:
     """Micro accuracy of predicted ids over non-pad target tokens, from per-batch values."""
     from torchmetrics.classification import MulticlassAccuracy
@@ -606,9 +636,7 @@ class Seq2SeqTask(Task):
             model_args={
                 "src_vocab_size": src_tokenizer.vocab_size,
                 "tgt_vocab_size": tgt.vocab_size,
-                "pad_id": tgt.pad_id,
-                "bos_id": tgt.bos_id,
-                "eos_id": tgt.eos_id,
+                **_special_ids(tgt),
                 "max_len": max_len,
             },
             input_kind="tokens",
@@ -624,8 +652,7 @@ class Seq2SeqTask(Task):
         return self.tgt_tokenizer.decode(targets[-1])
 
     def render_prediction(self, output: torch.Tensor) -> str:
-        ids = output.argmax(-1) if output.is_floating_point() else output
-        return self.tgt_tokenizer.decode(ids)
+        return self.tgt_tokenizer.decode(_token_ids(output))
 
     def decode_example(
         self,
@@ -708,20 +735,12 @@ class Seq2SeqTask(Task):
         """One batch's share of ``evaluate``: small values, so no logits are kept."""
         src, tgt_out, tok = batch[0], batch[-1], self.tgt_tokenizer
         logits = model(*batch[:n_inputs])  # teacher-forced [B, T, V]
-        real = (tgt_out != tok.pad_id).sum()
         # tgt_out's width covers the longest target and its EOS: enough to judge every row
         generated = self.generate(model, src, max_new_tokens=tgt_out.shape[1], decode=decode)
         match = exact_match(
             generated, tgt_out, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id
         )
-        return {
-            "ids": logits.argmax(-1),
-            "target": tgt_out,
-            "classes": logits.shape[-1],
-            "loss_sum": self.loss(logits.float(), tgt_out) * real,
-            "tokens": real,
-            "match": match,
-        }
+        return {**_token_step(self.loss, logits, tgt_out, tok.pad_id), "match": match}
 
     def predict_step(self, model: nn.Module, batch: Sequence[Any], n_inputs: int) -> Any:
         """What greedy decoding answers (not teacher-forced logits): ids ``[B, L]``."""
@@ -750,9 +769,7 @@ class LanguageModelTask(Task):
         super().__init__(
             model_args={
                 "vocab_size": tokenizer.vocab_size,
-                "pad_id": tokenizer.pad_id,
-                "bos_id": tokenizer.bos_id,
-                "eos_id": tokenizer.eos_id,
+                **_special_ids(tokenizer),
                 "max_len": block_size,
             },
             input_kind="tokens",
@@ -769,8 +786,7 @@ class LanguageModelTask(Task):
         return self.tokenizer.decode(targets[0], stop_at_eos=False)
 
     def render_prediction(self, output: torch.Tensor) -> str:
-        ids = output.argmax(-1) if output.is_floating_point() else output
-        return self.tokenizer.decode(ids, stop_at_eos=False)
+        return self.tokenizer.decode(_token_ids(output), stop_at_eos=False)
 
     def evaluate(
         self,
@@ -802,15 +818,8 @@ class LanguageModelTask(Task):
         self, model: nn.Module, batch: Sequence[torch.Tensor], n_inputs: int
     ) -> dict[str, Any]:
         """One batch's share of ``evaluate``: small values, so no logits are kept."""
-        logits, target = model(*batch[:n_inputs]), batch[-1]  # [B, T, V], [B, T]
-        real = (target != self.tokenizer.pad_id).sum()
-        return {
-            "ids": logits.argmax(-1),
-            "target": target,
-            "classes": logits.shape[-1],
-            "loss_sum": self.loss(logits.float(), target) * real,
-            "tokens": real,
-        }
+        logits = model(*batch[:n_inputs])  # [B, T, V]
+        return _token_step(self.loss, logits, batch[-1], self.tokenizer.pad_id)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "tokenizer": self.tokenizer.to_dict()}

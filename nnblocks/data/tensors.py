@@ -11,6 +11,7 @@ A batch is a tuple of tensors. The first ``n_inputs`` go to the model
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -86,12 +87,11 @@ class TensorData:
     def subset(self, indices: torch.Tensor | Sequence[int]) -> TensorData:
         """A new TensorData with the rows at ``indices`` (same options)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return TensorData(
-            *(t[idx] for t in self.tensors),
-            n_inputs=self.n_inputs,
-            trim=self.trim,
-            names=self.names,
-        )
+        return TensorData(*(t[idx] for t in self.tensors), **self._options())
+
+    def _options(self) -> dict[str, Any]:
+        """The constructor options beside the tensors (what ``subset`` keeps)."""
+        return {"n_inputs": self.n_inputs, "trim": self.trim, "names": self.names}
 
     def __repr__(self) -> str:
         cols = ", ".join(

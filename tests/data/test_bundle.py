@@ -63,3 +63,14 @@ def test_state_round_trip_keeps_tokenizers_and_fitted_transforms(tmp_path):
 def test_load_data_state_missing(tmp_path):
     with pytest.raises(DataError, match="data.json"):
         load_data_state(tmp_path)
+
+
+def test_from_splits_names_none_and_extra():
+    made = {"train": _data(8), "valid": None, "test": _data(2), "long": _data(3), "empty": None}
+    bundle = DataBundle.from_splits(made, task=ClassificationTask(2), info={"source": "x"})
+    assert bundle.valid is None and bundle.test is made["test"]
+    assert bundle.extra == {"long": made["long"]}  # a None split is no split
+    assert bundle.sizes() == {"train": 8, "test": 2, "long": 3}
+    assert bundle.info == {"source": "x"}
+    with pytest.raises(DataError, match="non-empty `train` split"):
+        DataBundle.from_splits({"train": None, "valid": _data(2)}, task=ClassificationTask(2))

@@ -176,3 +176,23 @@ def test_transforms_registered():
     }
     crop = nnblocks.build({"name": "random_crop", "padding": 1}, "transform")
     assert isinstance(crop, RandomCrop) and crop.padding == 1 and crop.augmentation
+
+
+def test_wrong_inputs_are_described_alike():
+    with pytest.raises(DataError, match=r"Received: torch.int64 tensor of shape \(3, 2\)"):
+        Normalize().fit(torch.zeros(3, 2, dtype=torch.long))
+    with pytest.raises(ShapeError, match=r"Received: torch.float32 tensor of shape \(2, 3\)"):
+        Flip()(torch.zeros(2, 3))
+    with pytest.raises(ShapeError, match="Received: list"):
+        Noise(0.1)([1.0])
+
+
+def test_augmented_subset_and_plain_keep_options():
+    x, y = torch.randn(6, 1, 2, 2), torch.arange(6)
+    data = AugmentedData(x, y, augment=[Noise(0.1)], names=["img", "y"], trim={1: 0})
+    part = data.subset([4, 1])
+    assert isinstance(part, AugmentedData) and part.augment == data.augment
+    assert (part.names, part.trim, part.n_inputs) == (["img", "y"], {1: 0}, 1)
+    assert torch.equal(part.tensors[1], torch.tensor([4, 1]))
+    plain = data.plain()
+    assert type(plain) is TensorData and plain.names == ["img", "y"] and plain.trim == {1: 0}

@@ -30,6 +30,14 @@ def _split(split: Any, seed: int, *, stratified: bool, valid: float, test: float
     }
 
 
+def _table(name: str, df: Any, task: str, split: Any, seed: int, **options: Any) -> DataBundle:
+    """A bundled table whose target is column ``target``: by default 15% valid, 20% test."""
+    default = _split(split, seed, stratified=task == "classification", valid=0.15, test=0.2)
+    return from_dataframe(
+        df, "target", task=task, split=default, where=f"dataset `{name}`", **options
+    )
+
+
 @register("dataset", "digits")
 def digits(
     flatten: bool = False,
@@ -109,14 +117,7 @@ def wine(split: Any = None, seed: int = 0, normalize: Any = "normalize") -> Data
     raw = load_wine(as_frame=True)
     df = raw.frame.copy()
     df["target"] = [str(raw.target_names[i]) for i in df["target"]]
-    return from_dataframe(
-        df,
-        "target",
-        task="classification",
-        split=_split(split, seed, stratified=True, valid=0.15, test=0.2),
-        normalize=normalize,
-        where="dataset `wine`",
-    )
+    return _table("wine", df, "classification", split, seed, normalize=normalize)
 
 
 @register("dataset", "diabetes")
@@ -145,12 +146,12 @@ def diabetes(
     from sklearn.datasets import load_diabetes
 
     df = load_diabetes(as_frame=True, scaled=False).frame
-    return from_dataframe(
+    return _table(
+        "diabetes",
         df,
-        "target",
-        task="regression",
-        split=_split(split, seed, stratified=False, valid=0.15, test=0.2),
+        "regression",
+        split,
+        seed,
         normalize=normalize,
         normalize_target=normalize_target,
-        where="dataset `diabetes`",
     )

@@ -16,7 +16,14 @@ from nnblocks.data.transforms.base import Transform, fit_apply
 from nnblocks.data.transforms.normalize import Normalize
 from nnblocks.errors import DataError
 
-__all__ = ["TASKS", "encode_labels", "build_transforms", "supervised_bundle", "split_tensors"]
+__all__ = [
+    "TASKS",
+    "task_splits",
+    "encode_labels",
+    "build_transforms",
+    "supervised_bundle",
+    "split_tensors",
+]
 
 TASKS = ("classification", "multilabel", "regression")
 
@@ -25,6 +32,31 @@ def check_task(task: str, *, where: str) -> str:
     if task not in TASKS:
         raise DataError(f"{where}: unknown task {task!r}. Expected one of {', '.join(TASKS)}.")
     return task
+
+
+def task_splits(
+    split: Any, n: int, *, task: str, labels: Sequence[Any], where: str, **context: Any
+) -> Splits:
+    """``make_splits`` with a supervised task's default: 20% validation, stratified by
+    label for classification, random otherwise.
+
+    Args:
+        split: the user's split spec (None: the default).
+        n: the number of items.
+        task: ``"classification"``, ``"regression"`` or ``"multilabel"``.
+        labels: one target per item (used to stratify classification).
+        where: the data's name for messages.
+        **context: what other split specs need (``groups``, ``columns``).
+    """
+    classify = task == "classification"
+    return make_splits(
+        split,
+        n,
+        labels=labels if classify else None,
+        default={"name": "stratified" if classify else "random", "valid": 0.2},
+        path=f"{where}.split",
+        **context,
+    )
 
 
 def encode_labels(
@@ -130,14 +162,7 @@ def supervised_bundle(
     xs = [x] if isinstance(x, torch.Tensor) else list(x)
     n = len(xs[0])
     labels: list[Any] = targets.tolist() if isinstance(targets, torch.Tensor) else list(targets)
-    splits = make_splits(
-        split,
-        n,
-        labels=labels if task == "classification" else None,
-        groups=groups,
-        default={"name": "stratified" if task == "classification" else "random", "valid": 0.2},
-        path=f"{where}.split",
-    )
+    splits = task_splits(split, n, task=task, labels=labels, where=where, groups=groups)
     y, task_obj, transforms = _encode_targets(
         targets,
         labels,
@@ -172,13 +197,9 @@ def supervised_bundle(
             made[name] = AugmentedData(*tensors, augment=aug, n_inputs=len(xs), names=names)
         else:
             made[name] = TensorData(*tensors, n_inputs=len(xs), names=names)
-    extra = {k: v for k, v in made.items() if k not in ("train", "valid", "test")}
-    return DataBundle(
-        train=made["train"],
-        valid=made["valid"],
-        test=made["test"],
+    return DataBundle.from_splits(
+        made,
         task=task_obj,
-        extra=extra,
         transforms=transforms,
         info={"source": where, "sizes": splits.sizes(), **(info or {})},
     )

@@ -58,10 +58,8 @@ def from_token_corpus(
                 )
             continue
         made[name] = TokenBlocks(tokens, block_size)
-    return DataBundle(
-        train=made.pop("train"),
-        valid=made.pop("valid", None),
-        test=made.pop("test", None),
+    return DataBundle.from_splits(
+        made,
         task=LanguageModelTask(corpus.tokenizer, block_size=block_size),
         tokenizers={"text": corpus.tokenizer},
         info={"source": str(path), "tokens": corpus.meta["tokens"], "dtype": corpus.meta["dtype"]},

@@ -278,11 +278,8 @@ def from_hf(
         parts = {k: train.select(idx.tolist()) for k, idx in made.items() if len(idx)}
     task_obj, values = _task(parts, x_cols, y_cols, task, where)
     data = {k: ArrowData(ds, x_cols, y_cols, classes=values) for k, ds in parts.items()}
-    return DataBundle(
-        train=data.pop("train"),
-        valid=data.pop("valid", None),
-        test=data.pop("test", None),
-        extra=data,
+    return DataBundle.from_splits(
+        data,
         task=task_obj,
         info={"source": where, "inputs": x_cols, "targets": y_cols},
     )

@@ -259,11 +259,8 @@ def _from_files(
             if chosen
             else None
         )
-    return DataBundle(
-        train=made.pop("train"),
-        valid=made.pop("valid", None),
-        test=made.pop("test", None),
-        extra={k: v for k, v in made.items() if v is not None},
+    return DataBundle.from_splits(
+        made,
         task=ClassificationTask(
             len(classes), classes=classes, model_args={"in_channels": channels}, input_kind="image"
         ),

@@ -170,11 +170,8 @@ def from_pairs(
     task = Seq2SeqTask(
         src_tok, tgt_tok, max_len=max(src_len, tgt_len) + 1, label_smoothing=label_smoothing
     )
-    return DataBundle(
-        train=made.pop("train"),
-        valid=made.pop("valid", None),
-        test=made.pop("test", None),
-        extra=made,
+    return DataBundle.from_splits(
+        made,
         task=task,
         tokenizers={"src": src_tok, "tgt": tgt_tok},
         info={"source": where, **(info or {})},

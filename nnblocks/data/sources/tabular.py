@@ -16,8 +16,12 @@ from typing import Any
 import torch
 
 from nnblocks.data.bundle import DataBundle
-from nnblocks.data.sources._common import build_transforms, check_task, supervised_bundle
-from nnblocks.data.splits import make_splits
+from nnblocks.data.sources._common import (
+    build_transforms,
+    check_task,
+    supervised_bundle,
+    task_splits,
+)
 from nnblocks.data.transforms.base import fit_apply
 from nnblocks.data.transforms.tabular import Categorify, Table
 from nnblocks.errors import DataError
@@ -139,13 +143,9 @@ def from_dataframe(
     cats, conts = _infer_columns(body, targets, cat_names, cont_names, where)
     task = check_task(task or _infer_task(df, targets, label_delim), where=where)
     target_values, target_names = _targets(df, targets, task, label_delim, where)
-    splits = make_splits(
-        split,
-        len(df),
-        labels=target_values if task == "classification" else None,
-        columns={c: df[c].tolist() for c in df.columns},
-        default={"name": "stratified" if task == "classification" else "random", "valid": 0.2},
-        path=f"{where}.split",
+    columns = {c: df[c].tolist() for c in df.columns}
+    splits = task_splits(
+        split, len(df), task=task, labels=target_values, where=where, columns=columns
     )
     xs, model_args, fitted, (cont_out, cat_out) = _encode_columns(
         body, splits, cats, conts, fill_missing=fill_missing, categorify=categorify, where=where

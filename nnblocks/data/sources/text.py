@@ -108,11 +108,8 @@ def from_documents(
             continue
         x, y = _windows(ids, block_size, tok.pad_id)
         made[name] = TensorData(x, y, n_inputs=1, names=["tokens", "next"])
-    return DataBundle(
-        train=made.pop("train"),
-        valid=made.pop("valid", None),
-        test=made.pop("test", None),
-        extra={k: v for k, v in made.items() if v is not None},
+    return DataBundle.from_splits(
+        made,
         task=LanguageModelTask(tok, block_size=block_size),
         tokenizers={"text": tok},
         info={"source": where, "documents": len(documents), **(info or {})},
@@ -211,10 +208,8 @@ def from_texts(
     task = SequenceClassificationTask(
         len(classes), tokenizer=tok, classes=classes, max_len=tokens.shape[1]
     )
-    return DataBundle(
-        train=made["train"],
-        valid=made["valid"],
-        test=made["test"],
+    return DataBundle.from_splits(
+        made,
         task=task,
         tokenizers={"text": tok},
         info={"source": where},

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
-from nnblocks.data.tokenizers.base import SPECIALS, UNK, Tokenizer
+from nnblocks.data.tokenizers._rust import RustTokenizer
+from nnblocks.data.tokenizers.base import SPECIALS, UNK
 from nnblocks.errors import DataError
 from nnblocks.registry import register
 
@@ -13,7 +14,7 @@ __all__ = ["BPETokenizer"]
 
 
 @register("tokenizer", "bpe")
-class BPETokenizer(Tokenizer):
+class BPETokenizer(RustTokenizer):
     """Byte-pair encoding (Sennrich et al. 2016) trained on the training texts.
 
     Byte-level pre-tokenisation (as in GPT-2) means every string can be encoded and decoded
@@ -44,7 +45,6 @@ class BPETokenizer(Tokenizer):
             )
         self.target_vocab_size = vocab_size
         self.min_frequency = min_frequency
-        self._tok: Any = None
 
     def _new(self) -> Any:
         from tokenizers import Tokenizer as HFTokenizer
@@ -72,20 +72,6 @@ class BPETokenizer(Tokenizer):
         self.fitted = True
         return self
 
-    @property
-    def vocab_size(self) -> int:
-        self._check_fitted()
-        return int(self._tok.get_vocab_size())
-
-    def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
-        self._check_fitted()
-        ids = list(self._tok.encode(text, add_special_tokens=False).ids)
-        if bos:
-            ids.insert(0, self.bos_id)
-        if eos:
-            ids.append(self.eos_id)
-        return ids
-
     def encode_batch(self, texts, *, bos=False, eos=False, length=None):  # type: ignore[no-untyped-def]
         """As ``Tokenizer.encode_batch``, encoding all texts in one call into Rust."""
         from nnblocks.data.batching import pad_sequences
@@ -98,9 +84,6 @@ class BPETokenizer(Tokenizer):
         tokens, _ = pad_sequences(rows, pad_id=self.pad_id, length=length)
         return tokens
 
-    def decode_tokens(self, ids: Sequence[int]) -> str:
-        return str(self._tok.decode(list(ids), skip_special_tokens=True))
-
     def tokenize(self, text: str) -> list[str]:
         """The subword strings of ``text`` (byte-level symbols, e.g. 'Ġworld')."""
         self._check_fitted()
@@ -108,20 +91,3 @@ class BPETokenizer(Tokenizer):
 
     def options(self) -> dict[str, Any]:
         return {"vocab_size": self.target_vocab_size, "min_frequency": self.min_frequency}
-
-    def _state(self) -> dict[str, Any]:
-        return {"tokenizer_json": self._tok.to_str()}
-
-    def tokenizer_json(self) -> str:
-        """The trained tokenizer as ``tokenizer.json`` text (specials at ids 0-3)."""
-        self._check_fitted()
-        return str(self._tok.to_str())
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        from tokenizers import Tokenizer as HFTokenizer
-
-        try:
-            self._tok = HFTokenizer.from_str(state["tokenizer_json"])
-        except Exception as exc:  # the Rust library raises its own exception type
-            raise DataError(f"tokenizer `bpe`: stored tokenizer JSON is unreadable: {exc}") from exc
-        self.fitted = True

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from nnblocks.data.tokenizers.base import Tokenizer
+from nnblocks.data.tokenizers._rust import RustTokenizer
 from nnblocks.errors import DataError
 from nnblocks.registry import register
 
@@ -51,7 +51,7 @@ def _token_name(value: Any) -> str | None:
 
 
 @register("tokenizer", "pretrained")
-class PretrainedTokenizer(Tokenizer):
+class PretrainedTokenizer(RustTokenizer):
     """A fitted subword tokenizer read from ``tokenizer.json``; it keeps its own ids.
 
     Unlike the tokenizers nnblocks fits (specials at ids 0-3), a pretrained tokenizer's
@@ -78,7 +78,6 @@ class PretrainedTokenizer(Tokenizer):
     ):
         super().__init__()
         self.tokens = {"pad": pad_token, "bos": bos_token, "eos": eos_token, "unk": unk_token}
-        self._tok: Any = None
 
     # -- reading ----------------------------------------------------------------------
     @classmethod
@@ -141,44 +140,12 @@ class PretrainedTokenizer(Tokenizer):
             "its ids belong to the model. Use a `bpe` tokenizer to fit a new vocabulary."
         )
 
-    @property
-    def vocab_size(self) -> int:
-        self._check_fitted()
-        return int(self._tok.get_vocab_size())
-
-    def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
-        """Text -> ids, without the tokenizer's own post-processing; ``bos``/``eos`` add
-        those tokens when the tokenizer has them."""
-        self._check_fitted()
-        ids = list(self._tok.encode(text, add_special_tokens=False).ids)
-        if bos and self.bos_id is not None:
-            ids.insert(0, self.bos_id)
-        if eos and self.eos_id is not None:
-            ids.append(self.eos_id)
-        return ids
-
-    def decode_tokens(self, ids: Sequence[int]) -> str:
-        return str(self._tok.decode(list(ids), skip_special_tokens=True))
-
     def options(self) -> dict[str, Any]:
         return {f"{role}_token": name for role, name in self.tokens.items()}
 
-    def _state(self) -> dict[str, Any]:
-        return {"tokenizer_json": self._tok.to_str()}
-
     def _load_state(self, state: dict[str, Any]) -> None:
-        from tokenizers import Tokenizer as RustTokenizer
-
-        try:
-            self._tok = RustTokenizer.from_str(state["tokenizer_json"])
-        except Exception as exc:  # the Rust library raises its own exception type
-            raise DataError(f"tokenizer `pretrained`: unreadable tokenizer JSON: {exc}") from exc
-        self.fitted = True
+        super()._load_state(state)
         self._set_ids()
-
-    def tokenizer_json(self) -> str:
-        self._check_fitted()
-        return str(self._tok.to_str())
 
     def special_tokens(self) -> dict[str, str]:
         return {f"{role}_token": n for role, n in self.tokens.items() if n is not None}

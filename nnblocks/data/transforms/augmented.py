@@ -75,19 +75,12 @@ class AugmentedData(TensorData):
         return tuple(out)
 
     def subset(self, indices: torch.Tensor | Sequence[int]) -> AugmentedData:
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        return AugmentedData(
-            *(t[idx] for t in self.tensors),
-            augment=self.augment,
-            column=self.column,
-            n_inputs=self.n_inputs,
-            trim=self.trim,
-            names=self.names,
-        )
+        rows = super().subset(indices).tensors
+        return AugmentedData(*rows, augment=self.augment, column=self.column, **self._options())
 
     def plain(self) -> TensorData:
         """The same tensors without augmentation (e.g. to evaluate on the training split)."""
-        return TensorData(*self.tensors, n_inputs=self.n_inputs, trim=self.trim, names=self.names)
+        return TensorData(*self.tensors, **self._options())
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f"; augment={self.augment!r})"

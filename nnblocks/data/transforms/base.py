@@ -19,9 +19,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
 from nnblocks.errors import DataError
 
 __all__ = ["Transform", "fit_apply", "transform_from_dict"]
+
+
+def received(x: Any) -> str:
+    """What an input error message says it received: a tensor's dtype and shape, or the
+    type's name for anything else."""
+    if isinstance(x, torch.Tensor):
+        return f"{x.dtype} tensor of shape {tuple(x.shape)}"
+    return type(x).__name__
 
 
 class Transform:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nnblocks.data.transforms.base import Transform
+from nnblocks.data.transforms.base import Transform, received
 from nnblocks.errors import DataError, ShapeError
 from nnblocks.registry import register
 
@@ -24,13 +24,8 @@ __all__ = ["RandomCrop", "Flip", "Affine", "Noise"]
 
 def _images(x: torch.Tensor, name: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
-        got = (
-            f"{x.dtype} tensor of shape {tuple(x.shape)}"
-            if isinstance(x, torch.Tensor)
-            else type(x).__name__
-        )
         raise ShapeError(
-            f"transform `{name}` expects a float batch of images [B, C, H, W]. Received: {got}"
+            f"transform `{name}` expects a float batch of images [B, C, H, W]. Received: {received(x)}"
         )
     return x
 

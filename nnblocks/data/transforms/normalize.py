@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from nnblocks.data.transforms.base import Transform
+from nnblocks.data.transforms.base import Transform, received
 from nnblocks.errors import DataError
 from nnblocks.registry import register
 
@@ -83,13 +83,9 @@ class Normalize(Transform):
 
     def _check_input(self, x: Any) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
-            what = (
-                f"{x.dtype} tensor of shape {tuple(x.shape)}"
-                if isinstance(x, torch.Tensor)
-                else type(x).__name__
-            )
             raise DataError(
-                f"transform `normalize` expects a float tensor [N, ...] with rows first. Received: {what}"
+                "transform `normalize` expects a float tensor [N, ...] with rows first. "
+                f"Received: {received(x)}"
             )
         return x
 
