@@ -531,9 +531,10 @@ def grow(model: nn.Module, pattern: str, out_features: int, *, record: bool = Tr
         new, rows = _wider(old, out_features), _rows(old) or 0
         _match_placement(old, new)
         with torch.no_grad():  # the old classes score exactly as before
-            new.weight[:rows].copy_(old.weight)
-            if old.bias is not None:
-                new.bias[:rows].copy_(old.bias)
+            for name in ("weight", "bias"):
+                old_t, new_t = getattr(old, name, None), getattr(new, name, None)
+                if isinstance(old_t, torch.Tensor) and isinstance(new_t, torch.Tensor):
+                    new_t[:rows].copy_(old_t)
         for path in paths:
             parent, _, child = path.rpartition(".")
             setattr(model.get_submodule(parent), child, new)
