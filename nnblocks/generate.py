@@ -266,7 +266,12 @@ def sample(
     """Decode by sampling each token from the model's (filtered) distribution.
 
     Args:
-        model, src, prefix, batch_size, max_new_tokens, use_cache: as for ``greedy``.
+        model: any model with the decoding protocol (as for ``greedy``).
+        src: ``[B, S]`` source ids, or None for a language model (as for ``greedy``).
+        prefix: ``[B, t0]`` tokens to continue (as for ``greedy``).
+        batch_size: sequences when there is neither ``src`` nor ``prefix``.
+        max_new_tokens: most tokens to add (as for ``greedy``).
+        use_cache: let the model reuse its attention caches (as for ``greedy``).
         temperature: divides the logits; below 1 sharpens, above 1 flattens, 0 is greedy.
         top_k: sample only among the ``k`` most likely tokens (Fan et al. 2018).
         top_p: sample only among the most likely tokens holding probability ``p``
@@ -331,7 +336,12 @@ def beam(
     surviving hypotheses through ``reorder_state`` (``index_select(0)``).
 
     Args:
-        model, src, prefix, batch_size, max_new_tokens, use_cache: as for ``greedy``.
+        model: any model with the decoding protocol (as for ``greedy``).
+        src: ``[B, S]`` source ids, or None for a language model (as for ``greedy``).
+        prefix: ``[B, t0]`` tokens to continue (as for ``greedy``).
+        batch_size: sequences when there is neither ``src`` nor ``prefix``.
+        max_new_tokens: most tokens to add (as for ``greedy``).
+        use_cache: let the model reuse its attention caches (as for ``greedy``).
         beam_size: hypotheses kept per sequence; 1 equals greedy decoding.
         length_penalty: ``alpha`` above; 0.6 is what Vaswani et al. 2017 used, 0 ranks by
             raw log-probability.

@@ -163,8 +163,8 @@ def swap(
         >>> lm = nnblocks.build({"name": "transformer_lm", "vocab_size": 100, "dim": 32,
         ...                      "heads": 4, "layers": 2})
         >>> done = swap(lm, "decoder.layers.*.self_attention", {"name": "gqa", "kv_heads": 2})
-        >>> [s.new for s in done]
-        ['gqa', 'gqa']
+        >>> tuple(s.new for s in done)
+        ('gqa', 'gqa')
     """
     if copy_weights not in _COPY_CHOICES or not isinstance(copy_weights, (bool, str)):
         raise SpecError(

@@ -6,6 +6,8 @@ A part registered by a plugin package (entry point ``nnblocks.parts``) or listed
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mkdocs.structure.files import File
 
 from nnblocks import registry
@@ -61,4 +63,7 @@ def on_files(files, config):
     pages.update({f"reference/{k.name}.md": kind_page(k) for k in kinds})
     for path, content in pages.items():
         files.append(File.generated(config, path, content=content))
+    # The performance page includes benchmarks/results.md, whose chart sits beside it.
+    for chart in sorted(Path(config["config_file_path"]).parent.glob("benchmarks/*.png")):
+        files.append(File.generated(config, f"guide/{chart.name}", content=chart.read_bytes()))
     return files
