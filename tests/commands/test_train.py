@@ -1,6 +1,7 @@
 """`nnblocks train`: one run per folder from the command line."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -77,8 +78,7 @@ def test_train_ends_with_the_headline_and_says_where_the_views_are(tmp_path, cap
     lines = printed.strip().splitlines()
     # the last line is one sentence: the compared metric of ablations (test accuracy here)
     expected = f"{100 * metrics['test_accuracy']:.1f}%"
-    assert lines[-1].startswith(f"wine_cli: test accuracy {expected} after 1 epoch (0:0")
-    assert lines[-1].endswith(").") and lines[-1].count(".") == 2  # the percent's and the end
+    assert re.fullmatch(rf"wine_cli: test accuracy {expected} after 1 epoch \(\d+:\d\d\)\.", lines[-1])
     assert f"loss curves: {out / 'loss_curves.png'}" in printed
     assert f"model card:  {out / 'model' / 'README.md'}" in printed
     rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in lines if "│" in line}
@@ -133,3 +133,11 @@ def test_loss_curves_use_a_log_axis_when_every_loss_is_positive(
     png = plots.plot_loss_curves(_Log(losses, valid), tmp_path / "loss.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert drawn[0].axes[0].get_yscale() == scale
+
+
+def test_headline_of_a_language_model_is_its_perplexity():
+    metrics = {"test_accuracy": 0.41, "test_perplexity": 5.123, "test_loss": 1.63,
+               "test_tokens": 4096, "epochs_run": 2, "train_seconds": 65.0}  # fmt: skip
+    assert headline(metrics, {"train": {}}, "lm_python") == (
+        "lm_python: test perplexity 5.123 after 2 epochs (1:05)."
+    )
