@@ -1,5 +1,6 @@
 """`nnblocks train`: one run per folder from the command line."""
 
+import importlib.util
 import json
 import re
 
@@ -78,12 +79,16 @@ def test_train_ends_with_the_headline_and_says_where_the_views_are(tmp_path, cap
     lines = printed.strip().splitlines()
     # the last line is one sentence: the compared metric of ablations (test accuracy here)
     expected = f"{100 * metrics['test_accuracy']:.1f}%"
-    assert re.fullmatch(rf"wine_cli: test accuracy {expected} after 1 epoch \(\d+:\d\d\)\.", lines[-1])
+    assert re.fullmatch(
+        rf"wine_cli: test accuracy {expected} after 1 epoch \(\d+:\d\d\)\.", lines[-1]
+    )
     assert f"loss curves: {out / 'loss_curves.png'}" in printed
     assert f"model card:  {out / 'model' / 'README.md'}" in printed
     rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in lines if "│" in line}
     assert rows["epochs_run"] == "1" and rows["test_n"] == str(metrics["test_n"])
-    assert rows["valid_accuracy"] == f"{metrics['accuracy']:#.4g}"  # the history's name, split named
+    assert (
+        rows["valid_accuracy"] == f"{metrics['accuracy']:#.4g}"
+    )  # the history's name, split named
     assert not {"epoch", "lr", "accuracy"} & set(rows)  # repeats and settings dropped
 
 
@@ -141,3 +146,20 @@ def test_headline_of_a_language_model_is_its_perplexity():
     assert headline(metrics, {"train": {}}, "lm_python") == (
         "lm_python: test perplexity 5.123 after 2 epochs (1:05)."
     )
+
+
+def test_tensorboard_without_the_package_fails_before_anything_is_written(
+    tmp_path, capsys, monkeypatch
+):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tensorboard" else real(name, *a),
+    )
+    out = tmp_path / "run"
+    recipe = _recipe(tmp_path, tensorboard=True)
+    assert main(["train", str(recipe), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "train.tensorboard" in err and "nnblocks[logging]" in err
+    assert not out.exists()
