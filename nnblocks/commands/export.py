@@ -2,11 +2,16 @@
 
 The file is checked in onnxruntime against eager PyTorch (on the example and on a batch and
 length it was not traced with) before it is written; see ``nnblocks.hybrid.export_onnx``.
+What the exporters log at INFO (every graph pass of torch.onnx and onnxscript) is shown only
+with ``nnblocks -v export``; their warnings and errors always are.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -47,18 +52,41 @@ def run(args: argparse.Namespace) -> int:
             path="nnblocks export",
         )
     check_arity(model, inputs, where="nnblocks export --input")
-    result = export_onnx(
-        model.eval(),
-        inputs,
-        Path(args.onnx),
-        dynamic_batch=not args.static,
-        dynamic_sequence=not args.static,
-        exporter=args.exporter,
-        opset=args.opset,
-    )
+    with _exporter_logs(verbose=getattr(args, "verbose", False)):
+        result = export_onnx(
+            model.eval(),
+            inputs,
+            Path(args.onnx),
+            dynamic_batch=not args.static,
+            dynamic_sequence=not args.static,
+            exporter=args.exporter,
+            opset=args.opset,
+        )
     Console().print(
         f"wrote {result.path} ({result.exporter} exporter; inputs {result.input_names}; "
         f"largest difference from PyTorch in onnxruntime {result.max_diff:.2e} over shapes "
         f"{result.checked_shapes})"
     )
     return 0
+
+
+# The loggers of the exporter's own passes (a dynamo export of a one-layer model logs ~40
+# INFO lines: removed nodes, folded constants, deduplicated initializers).
+_EXPORTER_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")
+
+
+@contextlib.contextmanager
+def _exporter_logs(*, verbose: bool) -> Iterator[None]:
+    """Raise the exporter loggers to WARNING for the export, unless ``verbose``."""
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in _EXPORTER_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)

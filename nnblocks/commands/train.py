@@ -3,7 +3,9 @@
 Everything is checked before anything is written: the recipe (every key, once), the run
 folder (not in use, no finished run unless ``--overwrite``, a checkpoint for ``--resume``),
 the data and the model. Ctrl-C or SIGTERM during training saves a checkpoint and exits
-with 130 / 143 and one line that says how to resume.
+with 130 / 143 and one line that says how to resume. A finished run prints its metrics,
+where its views are (loss curves, TensorBoard logs, model card) and, last, one sentence
+with the headline metric (``nnblocks.commands.train_summary``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import shlex
 import sys
 from pathlib import Path
 
+from nnblocks.commands.train_summary import headline, summary_rows, view_paths
 from nnblocks.experiment.folder import check_folder
-from nnblocks.experiment.recipe import load_recipe
+from nnblocks.experiment.recipe import Recipe, load_recipe
 from nnblocks.experiment.run import check_recipe, default_run_dir, run_recipe
 from nnblocks.train.interrupt import TrainingInterrupted
 
@@ -48,6 +51,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="RUN_OR_CHECKPOINT",
         help="continue the model of a finished run (or a training checkpoint) on this recipe's data",
     )
+    parser.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="write TensorBoard logs into the run folder's tensorboard/ (train.tensorboard=true)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the final metrics as JSON")
 
@@ -56,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
+    if args.tensorboard:
+        overrides.append("train.tensorboard=true")
     recipe = load_recipe(args.recipe, overrides)  # every key validated, once
     folder = Path(args.out) if args.out else default_run_dir(recipe)
     check_folder(folder, resume=args.resume, overwrite=args.overwrite)  # writes nothing
@@ -76,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.metrics, indent=2, sort_keys=True))
     else:
-        _print_summary(result.metrics, folder)
+        _print_summary(result.metrics, recipe, folder)
     return 0
 
 
@@ -86,17 +96,25 @@ def _resume_command(args: argparse.Namespace, folder: Path) -> str:
         words += ["--set", o]
     if args.seed is not None:
         words += ["--seed", str(args.seed)]
+    if args.tensorboard:
+        words.append("--tensorboard")
     return shlex.join(words)
 
 
-def _print_summary(metrics: dict, folder: Path) -> None:
+def _print_summary(metrics: dict, recipe: Recipe, folder: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"run: {folder}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in sorted(metrics):
-        value = metrics[key]
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    Console().print(table)
+    for name, text in summary_rows(metrics):
+        table.add_row(name, text)
+    console = Console()
+    console.print(table)
+    views = view_paths(folder)
+    width = max((len(what) for what, _ in views), default=0) + 1
+    for what, where in views:
+        console.print(f"{what + ':':<{width}} {where}", highlight=False, soft_wrap=True)
+    name = recipe.get("name") or folder.name
+    console.print(headline(metrics, recipe, name), highlight=False, soft_wrap=True)

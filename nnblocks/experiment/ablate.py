@@ -137,6 +137,9 @@ def pick_metric(metrics: dict[str, Any], recipe: dict[str, Any]) -> str:
     if monitor and monitor in metrics:
         return monitor
     for prefix in ("test_", "valid_"):
+        # A language model is judged by perplexity (its token accuracy would sort first).
+        if isinstance(metrics.get(f"{prefix}perplexity"), (int, float)):
+            return f"{prefix}perplexity"
         for key in sorted(metrics):
             if (
                 key.startswith(prefix)

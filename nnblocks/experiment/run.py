@@ -7,6 +7,7 @@ A run folder holds everything needed to trust and repeat the result::
     history.csv       one row per epoch
     metrics.json      final metrics, parameter count, step time, peak memory (written last)
     loss_curves.png   training and validation loss
+    tensorboard/      TensorBoard event files (with `train.tensorboard: true`)
     model/            nnblocks.save(model): config.json + model.safetensors + data.json
                       (+ tokenizer.json) + README.md + manifest.json
     continual/        what a `continual:` run keeps for the next task's `--from`
@@ -16,6 +17,7 @@ A run folder holds everything needed to trust and repeat the result::
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import math
@@ -53,9 +55,13 @@ __all__ = [
     "check_recipe",
     "build_from_recipe",
     "default_run_dir",
+    "TENSORBOARD_DIR",
 ]
 
 log = logging.getLogger(__name__)
+
+# The run folder's subfolder for TensorBoard event files (`tensorboard --logdir` it).
+TENSORBOARD_DIR = "tensorboard"
 
 
 @dataclasses.dataclass
@@ -164,6 +170,7 @@ def check_recipe(
     model = _build_model(checked, data, device)
     _check_evaluation(checked, data)
     _check_teacher_forcing(checked, model)
+    _check_tensorboard(checked)
     return CheckedRecipe(checked, data, model)
 
 
@@ -216,14 +223,35 @@ def _check_teacher_forcing(recipe: Recipe, model: torch.nn.Module) -> None:
         )
 
 
+def _check_tensorboard(recipe: Recipe) -> None:
+    # Checked here, not when the logger starts: by then the run folder is already written.
+    if recipe.settings.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise SpecError(
+            "Received an invalid value for `train.tensorboard`, expected false when the "
+            "`tensorboard` package is not installed (pip install 'nnblocks[logging]'). "
+            "Received: train.tensorboard=true",
+            path=recipe.where("train.tensorboard"),
+        )
+
+
 def _callbacks(recipe: Recipe, folder: Path | None) -> list[Any]:
-    from nnblocks.train import CSVLogger, EarlyStopping, SaveCheckpoint, TeacherForcing
+    from nnblocks.train import (
+        CSVLogger,
+        EarlyStopping,
+        SaveCheckpoint,
+        TeacherForcing,
+        TensorBoardLogger,
+    )
 
     train = recipe.settings.train
     cbs: list[Any] = [_StepTimer()]
     monitor = train.monitor or "valid_loss"
+    if train.tensorboard and folder is None:
+        log.warning("train.tensorboard is on, but this run writes no folder: no TensorBoard logs")
     if folder is not None:
         cbs.append(CSVLogger(folder / "history.csv"))
+        if train.tensorboard:
+            cbs.append(TensorBoardLogger(folder / TENSORBOARD_DIR))
         if train.checkpoint is not False:
             every = train.checkpoint if train.checkpoint is not True else None
             cbs.append(

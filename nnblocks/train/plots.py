@@ -41,7 +41,10 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
 
 
 def plot_loss_curves(learn: Learner, path: str | os.PathLike[str]) -> Path:
-    """Training loss per step (raw and smoothed) and validation loss per epoch, as a PNG."""
+    """Training loss per step (raw and smoothed) and validation loss per epoch, as a PNG.
+
+    The loss axis is logarithmic when every loss drawn is positive and finite.
+    """
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
     losses = torch.cat(learn.loss_log).float() if learn.loss_log else torch.empty(0)
@@ -63,7 +66,14 @@ def plot_loss_curves(learn: Learner, path: str | os.PathLike[str]) -> Path:
             label="valid (epoch)",
         )
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    # A log axis shows the late, small improvements a linear one flattens; it needs every
+    # loss positive (a regression loss can be 0, a custom loss negative).
+    shown = torch.cat([losses, torch.tensor([float(v) for _, v in valid])])
+    if shown.numel() and bool((torch.isfinite(shown) & (shown > 0)).all()):
+        ax.set_yscale("log")
+        ax.set_ylabel("loss (log scale)")
+    else:
+        ax.set_ylabel("loss")
     ax.set_title("loss curves")
     ax.legend()
     return _save(fig, path)
