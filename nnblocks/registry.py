@@ -112,6 +112,7 @@ _PARTS: dict[str, dict[str, Part]] = {}
 _lock = threading.RLock()
 _loaded = False
 _loading = False
+_data_loaded = False
 
 _BUILTIN_KINDS = [
     Kind(
@@ -161,10 +162,13 @@ for _k in _BUILTIN_KINDS:
 _BUILTIN_MODULES = [
     "nnblocks.parts",
     "nnblocks.models",
-    "nnblocks.data.registered",
     "nnblocks.interop.torch_stacks",  # the feature-sequence stacks that from_torch builds
     "nnblocks.surgery",
 ]
+# The data kinds' parts, imported only when one of these kinds is looked up (or every kind
+# is), so that building an attention or a model does not import the data package.
+_DATA_KINDS = ("dataset", "transform", "tokenizer")
+_DATA_MODULES = ["nnblocks.data.registered"]
 
 # spec key -> hook(built_object, value, path=spec_path), run after the part is constructed.
 _BUILD_HOOKS: dict[str, Callable[..., Any]] = {}
@@ -256,7 +260,7 @@ def register(kind: str, name: str | None = None, *, override: bool = False) -> C
         if source != "nnblocks":
             # Load the built-ins first, so a clash with one is reported here (or overrides
             # it) instead of breaking the lazy import of the built-ins later.
-            _ensure_loaded()
+            _ensure_loaded(kind)
         with _lock:
             existing = _PARTS[kind].get(part_name)
             if existing is not None and existing.factory is not factory and not override:
@@ -303,26 +307,36 @@ def _load_entry_points() -> None:
             )
 
 
-def _ensure_loaded() -> None:
-    """Import built-in parts and plugins once (lazily, so `import nnblocks` stays light)."""
-    global _loaded, _loading
-    if _loaded or _loading:
+def _ensure_loaded(kind: str | None = None) -> None:
+    """Import built-in parts and plugins once (lazily, so `import nnblocks` stays light).
+
+    ``kind``: the kind about to be looked up; the data kinds' modules are imported only for
+    those kinds (or for ``None``: every kind).
+    """
+    global _loaded, _loading, _data_loaded
+    if _loading or (_loaded and (_data_loaded or (kind is not None and kind not in _DATA_KINDS))):
         return
     with _lock:
-        if _loaded or _loading:
+        if _loading:
             return
         _loading = True
         try:
-            for module in _BUILTIN_MODULES:
-                importlib.import_module(module)
-            _load_entry_points()
-            _loaded = True
+            if not _loaded:
+                for module in _BUILTIN_MODULES:
+                    importlib.import_module(module)
+                _load_entry_points()
+                _loaded = True
+            if not _data_loaded and (kind is None or kind in _DATA_KINDS):
+                for module in _DATA_MODULES:
+                    importlib.import_module(module)
+                _data_loaded = True
         finally:
             _loading = False
 
 
 def _find(kind: str | None, name: str, *, path: str = "") -> Part:
-    _ensure_loaded()
+    qualified = split_name(name)[0]
+    _ensure_loaded(qualified if qualified is not None else kind)
     qualified_kind, part_name = split_name(name)
     if qualified_kind is not None:
         _check_kind(qualified_kind, path=path)
@@ -390,7 +404,7 @@ def list_parts(kind: str | None = None, pattern: str | None = None) -> list[str]
     With ``kind``: that kind's part names. Without: ``"kind/name"`` for every part.
     ``pattern`` filters with shell wildcards (``"*attention*"``).
     """
-    _ensure_loaded()
+    _ensure_loaded(kind)
     if kind is not None:
         _check_kind(kind)
         names = sorted(_PARTS[kind])
@@ -492,7 +506,7 @@ def build(
 
 def _entry_of(factory: Any, kind: str | None) -> Part | None:
     """The registry entry of a class or factory, if it is registered (in ``kind``)."""
-    _ensure_loaded()
+    _ensure_loaded(kind)
     kinds = [kind] if kind is not None else list(_PARTS)
     for k in kinds:
         for part in _PARTS[k].values():

@@ -300,3 +300,21 @@ def test_a_registered_class_built_directly_reports_its_spec():
     assert nnblocks.spec_of(module)["dim"] == 8
     rebuilt = nnblocks.build(nnblocks.spec_of(module), "norm")
     assert type(rebuilt) is cls
+
+
+def test_building_an_attention_does_not_import_the_data_package():
+    # A fresh interpreter: other tests have imported nnblocks.data already.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nnblocks\n"
+        "nnblocks.build('mha', 'attention', dim=8, heads=2)\n"
+        "nnblocks.build({'name': 'transformer_lm', 'dim': 16, 'heads': 2, 'layers': 1,"
+        " 'vocab_size': 20}, 'model')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('nnblocks.data')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    assert "numbers" in nnblocks.list_parts("dataset")  # the data kinds load when asked for
