@@ -254,6 +254,7 @@ _LEARNER_KEYS = (
     "metrics",
     "audit",
     "hybridize",
+    "strategy",
 )
 
 
