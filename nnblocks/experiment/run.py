@@ -40,6 +40,7 @@ from nnblocks.spec import spec_path
 from nnblocks.train.callback import Callback
 from nnblocks.train.continual import continual_callbacks
 from nnblocks.train.continual import save_state as save_continual_state
+from nnblocks.train.distributed import is_main
 
 __all__ = [
     "CheckedRecipe",
@@ -318,6 +319,10 @@ def run_recipe(
         )
     # Absolute: the Learner resolves relative callback paths against its own path.
     out = Path(folder).absolute()
+    if not is_main():  # under torchrun rank 0 holds and writes the folder; the others train
+        return _train(
+            checked, out, progress=False, resume=resume, extra=extra_callbacks, previous=previous
+        )
     with claim_folder(
         out,
         checked.recipe,
@@ -352,7 +357,7 @@ def _train(
 
     spec, data, model = checked.recipe, checked.data, checked.model
     train, seed = spec.settings.train, spec.settings.seed
-    if out is not None:
+    if out is not None and is_main():
         if not resume:  # a resumed run keeps the recipe it started with
             _write_text(out / "recipe.yaml", dump_recipe(spec))
         _write_json(
@@ -393,7 +398,7 @@ def _train(
         epochs_run=len(learner.history),
         seed=seed,
     )
-    if out is not None:
+    if out is not None and is_main():
         import nnblocks
 
         # Tokenizers and fitted statistics go beside the weights; the card shows the recipe.

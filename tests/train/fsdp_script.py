@@ -112,7 +112,7 @@ def main() -> None:
     state = full_state_dict(learn.model)  # every rank takes part in the gathering
     if learn.dist.rank == 0:
         write_tensors(args.out / "final.safetensors", {k: v.clone() for k, v in state.items()})
-        steps = {"start": int(learn.start_epoch * learn.n_iter + learn.start_iter)}
+        steps = {"start": learn.train_step - len(losses.losses)}  # > 0 after a resume
         (args.out / "losses.json").write_text(json.dumps({**steps, "losses": losses.losses}))
         history = [{k: v for k, v in h.items() if isinstance(v, float)} for h in learn.history]
         (args.out / "history.json").write_text(json.dumps(history))
