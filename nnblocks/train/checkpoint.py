@@ -121,7 +121,9 @@ def _check_finite(learn: Learner, path: Path) -> None:
     for guard in learn.cbs.find(NanGuard):
         guard.check(learn)  # names the batch where the loss first went non-finite
     # Each process checks what it holds (its shards under FSDP); all learn of any failure.
-    bad = [n for n, p in learn.model.named_parameters() if not torch.isfinite(local_tensor(p)).all()]
+    bad = [
+        n for n, p in learn.model.named_parameters() if not torch.isfinite(local_tensor(p)).all()
+    ]
     if is_sharded(learn.model):
         bad = sorted({n for names in gather_objects(bad) for n in names})
     if bad:

@@ -167,7 +167,7 @@ def load_sharded(folder: Path, model: nn.Module, opt: torch.optim.Optimizer) -> 
     grad_names = [k.split(".", 1)[1] for k in saved if k.startswith("grads.")]
     grads = {n: torch.zeros_like(params[n]) for n in grad_names if n in params}
     model_sd, opt_sd = get_state_dict(model, opt)
-    state = {"model": model_sd, "optim": opt_sd, "grads": grads}
+    state: dict[str, Any] = {"model": model_sd, "optim": opt_sd, "grads": grads}
     try:
         dcp.load(state, checkpoint_id=folder)
     except Exception as exc:  # DCP raises many kinds (CheckpointException, RuntimeError)
@@ -189,4 +189,4 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     if not is_sharded(model):
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return get_model_state_dict(model, options=options)
+    return dict(get_model_state_dict(model, options=options))  # type: ignore[arg-type]

@@ -32,7 +32,10 @@ def _same_weights(a: Path, b: Path) -> None:
     wa, wb = read_tensors(a / "final.safetensors"), read_tensors(b / "final.safetensors")
     assert wa.keys() == wb.keys()
     for k in wa:
-        assert torch.allclose(wa[k], wb[k], atol=WEIGHT_ATOL, rtol=0), (k, (wa[k] - wb[k]).abs().max())
+        assert torch.allclose(wa[k], wb[k], atol=WEIGHT_ATOL, rtol=0), (
+            k,
+            (wa[k] - wb[k]).abs().max(),
+        )
 
 
 @pytest.mark.parametrize("nproc", [2, 4])

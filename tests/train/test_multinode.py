@@ -39,7 +39,9 @@ def _two_nodes(out: Path, *extra: str, restarts: int = 0) -> dict:
         f"--max-restarts={restarts}", str(SCRIPT), str(out), "fsdp", *extra,
     ]  # fmt: skip
     nodes = [
-        subprocess.Popen(launch, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            launch, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         for _ in range(2)
     ]
     logs = [node.communicate(timeout=900)[0] for node in nodes]
