@@ -41,6 +41,7 @@ from nnblocks.train.callback import Callback
 from nnblocks.train.continual import continual_callbacks
 from nnblocks.train.continual import save_state as save_continual_state
 from nnblocks.train.distributed import is_main
+from nnblocks.train.fsdp import gathered_model
 
 __all__ = [
     "CheckedRecipe",
@@ -398,11 +399,13 @@ def _train(
         epochs_run=len(learner.history),
         seed=seed,
     )
+    whole = gathered_model(model)  # every process: under fsdp the weights gather on rank 0
     if out is not None and is_main():
         import nnblocks
 
         # Tokenizers and fitted statistics go beside the weights; the card shows the recipe.
-        nnblocks.save(model, out / "model", data=data, recipe=spec, metrics=metrics)
+        assert whole is not None  # rank 0 holds the gathered model
+        nnblocks.save(whole, out / "model", data=data, recipe=spec, metrics=metrics)
         if continual:
             save_continual_state(out, continual)  # for the next task's --from
         _write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run

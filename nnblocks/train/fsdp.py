@@ -38,6 +38,7 @@ __all__ = [
     "save_sharded",
     "load_sharded",
     "full_state_dict",
+    "gathered_model",
 ]
 
 SHARDED_DIR = "sharded"  # the DCP folder inside a training checkpoint
@@ -190,3 +191,36 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return dict(get_model_state_dict(model, options=options))  # type: ignore[arg-type]
+
+
+def gathered_model(model: nn.Module) -> nn.Module | None:
+    """``model`` with its whole weights in one plain module, for saving after a sharded run.
+
+    Every process must call it. Not sharded: ``model`` itself. Sharded: on rank 0 a new
+    model rebuilt from ``model``'s spec holding the gathered weights (on CPU), elsewhere
+    ``None``.
+
+    Raises:
+        CheckpointError: a sharded model that was not built from a spec (use
+            ``full_state_dict`` and a model of your own).
+    """
+    import torch.distributed as dist
+
+    from nnblocks.errors import SpecError
+    from nnblocks.registry import build, spec_of
+
+    if not is_sharded(model):
+        return model
+    state = full_state_dict(model)
+    if dist.get_rank() != 0:
+        return None
+    try:
+        plain = build(spec_of(model), kind="model")
+    except SpecError as exc:
+        raise CheckpointError(
+            f"cannot save the sharded {type(model).__name__} as a model folder: it was not "
+            "built from a spec. Gather its weights with "
+            "nnblocks.train.fsdp.full_state_dict(model) instead."
+        ) from exc
+    plain.load_state_dict(state)
+    return plain

@@ -84,27 +84,45 @@ def test_killed_rank_restarts_from_the_last_checkpoint(
     assert [p.name for p in (tmp_path / "killed" / "ckpt").iterdir()] == ["last"]
 
 
-def _recipe(tmp_path: Path) -> Path:
-    path = tmp_path / "wine.yaml"
+def _recipe(folder: Path, strategy: str | None) -> Path:
+    path = folder / f"wine_{strategy}.yaml"
+    train = {"epochs": 2, "batch_size": 32, "threads": 1}
+    if strategy is not None:
+        train["strategy"] = strategy
     recipe = {
         "name": "wine_torchrun",
         "data": {"name": "wine"},
-        "model": {"name": "mlp", "hidden": [8]},
-        "train": {"epochs": 2, "batch_size": 32, "threads": 1},
+        "model": {"name": "mlp", "hidden": [8]},  # no layers: under fsdp one unit
+        "train": train,
     }
     path.write_text(yaml.safe_dump(recipe))
     return path
 
 
-def test_nnblocks_train_runs_unchanged_under_torchrun(tmp_path: Path) -> None:
-    recipe = _recipe(tmp_path)
-    cli = ["-m", "nnblocks.cli", "train", str(recipe), "--no-progress", "--out"]
-    run([sys.executable, *cli, str(tmp_path / "one")])
+_CLI = ["-m", "nnblocks.cli", "train", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("wine")
+    run([sys.executable, *_CLI, str(_recipe(folder, None)), "--out", str(folder / "run")])
+    return folder / "run"
+
+
+@pytest.mark.parametrize("strategy", [None, "fsdp"])
+def test_nnblocks_train_runs_unchanged_under_torchrun(
+    strategy: str | None, one_process_run: Path, tmp_path: Path
+) -> None:
     launch = [*torchrun(), "--standalone", "--nproc_per_node=2"]
-    run([*launch, *cli, str(tmp_path / "two")])
-    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    run([*launch, *_CLI, str(_recipe(tmp_path, strategy)), "--out", str(tmp_path / "two")])
+    one = json.loads((one_process_run / "metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
-    assert two["epochs_run"] == 2 and (tmp_path / "two" / "model" / "config.json").is_file()
+    assert two["epochs_run"] == 2
     # The same global batches, split over two processes: the same training.
     assert two["valid_loss"] == pytest.approx(one["valid_loss"], rel=1e-4)
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
+    # The model folder holds the whole weights (gathered from the shards under fsdp).
+    w1 = read_tensors(one_process_run / "model" / "model.safetensors")
+    w2 = read_tensors(tmp_path / "two" / "model" / "model.safetensors")
+    assert w1.keys() == w2.keys()
+    assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
