@@ -92,7 +92,9 @@ def _recipe(folder: Path, strategy: str | None) -> Path:
     recipe = {
         "name": "wine_torchrun",
         "data": {"name": "wine"},
-        "model": {"name": "mlp", "hidden": [8]},  # no layers: under fsdp one unit
+        # No batch norm: its statistics are per process under DDP and FSDP (no SyncBatchNorm),
+        # so one process and two would train differently by design. No `layers.N`: one unit.
+        "model": {"name": "mlp", "hidden": [8], "norm": None},
         "train": train,
     }
     path.write_text(yaml.safe_dump(recipe))
