@@ -47,6 +47,8 @@ from nnblocks.spec import spec_path
 from nnblocks.train.callback import Callback
 from nnblocks.train.continual import continual_callbacks
 from nnblocks.train.continual import save_state as save_continual_state
+from nnblocks.train.distributed import is_main
+from nnblocks.train.fsdp import gathered_model
 
 __all__ = [
     "CheckedRecipe",
@@ -294,6 +296,7 @@ _LEARNER_KEYS = (
     "audit",
     "hybridize",
     "checkpoint_activations",
+    "strategy",
 )
 
 
@@ -357,6 +360,10 @@ def run_recipe(
         )
     # Absolute: the Learner resolves relative callback paths against its own path.
     out = Path(folder).absolute()
+    if not is_main():  # under torchrun rank 0 holds and writes the folder; the others train
+        return _train(
+            checked, out, progress=False, resume=resume, extra=extra_callbacks, previous=previous
+        )
     with claim_folder(
         out,
         checked.recipe,
@@ -391,7 +398,7 @@ def _train(
 
     spec, data, model = checked.recipe, checked.data, checked.model
     train, seed = spec.settings.train, spec.get("seed", 0)  # an int or named seeds
-    if out is not None:
+    if out is not None and is_main():
         if not resume:  # a resumed run keeps the recipe it started with
             _write_text(out / "recipe.yaml", dump_recipe(spec))
         _write_json(
@@ -433,11 +440,13 @@ def _train(
         epochs_run=len(learner.history),
         seed=seed,
     )
-    if out is not None:
+    whole = gathered_model(model)  # every process: under fsdp the weights gather on rank 0
+    if out is not None and is_main():
         import nnblocks
 
         # Tokenizers and fitted statistics go beside the weights; the card shows the recipe.
-        nnblocks.save(model, out / "model", data=data, recipe=spec, metrics=metrics)
+        assert whole is not None  # rank 0 holds the gathered model
+        nnblocks.save(whole, out / "model", data=data, recipe=spec, metrics=metrics)
         if continual:
             save_continual_state(out, continual)  # for the next task's --from
         _write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run

@@ -17,10 +17,17 @@ folder is replaced as a whole and atomically (``nnblocks.io.atomic_folder``): a 
 killed at any instant leaves the complete previous checkpoint or the complete new one.
 Nothing is written once the loss or the weights are non-finite. ``training.json`` is
 validated field by field when read (``CheckpointError`` naming the field).
+
+A sharded run (``strategy="fsdp"``) writes ``sharded/`` instead of ``model.safetensors``
+and the optimizer and gradient tensors: a ``torch.distributed.checkpoint`` folder to which
+every process writes its shards (``nnblocks.train.fsdp``), read back resharded on any
+number of processes. The rest of the folder is as above, written by rank 0, and the
+manifest lists the shard files too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -40,7 +47,14 @@ from nnblocks.io.model_io import WEIGHTS_NAME, model_files
 from nnblocks.io.safetensors_io import read_tensors, serialize_tensors
 from nnblocks.io.weights import load_weights
 from nnblocks.train.checkpoint_schema import validate_training_document
-from nnblocks.train.distributed import gather_objects
+from nnblocks.train.distributed import barrier, broadcast_object, gather_objects
+from nnblocks.train.fsdp import (
+    SHARDED_DIR,
+    is_sharded,
+    load_sharded,
+    local_tensor,
+    save_sharded,
+)
 from nnblocks.train.rng import rng_state, set_rng_state
 
 if TYPE_CHECKING:
@@ -106,12 +120,17 @@ def _check_finite(learn: Learner, path: Path) -> None:
 
     for guard in learn.cbs.find(NanGuard):
         guard.check(learn)  # names the batch where the loss first went non-finite
-    for name, p in learn.model.named_parameters():
-        if not bool(torch.isfinite(p).all()):
-            raise TrainingError(
-                f"not saving checkpoint `{path}`: parameter `{name}` holds NaN or Inf "
-                f"(epoch {learn.epoch}, batch {learn.iter}). The last good checkpoint is kept."
-            )
+    # Each process checks what it holds (its shards under FSDP); all learn of any failure.
+    bad = [
+        n for n, p in learn.model.named_parameters() if not torch.isfinite(local_tensor(p)).all()
+    ]
+    if is_sharded(learn.model):
+        bad = sorted({n for names in gather_objects(bad) for n in names})
+    if bad:
+        raise TrainingError(
+            f"not saving checkpoint `{path}`: parameter `{bad[0]}` holds NaN or Inf "
+            f"(epoch {learn.epoch}, batch {learn.iter}). The last good checkpoint is kept."
+        )
 
 
 def _optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -147,6 +166,8 @@ def save_training_state(learn: Learner, path: str | os.PathLike[str]) -> Path | 
     path = Path(path)
     _check_finite(learn, path)
     rngs = gather_objects(rng_state())
+    if is_sharded(learn.model):
+        return _save_sharded_state(learn, path, rngs)
     if learn.dist.rank != 0:
         return None
     model_tensors = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
@@ -154,10 +175,52 @@ def save_training_state(learn: Learner, path: str | os.PathLike[str]) -> Path | 
     for name, p in learn.model.named_parameters():
         if p.grad is not None:
             state_tensors[f"grad.{name}"] = p.grad.detach().clone()
+    state_tensors.update(_loss_tensors(learn))
+    files = _document_files(learn, path, opt_doc, rngs)
+    with atomic_folder(path) as tmp:
+        serialize_tensors(tmp / MODEL_FILE, model_tensors, {"format": "pt"}, name=path / MODEL_FILE)
+        serialize_tensors(tmp / STATE_FILE, state_tensors, name=path / STATE_FILE)
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        write_manifest(tmp, [MODEL_FILE, STATE_FILE, *files])
+    return path
+
+
+def _save_sharded_state(learn: Learner, path: Path, rngs: list[Any]) -> Path | None:
+    """Every process writes its shards into rank 0's temporary folder; rank 0 the rest."""
+    main = learn.dist.rank == 0
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_folder(path)) if main else None
+        tmp = Path(broadcast_object(str(tmp) if tmp is not None else None))
+        save_sharded(tmp / SHARDED_DIR, learn.model, learn.opt)
+        if main:
+            shards = sorted(f"{SHARDED_DIR}/{p.name}" for p in (tmp / SHARDED_DIR).iterdir())
+            groups = [{k: v for k, v in g.items() if k != "params"} for g in learn.opt.param_groups]
+            for group, saved in zip(groups, learn.opt.state_dict()["param_groups"]):
+                group["params"] = saved["params"]
+            opt_doc = {"scalars": {}, "param_groups": groups, "class": type(learn.opt).__name__}
+            files = _document_files(learn, path, opt_doc, rngs)
+            serialize_tensors(tmp / STATE_FILE, _loss_tensors(learn), name=path / STATE_FILE)
+            for name, data in files.items():
+                (tmp / name).write_bytes(data)
+            write_manifest(tmp, [*shards, STATE_FILE, *files])
+    barrier()  # nobody reads or rewrites `path` before rank 0 has swapped it in
+    return path if main else None
+
+
+def _loss_tensors(learn: Learner) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
     if learn.loss_log:
-        state_tensors["loss.log"] = torch.cat(learn.loss_log)
+        out["loss.log"] = torch.cat(learn.loss_log)
     if learn._losses:
-        state_tensors["loss.epoch"] = torch.stack([x.float() for x in learn._losses]).cpu()
+        out["loss.epoch"] = torch.stack([x.float() for x in learn._losses]).cpu()
+    return out
+
+
+def _document_files(
+    learn: Learner, path: Path, opt_doc: dict[str, Any], rngs: list[Any]
+) -> dict[str, bytes]:
+    """``training.json`` and the model's spec files (when it was built from a spec)."""
     epoch, next_iter = _position(learn)
     schedules = [cb.state_dict() for cb in learn.cbs.callbacks if hasattr(cb, "schedules")]
     doc = {
@@ -184,22 +247,21 @@ def save_training_state(learn: Learner, path: str | os.PathLike[str]) -> Path | 
         files.update(model_docs)
     except CheckpointError:
         pass  # not built from a spec: the checkpoint still resumes, load() cannot rebuild
-    with atomic_folder(path) as tmp:
-        serialize_tensors(tmp / MODEL_FILE, model_tensors, {"format": "pt"}, name=path / MODEL_FILE)
-        serialize_tensors(tmp / STATE_FILE, state_tensors, name=path / STATE_FILE)
-        for name, data in files.items():
-            (tmp / name).write_bytes(data)
-        write_manifest(tmp, [MODEL_FILE, STATE_FILE, *files])
-    return path
+    return files
 
 
 # -- loading -----------------------------------------------------------------------------
 
 
-def _verified(path: str | os.PathLike[str], require: tuple[str, ...]) -> Path:
-    path = Path(path)
+def _recovered(path: Path) -> Path:
+    """``path`` after finishing or undoing a swap a killed process left half done."""
     if path.parent.is_dir():
         recover_folder(path)
+    return path
+
+
+def _verified(path: str | os.PathLike[str], require: tuple[str, ...]) -> Path:
+    path = _recovered(Path(path))
     if not path.is_dir():
         raise CheckpointError(
             f"`{path}` is missing: expected a training checkpoint folder written by "
@@ -291,14 +353,18 @@ def load_training_state(learn: Learner, path: str | os.PathLike[str]) -> None:
         CheckpointError: a missing or corrupt checkpoint (naming the file) or one that does
             not fit the model or optimizer.
     """
-    folder = _verified(path, (MODEL_FILE, STATE_FILE, TRAINING_FILE))
+    sharded = _recovered(Path(path)).joinpath(SHARDED_DIR).is_dir()
+    folder = _verified(path, (STATE_FILE, TRAINING_FILE) + (() if sharded else (MODEL_FILE,)))
     doc = read_training_document(folder)
-    load_weights(learn.model, folder / MODEL_FILE, device=learn.device)
     tensors = read_tensors(folder / STATE_FILE, device=str(learn.device))
-    _load_optimizer(learn.opt, doc["optimizer"], tensors, folder / STATE_FILE)
-    for name, p in learn.model.named_parameters():
-        grad = tensors.get(f"grad.{name}")
-        p.grad = grad.to(p.dtype).clone() if grad is not None else None
+    if sharded:  # resharded to this run's processes (any number, one included)
+        load_sharded(folder / SHARDED_DIR, learn.model, learn.opt)
+    else:
+        load_weights(learn.model, folder / MODEL_FILE, device=learn.device)
+        _load_optimizer(learn.opt, doc["optimizer"], tensors, folder / STATE_FILE)
+        for name, p in learn.model.named_parameters():
+            grad = tensors.get(f"grad.{name}")
+            p.grad = grad.to(p.dtype).clone() if grad is not None else None
     if doc["world_size"] != learn.dist.world_size:
         log.warning(
             "resuming a run saved with %d processes on %d: the sample order is kept, the RNG "

@@ -6,6 +6,10 @@ joins the process group (gloo on CPU, nccl on CUDA), wraps the model in
 ``DistributedDataParallel``, gives each process its share of every global batch, sums metric
 states across processes, and lets only rank 0 write files.
 
+``strategy="fsdp"`` shards the model instead of copying it (``nnblocks.train.fsdp``);
+``check_strategy`` refuses a strategy or batch size the launch cannot use before any
+process group is formed.
+
 Restarts (``torchrun --max-restarts=N`` with ``fit(..., resume="auto")`` and a
 ``SaveCheckpoint``): launch torchrun with ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``; with the
 store shared between rounds, a restarted round can read the dead round's addresses and fail
@@ -24,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from nnblocks.errors import TrainingError
+from nnblocks.train import fsdp
 
 __all__ = [
     "DistInfo",
@@ -35,7 +40,12 @@ __all__ = [
     "gather_objects",
     "barrier",
     "wrap_ddp",
+    "wrap_model",
+    "check_strategy",
+    "STRATEGIES",
 ]
+
+STRATEGIES = ("ddp", "fsdp")
 
 log = logging.getLogger(__name__)
 
@@ -159,3 +169,64 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
+
+
+def check_strategy(
+    strategy: str | None, fsdp_wrap: Any, model: torch.nn.Module, batch_size: Any
+) -> str | None:
+    """Refuse a strategy, wrapping pattern or batch size this launch cannot use.
+
+    Reads torchrun's ``WORLD_SIZE`` only, so it runs before any process group is formed.
+
+    Args:
+        strategy: ``None``, ``"ddp"`` or ``"fsdp"`` (recipe key ``train.strategy``).
+        fsdp_wrap: the FSDP wrapping patterns (only with ``"fsdp"``).
+        model: the model the patterns must match.
+        batch_size: the global batch size (``train.batch_size``).
+
+    Returns:
+        ``strategy``.
+
+    Raises:
+        TrainingError: an unknown strategy, ``fsdp`` with one process, ``fsdp_wrap``
+            without ``fsdp`` or matching no module, or a global batch size the number of
+            processes does not divide.
+    """
+    world = dist_info().world_size
+    if strategy is not None and strategy not in STRATEGIES:
+        raise TrainingError(
+            "Received an invalid value for `train.strategy` (Learner `strategy`): expected "
+            f"'ddp', 'fsdp' or None. Received: strategy={strategy!r}"
+        )
+    if strategy == "fsdp" and world < 2:
+        raise TrainingError(
+            "`train.strategy` is 'fsdp', but this process is not one of several: FSDP shards "
+            "the model across 2 or more processes. Launch with `torchrun --nproc_per_node=N` "
+            f"(N >= 2), or use strategy 'ddp' or None. Received: WORLD_SIZE={world}"
+        )
+    if fsdp_wrap is not None:
+        if strategy != "fsdp":
+            raise TrainingError(
+                "`fsdp_wrap` is only used with strategy 'fsdp'. Received: "
+                f"strategy={strategy!r}, fsdp_wrap={fsdp_wrap!r}"
+            )
+        fsdp.wrap_targets(model, fsdp_wrap)  # a pattern that matches nothing fails here
+    if world > 1 and isinstance(batch_size, int) and batch_size % world:
+        raise TrainingError(
+            f"`train.batch_size` (the global batch) must be divisible by the number of "
+            f"processes to split it evenly. Received: batch_size={batch_size}, "
+            f"WORLD_SIZE={world}"
+        )
+    return strategy
+
+
+def wrap_model(
+    model: torch.nn.Module, device: torch.device, strategy: str | None, fsdp_wrap: Any = None
+) -> torch.nn.Module:
+    """The module the training steps run: ``model`` sharded in place by FSDP, inside DDP,
+    or ``model`` itself when not distributed."""
+    if strategy == "fsdp":
+        names = fsdp.shard_model(model, fsdp_wrap)
+        log.info("fsdp: %d units (%s) and the root", len(names), ", ".join(names[:4]))
+        return model
+    return wrap_ddp(model, device)

@@ -103,6 +103,12 @@ class Learner(Loop):
             the matching modules recompute their activations in the backward pass instead
             of keeping them (``torch.utils.checkpoint``, non-reentrant), trading compute
             for memory; same losses and gradients.
+        strategy: how the model is spread over the processes of a torchrun launch:
+            ``None`` or ``"ddp"`` (DistributedDataParallel: a full copy per process) or
+            ``"fsdp"`` (FSDP2: parameters, gradients and optimizer state sharded across
+            processes; needs 2 or more; see ``nnblocks.train.fsdp``).
+        fsdp_wrap: with ``"fsdp"``, glob(s) over module paths that each form one sharding
+            unit (default: each Transformer layer, ``....layers.N``).
 
     Raises:
         DataError: data in a form the Learner does not accept.
@@ -145,8 +151,13 @@ class Learner(Loop):
         num_workers: int | None = None,
         hybridize: str = "eager",
         checkpoint_activations: str | Sequence[str] | None = None,
+        strategy: str | None = None,
+        fsdp_wrap: str | Sequence[str] | None = None,
     ):
         _check_options(model, hybridize, audit)
+        # Before any process group is formed: a bad strategy fails on every rank at once.
+        self.strategy = distributed.check_strategy(strategy, fsdp_wrap, model, batch_size)
+        self.fsdp_wrap = fsdp_wrap
         self.hybridize_mode, self.audit, self.debug = hybridize, audit, debug
         self.hybrid: Any = None  # what hybridize chose, after the first fit
         self._set_data(data, loss, metrics, train_metrics, n_inputs)
@@ -184,11 +195,13 @@ class Learner(Loop):
         )
 
     def _place_model(self, model: nn.Module, device: Any, checkpointed: Any) -> None:
-        """Device, DDP wrapper and activation checkpointing: how the model will run."""
+        """Device, DDP wrapper or FSDP shards, activation checkpointing: how the model runs."""
         self.dist, self.device = distributed.setup(device)
         self.model = model.to(self.device)
         self.checkpointed = checkpoint_activations(self.model, checkpointed)
-        self.train_model = distributed.wrap_ddp(self.model, self.device)
+        self.train_model = distributed.wrap_model(
+            self.model, self.device, self.strategy, self.fsdp_wrap
+        )
 
     def _reset_loop_state(self) -> None:
         """The loop's counters and records (documented on ``Loop``), before any fit."""
