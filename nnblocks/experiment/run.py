@@ -297,6 +297,7 @@ _LEARNER_KEYS = (
     "hybridize",
     "checkpoint_activations",
     "strategy",
+    "fsdp_wrap",
 )
 
 

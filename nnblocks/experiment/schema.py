@@ -176,6 +176,9 @@ class TrainSettings(_Section):
     strategy: Literal["ddp", "fsdp"] | None = Field(
         None, description="ddp or fsdp (under torchrun), or null"
     )
+    fsdp_wrap: StrictStr | list[StrictStr] | None = Field(
+        None, description="with strategy fsdp: glob(s) of the modules that form one shard unit"
+    )
     checkpoint_activations: StrictStr | list[StrictStr] | None = Field(
         None, description="a module pattern or a list of patterns to recompute in backward"
     )
