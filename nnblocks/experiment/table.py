@@ -249,6 +249,9 @@ def bar_chart(rows: Sequence[Row], metric: str, path: Path, title: str = "ablati
     ax.set_xticklabels([r.label for r in rows], rotation=30, ha="right")
     ax.set_ylabel(f"{metric}\n(mean, 95% CI; dots: seeds)")
     ax.set_title(title)
+    if _unit_interval(metric):  # an interval may reach past 1 or 0; the metric cannot
+        low, high = ax.get_ylim()
+        ax.set_ylim(max(low, 0.0), min(high, 1.0))
     compared = [r for r in rows if r.comparison is not None]
     ys = list(range(len(compared)))
     seen: set[str] = set()
@@ -264,6 +267,7 @@ def bar_chart(rows: Sequence[Row], metric: str, path: Path, title: str = "ablati
         if not math.isnan(c.diff):
             fx.plot([c.diff], [y], "ko")
     fx.axvline(0.0, color="0.5", ls="--", lw=1)
+    fx.set_ylim(-0.6, len(compared) - 0.4)  # the intervals sit close to their point
     fx.set_yticks(ys)
     fx.set_yticklabels([r.label for r in compared])
     fx.set_xlabel(f"difference from baseline in {metric} (95% CI)")
@@ -271,6 +275,15 @@ def bar_chart(rows: Sequence[Row], metric: str, path: Path, title: str = "ablati
     if fx.get_legend_handles_labels()[0]:  # no interval at all: nothing to explain
         fx.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # no title or label is clipped
     plt.close(fig)
     return path
+
+
+# Metrics that live in [0, 1] (so the chart's axis stays inside it).
+_UNIT_METRICS = ("accuracy", "exact_match", "f1", "precision", "recall", "auc")
+
+
+def _unit_interval(metric: str) -> bool:
+    name = metric.lower()
+    return any(name.endswith(m) or f"{m}_" in name for m in _UNIT_METRICS) and "loss" not in name
