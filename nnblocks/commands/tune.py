@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 from nnblocks.commands._common import add_overrides
 from nnblocks.experiment.tune import tune
@@ -45,9 +47,44 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     console = Console()
+    console.print(trials_table(result.study))
     console.print(f"best value {result.best_value:.4f} with {result.best_params}")
     console.print(f"{result.n_complete} complete, {result.n_pruned} pruned trials")
     console.print(
         f"best recipe: {result.best_recipe} (run it with `nnblocks train {result.best_recipe}`)"
     )
     return 0
+
+
+def _short_names(keys: list[str]) -> dict[str, str]:
+    """Dotted keys -> their last piece where that is unambiguous (narrow columns)."""
+    last = [k.rpartition(".")[2] for k in keys]
+    return {k: (short if last.count(short) == 1 else k) for k, short in zip(keys, last)}
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def trials_table(study: Any) -> Table:
+    """One row per trial: number, state, value and each searched setting. Rich shrinks and
+    folds the columns to the console's width, so the table fits the terminal."""
+    keys = sorted({k for t in study.trials for k in t.params})
+    names = _short_names(keys)
+    table = Table(title=f"study {study.study_name}: trials")
+    table.add_column("trial", justify="right")
+    table.add_column("state")
+    table.add_column("value", justify="right")
+    for key in keys:
+        table.add_column(names[key], overflow="fold")
+    for trial in study.trials:
+        state = trial.state.name.lower()
+        table.add_row(
+            str(trial.number),
+            state,
+            _cell(trial.value),
+            *(_cell(trial.params.get(k)) for k in keys),
+        )
+    return table
