@@ -21,6 +21,9 @@ without importing the training package; ``nnblocks.train.freeze`` is the same fu
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
 from torch import nn
 
 from nnblocks.errors import TrainingError
@@ -34,11 +37,14 @@ __all__ = [
     "has_batch_stats",
     "norm_policy",
     "frozen_norms",
+    "group_by_patterns",
 ]
 
 NORM_POLICIES = ("affine", "stats", "eval")
 # Set on a norm frozen with the "eval" policy; the Learner keeps those in eval mode.
 FROZEN_FLAG = "_nnblocks_frozen_bn"
+
+_Item = TypeVar("_Item")
 
 
 def has_batch_stats(module: nn.Module) -> bool:
@@ -148,3 +154,41 @@ def unfreeze(model: nn.Module, *patterns: str) -> list[str]:
 def frozen_norms(model: nn.Module) -> list[nn.Module]:
     """The norms frozen with the ``"eval"`` policy (the Learner keeps them in eval mode)."""
     return [m for m in model.modules() if getattr(m, FROZEN_FLAG, False)]
+
+
+def group_by_patterns(
+    named: list[tuple[str, nn.Parameter]],
+    items: Sequence[_Item],
+    matches: Callable[[str, _Item], bool],
+) -> list[list[tuple[str, nn.Parameter]]]:
+    """Split named parameters into one group per item, in order, plus a group of the rest.
+
+    Each parameter goes to the first item that ``matches`` its name; the last group holds
+    what no item matched (left out when empty).
+
+    Args:
+        named: ``(name, parameter)`` pairs, as ``model.named_parameters()`` gives them.
+        items: patterns (or lists of patterns), one group each.
+        matches: ``matches(name, item)``: whether ``item`` takes the parameter ``name``.
+
+    Returns:
+        Non-empty groups of ``(name, parameter)``, each parameter in exactly one.
+
+    Raises:
+        TrainingError: an item matches no parameter an earlier item left.
+    """
+    taken: set[str] = set()
+    out = []
+    for item in items:
+        group = [(n, p) for n, p in named if n not in taken and matches(n, item)]
+        if not group:
+            raise TrainingError(
+                f"param_groups: pattern {item!r} matches no parameter of the model. "
+                f"Parameter names look like: {', '.join(n for n, _ in named[:5])}"
+            )
+        taken.update(n for n, _ in group)
+        out.append(group)
+    rest = [(n, p) for n, p in named if n not in taken]
+    if rest:
+        out.append(rest)
+    return out

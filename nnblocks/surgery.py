@@ -45,8 +45,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnblocks.errors import SpecError, TrainingError
-from nnblocks.freezing import freeze, unfreeze
+from nnblocks.errors import SpecError
+from nnblocks.freezing import freeze, group_by_patterns, unfreeze
 from nnblocks.registry import add_build_hook, build, kind_of, spec_of
 from nnblocks.slots import Slot, close_slots, find, mark_inserted, outermost, part_name, slots
 from nnblocks.spec import join_path
@@ -653,28 +653,16 @@ def param_groups(
                 f"positive number. Received: {mult!r}",
                 path="param_groups",
             )
-    named = list(model.named_parameters())
-    taken: set[str] = set()
-    groups = []
-    for pattern in patterns:
-        # A pattern names modules (or parameters): it takes every parameter inside them.
-        group = [
-            (n, p)
-            for n, p in named
-            if n not in taken
-            and (fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(n, f"{pattern}.*"))
-        ]
-        if not group:
-            raise TrainingError(
-                f"param_groups: pattern {pattern!r} matches no parameter of the model. "
-                f"Parameter names look like: {', '.join(n for n, _ in named[:5])}"
-            )
-        taken.update(n for n, _ in group)
-        groups.append(group)
-    rest = [(n, p) for n, p in named if n not in taken]
+    # A pattern names modules (or parameters): it takes every parameter inside them.
+    groups = group_by_patterns(
+        list(model.named_parameters()),
+        patterns,
+        lambda n, pattern: (
+            fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(n, f"{pattern}.*")
+        ),
+    )
     mults = [float(lr_mults[p]) for p in patterns]
-    if rest:
-        groups.append(rest)
+    if len(groups) > len(patterns):  # the last group holds what no pattern took
         mults.append(1.0)
     out = []
     for group, mult in zip(groups, mults):

@@ -83,19 +83,22 @@ class Report:
 
     @property
     def failures(self) -> list[Record]:
-        return [r for r in self.results if r.status == "fail"]
+        return self._with("fail")
 
     @property
     def warnings(self) -> list[Record]:
-        return [r for r in self.results if r.status == "warn"]
+        return self._with("warn")
 
     @property
     def skipped(self) -> list[Record]:
-        return [r for r in self.results if r.status == "skip"]
+        return self._with("skip")
 
     @property
     def passed(self) -> list[Record]:
-        return [r for r in self.results if r.status == "pass"]
+        return self._with("pass")
+
+    def _with(self, status: str) -> list[Record]:
+        return [r for r in self.results if r.status == status]
 
     def __getitem__(self, name: str) -> Record:
         """The record named ``name`` (the first one if several share it)."""

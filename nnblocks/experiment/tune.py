@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +167,37 @@ def tune(
     )
 
     interrupted: list[TrainingInterrupted] = []
+    objective = _objective(optuna, recipe, dims, metric, out, progress, interrupted)
+
+    finished = _finished(study, optuna)
+    remaining = max(0, trials - finished)
+    log.info("study %s: %d finished, running %d more", name, finished, remaining)
+    if remaining:
+        # Workers sharing one study stop together once it holds `trials` finished trials
+        # (each worker's own count would overshoot by the others' trials).
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        stop = optuna.study.MaxTrialsCallback(trials, states=states)
+        study.optimize(
+            objective, n_trials=remaining, timeout=timeout, catch=(NNBlocksError,), callbacks=[stop]
+        )
+    if interrupted:
+        raise interrupted[0]
+    return _report(study, optuna, recipe, dims, out)
+
+
+def _objective(
+    optuna: Any,
+    recipe: dict[str, Any],
+    dims: Sequence[Dimension],
+    metric: str,
+    out: Path,
+    progress: bool,
+    interrupted: list[TrainingInterrupted],
+) -> Callable[[Any], float]:
+    """The study's objective: one trial trains the sampled recipe and returns its `metric`.
+
+    A Ctrl-C / SIGTERM inside a trial is kept in ``interrupted`` and stops the whole study.
+    """
 
     def objective(trial: Any) -> float:
         values = [(d.key, d.sample(trial)) for d in dims]
@@ -193,20 +224,7 @@ def tune(
             )
         return float(value)
 
-    finished = _finished(study, optuna)
-    remaining = max(0, trials - finished)
-    log.info("study %s: %d finished, running %d more", name, finished, remaining)
-    if remaining:
-        # Workers sharing one study stop together once it holds `trials` finished trials
-        # (each worker's own count would overshoot by the others' trials).
-        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        stop = optuna.study.MaxTrialsCallback(trials, states=states)
-        study.optimize(
-            objective, n_trials=remaining, timeout=timeout, catch=(NNBlocksError,), callbacks=[stop]
-        )
-    if interrupted:
-        raise interrupted[0]
-    return _report(study, optuna, recipe, dims, out)
+    return objective
 
 
 def _metric_direction(recipe: dict[str, Any]) -> tuple[str, str]:

@@ -29,7 +29,7 @@ from nnblocks.errors import SpecError
 from nnblocks.hybrid._compare import compare, describe_model, flatten
 from nnblocks.hybrid._errors import EquivalenceError, ExportError
 from nnblocks.hybrid._optional import require
-from nnblocks.hybrid._shapes import DynamicAxes, dynamic_axes_for, input_names, to_dynamic_shapes
+from nnblocks.hybrid._shapes import DynamicAxes, export_inputs, to_dynamic_shapes
 from nnblocks.hybrid._state import as_args, eval_mode
 from nnblocks.io.atomic import atomic_write_bytes
 
@@ -132,11 +132,9 @@ def export_onnx(
             f"Received: exporter={exporter!r}",
             path="export_onnx",
         )
-    args = as_args(example_inputs)
-    names = input_names(model, args)
-    axes = dynamic_axes_for(
-        args, names, batch=dynamic_batch, sequence=dynamic_sequence, overrides=dynamic_axes,
-        where="export_onnx",
+    args, names, axes = export_inputs(
+        model, example_inputs, batch=dynamic_batch, sequence=dynamic_sequence,
+        overrides=dynamic_axes, where="export_onnx",
     )  # fmt: skip
     tensor_names = [n for n, a in zip(names, args) if isinstance(a, torch.Tensor)]
     ort = require("onnxruntime", "checking an ONNX export") if check else None

@@ -16,8 +16,8 @@ from torch import nn
 from nnblocks.hybrid._compare import compare, describe_model
 from nnblocks.hybrid._errors import EquivalenceError, ExportError
 from nnblocks.hybrid._onnx import _reason
-from nnblocks.hybrid._shapes import dynamic_axes_for, input_names, to_dynamic_shapes
-from nnblocks.hybrid._state import as_args, eval_mode
+from nnblocks.hybrid._shapes import export_inputs, to_dynamic_shapes
+from nnblocks.hybrid._state import eval_mode
 
 __all__ = ["export_program"]
 
@@ -62,11 +62,9 @@ def export_program(
         >>> program.module()(torch.randn(3, 7, 16)).shape               # doctest: +SKIP
         torch.Size([3, 7, 16])
     """
-    args = as_args(example_inputs)
-    names = input_names(model, args)
-    axes = dynamic_axes_for(
-        args, names, batch=dynamic_batch, sequence=dynamic_sequence, overrides=dynamic_axes,
-        where="export_program",
+    args, names, axes = export_inputs(
+        model, example_inputs, batch=dynamic_batch, sequence=dynamic_sequence,
+        overrides=dynamic_axes, where="export_program",
     )  # fmt: skip
     with eval_mode(model):
         try:

@@ -21,8 +21,15 @@ import torch
 from torch import nn
 
 from nnblocks.errors import SpecError
+from nnblocks.hybrid._state import as_args
 
-__all__ = ["DynamicAxes", "dynamic_axes_for", "input_names", "to_dynamic_shapes"]
+__all__ = [
+    "DynamicAxes",
+    "dynamic_axes_for",
+    "export_inputs",
+    "input_names",
+    "to_dynamic_shapes",
+]
 
 DynamicAxes = dict[str, dict[int, str]]
 
@@ -44,6 +51,36 @@ def input_names(model: nn.Module, args: Sequence[Any]) -> list[str]:
 
 def _is_sequence(t: torch.Tensor) -> bool:
     return t.dim() == 3 or (t.dim() == 2 and not (t.is_floating_point() or t.is_complex()))
+
+
+def export_inputs(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    batch: bool,
+    sequence: bool,
+    overrides: Mapping[str | int, Mapping[int, str] | Sequence[int]] | None,
+    where: str,
+) -> tuple[tuple[Any, ...], list[str], DynamicAxes]:
+    """An exporter's example as positional arguments, with their names and dynamic axes.
+
+    Args:
+        model: the model whose ``forward`` names the inputs.
+        example_inputs: one batch of positional arguments (a tensor or a tuple).
+        batch, sequence, overrides, where: as ``dynamic_axes_for``.
+
+    Returns:
+        ``(args, names, axes)``.
+
+    Raises:
+        SpecError: bad ``overrides``, or an example with size 1 on a dynamic axis.
+    """
+    args = as_args(example_inputs)
+    names = input_names(model, args)
+    axes = dynamic_axes_for(
+        args, names, batch=batch, sequence=sequence, overrides=overrides, where=where
+    )
+    return args, names, axes
 
 
 def dynamic_axes_for(

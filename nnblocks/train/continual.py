@@ -79,6 +79,18 @@ def _stack(rows: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([_pad_to(r[None], length) for r in rows])
 
 
+def _read_state(path: str | Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a state file ``save`` wrote.
+
+    Raises:
+        CheckpointError: a missing or invalid file (naming it and ``what`` it should hold).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: `{path}`")
+    return read_tensors(path), read_metadata(path)
+
+
 class ReservoirBuffer:
     """A fixed-size uniform sample of every training example seen (reservoir sampling).
 
@@ -169,16 +181,12 @@ class ReservoirBuffer:
         Raises:
             CheckpointError: a missing or invalid file (naming it).
         """
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"rehearsal buffer not found: `{path}`")
-        tensors = read_tensors(path)
-        meta = read_metadata(path)
+        tensors, meta = _read_state(path, "rehearsal buffer")
         buffer = cls(int(meta.get("size", len(next(iter(tensors.values()))))), seed=seed)
         n = len(tensors)
         buffer.columns = [list(tensors[f"column{i}"].unbind(0)) for i in range(n)]
         buffer.seen = int(meta.get("seen", len(buffer)))
-        buffer.source = f"rehearsal buffer `{path}`"
+        buffer.source = f"rehearsal buffer `{Path(path)}`"
         return buffer
 
 
@@ -388,11 +396,8 @@ class EWC(Callback):
         Raises:
             CheckpointError: a missing or invalid file (naming it).
         """
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"EWC state not found: `{path}`")
-        tensors = read_tensors(path)
-        n = int(read_metadata(path).get("tasks", "0"))
+        tensors, meta = _read_state(path, "EWC state")
+        n = int(meta.get("tasks", "0"))
         out: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = [
             ({}, {}) for _ in range(n)
         ]

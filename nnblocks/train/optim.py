@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from nnblocks.errors import TrainingError
+from nnblocks.freezing import group_by_patterns
 
 __all__ = ["OPTIMIZERS", "split_groups", "spread_lr", "make_optimizer", "set_lr"]
 
@@ -77,26 +78,11 @@ def split_groups(
         if rest:
             out.append(rest)
         return out
-    taken: set[str] = set()
-    out = []
-    for item in groups:
-        patterns = [item] if isinstance(item, str) else list(item)
-        group = [
-            (n, p)
-            for n, p in named
-            if n not in taken and any(fnmatch.fnmatchcase(n, pat) for pat in patterns)
-        ]
-        if not group:
-            raise TrainingError(
-                f"param_groups: pattern {item!r} matches no parameter of the model. "
-                f"Parameter names look like: {', '.join(n for n, _ in named[:5])}"
-            )
-        taken.update(n for n, _ in group)
-        out.append(group)
-    rest = [(n, p) for n, p in named if n not in taken]
-    if rest:
-        out.append(rest)
-    return out
+    items = list(groups)
+    patterns = {id(item): [item] if isinstance(item, str) else list(item) for item in items}
+    return group_by_patterns(
+        named, items, lambda n, item: any(fnmatch.fnmatchcase(n, p) for p in patterns[id(item)])
+    )
 
 
 def spread_lr(lr: float | slice | Sequence[float], n_groups: int) -> list[float]:

@@ -18,20 +18,21 @@ __all__ = ["CHECKS", "activation_bytes", "time_steps"]
 LENGTHS = (64, 256, 1024)
 
 
-def _inputs(ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+def _eager(ctx: Context) -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A fresh part, its input x [B, T, D] and mask [B, T] (row 0 padded), and its eager output."""
+    module = ctx.fresh()
     x = ctx.randn(ctx.B, ctx.T, ctx.D)
     mask = torch.ones(ctx.B, ctx.T, dtype=torch.bool, device=ctx.device)
     mask[0, -2:] = False
-    return x, mask
+    with torch.no_grad():
+        eager = first(module(x, mask=mask, causal=True))
+    return module, x, mask, eager
 
 
 @check("torch_compile", slow=True)
 def torch_compile(ctx: Context) -> str:
     """torch.compile(part) gives the eager outputs and gradients."""
-    module = ctx.fresh()
-    x, mask = _inputs(ctx)
-    with torch.no_grad():
-        eager = first(module(x, mask=mask, causal=True))
+    module, x, mask, eager = _eager(ctx)
     torch._dynamo.reset()  # a clean cache: a previous part's graph must not be reused
     compiled = torch.compile(module)
     xg = x.clone().requires_grad_(True)
@@ -46,10 +47,7 @@ def torch_compile(ctx: Context) -> str:
 @check("torch_export", slow=True)
 def torch_export(ctx: Context) -> str:
     """torch.export captures the part with a mask and causal=True; the program matches eager."""
-    module = ctx.fresh()
-    x, mask = _inputs(ctx)
-    with torch.no_grad():
-        eager = first(module(x, mask=mask, causal=True))
+    module, x, mask, eager = _eager(ctx)
     program = torch.export.export(module, (x,), {"mask": mask, "causal": True})
     with torch.no_grad():
         out = first(program.module()(x, mask=mask, causal=True))

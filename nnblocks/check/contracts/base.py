@@ -30,6 +30,8 @@ __all__ = [
     "accepts",
     "check",
     "expect_close",
+    "expect_local_change",
+    "expect_shape_kept",
     "fail",
     "first",
     "max_diff",
@@ -318,3 +320,68 @@ def expect_close(a: torch.Tensor, b: torch.Tensor, tol: float, what: str) -> flo
             fail(f"{what}: non-finite values in the output")
         fail(f"{what}: largest difference {diff:.3g} (tolerance {tol:.1g})", max_diff=diff)
     return diff
+
+
+def expect_shape_kept(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` without gradients; fail unless it is a tensor of x's shape and dtype.
+
+    Args:
+        module: the part under test, in the mode the check wants.
+        x: the input; its shape and dtype are what the output must have.
+
+    Returns:
+        The output tensor.
+
+    Raises:
+        Fail: the output is not a tensor, or its shape or dtype differs from the input's.
+    """
+    with torch.no_grad():
+        out = module(x)
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape or out.dtype != x.dtype:
+        got = (
+            f"{list(out.shape)} {_dtype_name(out.dtype)}"
+            if isinstance(out, torch.Tensor)
+            else type(out).__name__
+        )
+        fail(f"input {list(x.shape)} {_dtype_name(x.dtype)} gave {got}")
+    return out
+
+
+def expect_local_change(
+    module: nn.Module,
+    x: torch.Tensor,
+    base: torch.Tensor,
+    index: tuple[int, ...],
+    value: torch.Tensor | float,
+    tol: float,
+    what: str,
+) -> torch.Tensor:
+    """Set ``x[index] = value`` and fail unless the output changes only at ``index``.
+
+    Args:
+        module: the part under test (called as given: wrap in ``torch.no_grad()``).
+        x: the input; it is not modified (a copy is changed).
+        base: ``module(x)``, what the untouched outputs must stay close to.
+        index: the leading indices of what changes: one element ``(b, t, d)`` or one
+            position ``(b, t)``; the output is compared over the same leading axes.
+        value: the new value at ``index``.
+        tol: the tolerance of ``expect_close`` for the untouched outputs.
+        what: the failure message.
+
+    Returns:
+        The output for the changed input.
+
+    Raises:
+        Fail: an output outside ``index`` moved by more than ``tol``.
+    """
+    x2 = x.clone()
+    x2[index] = value
+    out = module(x2)
+    keep = torch.ones(x.shape[: len(index)], dtype=torch.bool, device=x.device)
+    keep[index] = False
+    expect_close(out[keep], base[keep], tol, what)
+    return out
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")

@@ -12,7 +12,16 @@ from typing import Any
 import torch
 
 from nnblocks.check.contracts import generic
-from nnblocks.check.contracts.base import Call, Context, Contract, Sizes, check, expect_close, fail
+from nnblocks.check.contracts.base import (
+    Call,
+    Context,
+    Contract,
+    Sizes,
+    check,
+    expect_local_change,
+    expect_shape_kept,
+    fail,
+)
 
 __all__ = ["CONTRACT", "position_wise"]
 
@@ -29,10 +38,7 @@ def example(ctx: Context) -> Call:
 def shape(ctx: Context) -> str:
     """[B, T, D] -> [B, T, D] in the input's dtype."""
     x = ctx.randn(ctx.B, ctx.T, ctx.D)
-    with torch.no_grad():
-        out = ctx.fresh()(x)
-    if not isinstance(out, torch.Tensor) or out.shape != x.shape or out.dtype != x.dtype:
-        fail(f"expected {list(x.shape)} float32, got {getattr(out, 'shape', type(out).__name__)}")
+    expect_shape_kept(ctx.fresh(), x)
     return f"{list(x.shape)} kept"
 
 
@@ -44,14 +50,8 @@ def position_wise(ctx: Context) -> str:
     with torch.no_grad():
         base = module(x)
         for b, t in ((0, 0), (ctx.B - 1, ctx.T // 2), (0, ctx.T - 1)):
-            x2 = x.clone()
-            x2[b, t] = ctx.randn(ctx.D)
-            out = module(x2)
-            keep = torch.ones(ctx.B, ctx.T, dtype=torch.bool, device=ctx.device)
-            keep[b, t] = False
-            expect_close(
-                out[keep], base[keep], 1e-5, f"changing position ({b}, {t}) changed others"
-            )
+            what = f"changing position ({b}, {t}) changed others"
+            out = expect_local_change(module, x, base, (b, t), ctx.randn(ctx.D), 1e-5, what)
             if torch.equal(out[b, t], base[b, t]):
                 fail(f"changing position ({b}, {t}) did not change its own output")
     return "each position is transformed on its own"

@@ -26,6 +26,7 @@ from nnblocks.check.contracts.base import (
     Sizes,
     check,
     expect_close,
+    expect_shape_kept,
     fail,
     max_diff,
     scale_of,
@@ -138,10 +139,7 @@ def shape(ctx: Context) -> str:
         what = "no bias" if bias is None else f"bias {list(bias.shape)}"
         return f"adjust keeps q {list(q.shape)} and k {list(k.shape)}; {what}"
     x = ctx.randn(ctx.B, ctx.T, ctx.D)
-    with torch.no_grad():
-        out = module(x)
-    if not isinstance(out, torch.Tensor) or out.shape != x.shape or out.dtype != x.dtype:
-        fail(f"expected {list(x.shape)} float32, got {getattr(out, 'shape', type(out).__name__)}")
+    expect_shape_kept(module, x)
     return f"{list(x.shape)} kept"
 
 

@@ -34,6 +34,7 @@ from nnblocks.check.contracts.base import (
     warn,
 )
 from nnblocks.errors import ShapeError
+from nnblocks.generate import reorder_state
 
 __all__ = ["Caller", "sequence_checks", "TOL"]
 
@@ -397,7 +398,7 @@ def _cache_checks(caller: Caller) -> list[Check]:
         cut = ctx.T - 2
         _, cache = _decode(caller, module, x[:, :cut], mask[:, :cut], {}, 0, ctx.B)
         order = torch.arange(ctx.B - 1, -1, -1, device=ctx.device)
-        cache = _reorder(cache, order)
+        cache = reorder_state(cache, order)
         outs, _ = _decode(caller, module, x[order], mask[order], cache, cut, ctx.B)
         expect_close(
             torch.cat(outs, 1),
@@ -487,15 +488,3 @@ def _check_leaves(value: Any) -> None:
             _check_leaves(v)
     elif not isinstance(value, (torch.Tensor, int, type(None))):
         fail(f"a cache may hold tensors and ints only; found {type(value).__name__}")
-
-
-def _reorder(value: Any, order: torch.Tensor) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.index_select(0, order)
-    if isinstance(value, dict):
-        return {k: _reorder(v, order) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_reorder(v, order) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_reorder(v, order) for v in value)
-    return value
