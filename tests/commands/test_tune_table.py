@@ -11,8 +11,10 @@ def test_trials_table_fits_an_80_column_terminal():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name="t", sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(
-        lambda t: t.suggest_float("train.lr", 1e-4, 1e-2, log=True)
-        + len(t.suggest_categorical("model.decoder.self_attention", ["mha", "gqa", "linear"])),
+        lambda t: (
+            t.suggest_float("train.lr", 1e-4, 1e-2, log=True)
+            + len(t.suggest_categorical("model.decoder.self_attention", ["mha", "gqa", "linear"]))
+        ),
         n_trials=5,
     )
     console = Console(width=80, record=True)

@@ -14,7 +14,15 @@ from nnblocks.interop import from_transformers
 
 pytest.importorskip("transformers")
 
-CAUSAL_NAMES = ["gpt2", "gpt2_untied", "llama", "llama_variants", "llama_linear", "mistral", "qwen2"]
+CAUSAL_NAMES = [
+    "gpt2",
+    "gpt2_untied",
+    "llama",
+    "llama_variants",
+    "llama_linear",
+    "mistral",
+    "qwen2",
+]
 TOL = 1e-4
 
 
