@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnblocks.errors import ShapeError, SpecError
+from nnblocks.errors import ShapeError
+from nnblocks.parts.boundary import check_positive_int, check_value
 from nnblocks.registry import build, register
 from nnblocks.spec import current_path
 
@@ -48,20 +49,11 @@ def gated_hidden(dim: int) -> int:
 
 
 def _check_options(dim: int, hidden: int, dropout: float, part: str) -> None:
-    path = current_path() or None
-    for name, value in (("dim", dim), ("hidden", hidden)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise SpecError(
-                f"Received an invalid value for `{name}` of feedforward part `{part}`: "
-                f"expected a positive integer. Received: {name}={value!r}",
-                path=path,
-            )
-    if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise SpecError(
-            f"Received an invalid value for `dropout` of feedforward part `{part}`: expected "
-            f"a probability in [0, 1). Received: dropout={dropout!r}",
-            path=path,
-        )
+    where = f"feedforward part `{part}`"
+    check_positive_int(dim, "dim", where=where)
+    check_positive_int(hidden, "hidden", where=where)
+    ok = isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0
+    check_value(ok, dropout, "dropout", where=where, expected="a probability in [0, 1)")
 
 
 class _FeedForward(nn.Module):

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnblocks.errors import ShapeError, SpecError
+from nnblocks.errors import ShapeError
+from nnblocks.parts.boundary import check_positive_int
 from nnblocks.registry import build, register
 from nnblocks.spec import current_path
 
@@ -30,13 +31,7 @@ __all__ = ["LinearHead", "MLPHead"]
 
 
 def _positive(name: str, value: Any, part: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise SpecError(
-            f"Received an invalid value for `{name}` of head part `{part}`: expected a positive "
-            f"integer. Received: {name}={value!r}",
-            path=current_path() or None,
-        )
-    return value
+    return check_positive_int(value, name, where=f"head part `{part}`")
 
 
 class _Head(nn.Module):

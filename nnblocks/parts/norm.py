@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnblocks.errors import ShapeError, SpecError
+from nnblocks.errors import ShapeError
+from nnblocks.parts.boundary import check_positive_int, check_value
 from nnblocks.registry import register
 from nnblocks.spec import current_path
 
@@ -31,22 +32,12 @@ __all__ = ["LayerNorm", "RMSNorm", "BatchNorm"]
 
 
 def _check_dim(dim: int, part: str) -> int:
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
-        raise SpecError(
-            f"Received an invalid value for `dim` of norm part `{part}`: expected a positive "
-            f"integer. Received: dim={dim!r}",
-            path=current_path() or None,
-        )
-    return dim
+    return check_positive_int(dim, "dim", where=f"norm part `{part}`")
 
 
 def _check_eps(eps: float, part: str) -> float:
-    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps < 0:
-        raise SpecError(
-            f"Received an invalid value for `eps` of norm part `{part}`: expected a "
-            f"non-negative number. Received: eps={eps!r}",
-            path=current_path() or None,
-        )
+    ok = isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps >= 0
+    check_value(ok, eps, "eps", where=f"norm part `{part}`", expected="a non-negative number")
     return float(eps)
 
 
@@ -231,14 +222,9 @@ class BatchNorm(_FeatureNorm):
     ):
         super().__init__(dim, channels_first)
         self.eps = _check_eps(eps, self.part_name)
-        if momentum is not None and not (
-            isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0
-        ):
-            raise SpecError(
-                "Received an invalid value for `momentum` of norm part `batch`: expected a "
-                f"number in [0, 1] or None. Received: momentum={momentum!r}",
-                path=current_path() or None,
-            )
+        ok = momentum is None or (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0)
+        where = "norm part `batch`"
+        check_value(ok, momentum, "momentum", where=where, expected="a number in [0, 1] or None")
         self.momentum = momentum
         self.track_running_stats = bool(track_running_stats)
         self.weight = nn.Parameter(torch.ones(dim)) if affine else None

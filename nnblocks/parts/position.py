@@ -50,6 +50,7 @@ from torch import nn
 
 from nnblocks.errors import ShapeError
 from nnblocks.parts.attention._checks import check_option, shape_of
+from nnblocks.parts.boundary import check_positive_int, is_positive_int
 from nnblocks.registry import register
 
 __all__ = [
@@ -60,10 +61,6 @@ __all__ = [
     "ALiBiPosition",
     "alibi_slopes",
 ]
-
-
-def _positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _check_positions(part: str, x: torch.Tensor, positions: object, max_len: int) -> None:
@@ -183,8 +180,8 @@ class SinusoidalPosition(nn.Module):
 
     def __init__(self, dim: int, max_len: int = 2048, base: float = 10000.0):
         super().__init__()
-        check_option("sinusoidal", "dim", dim, _positive_int(dim), "a positive integer")
-        check_option("sinusoidal", "max_len", max_len, _positive_int(max_len), "a positive integer")
+        check_positive_int(dim, "dim", where="part `sinusoidal`")
+        check_positive_int(max_len, "max_len", where="part `sinusoidal`")
         self.dim, self.max_len, self.base = dim, max_len, base
         position = torch.arange(max_len, dtype=torch.float64)[:, None]  # [L, 1]
         rates = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # [ceil(D/2)]
@@ -242,8 +239,8 @@ class LearnedPosition(nn.Module):
 
     def __init__(self, dim: int, max_len: int = 2048, init_std: float = 0.02):
         super().__init__()
-        check_option("learned", "dim", dim, _positive_int(dim), "a positive integer")
-        check_option("learned", "max_len", max_len, _positive_int(max_len), "a positive integer")
+        check_positive_int(dim, "dim", where="part `learned`")
+        check_positive_int(max_len, "max_len", where="part `learned`")
         self.dim, self.max_len = dim, max_len
         self.weight = nn.Parameter(torch.randn(max_len, dim) * init_std)  # [L, D]
 
@@ -319,7 +316,7 @@ class RotaryPosition(nn.Module):
         scaling: dict[str, Any] | None = None,
     ):
         super().__init__()
-        ok = _positive_int(dim) and dim % 2 == 0
+        ok = is_positive_int(dim) and dim % 2 == 0
         check_option("rotary", "dim", dim, ok, "a positive even integer (the head width)")
         ok = isinstance(base, (int, float)) and not isinstance(base, bool) and base > 1
         check_option("rotary", "base", base, ok, "a number greater than 1")
@@ -536,7 +533,7 @@ class ALiBiPosition(nn.Module):
     def __init__(self, dim: int | None = None, heads: int | None = None):
         super().__init__()
         if heads is not None:
-            check_option("alibi", "heads", heads, _positive_int(heads), "a positive integer")
+            check_positive_int(heads, "heads", where="part `alibi`")
         self.dim, self.heads = dim, heads
 
     def extra_repr(self) -> str:

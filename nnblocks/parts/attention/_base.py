@@ -102,6 +102,11 @@ class KeyValueAttention(nn.Module):
     def _output(self, o: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def _split_heads(self, t: torch.Tensor, heads: int | None = None) -> torch.Tensor:
+        """``[B, T, n * Dh] -> [B, n, T, Dh]``, ``n`` = ``heads`` (None: the query heads)."""
+        b, n, _ = t.shape
+        return t.view(b, n, heads or self.heads, self.head_dim).transpose(1, 2)
+
     def _attend(
         self,
         q: torch.Tensor,

@@ -74,15 +74,11 @@ class AdditiveAttention(KeyValueAttention):
         self.score = nn.Parameter(torch.empty(heads, head_dim))  # v_a
         nn.init.uniform_(self.score, -1 / math.sqrt(head_dim), 1 / math.sqrt(head_dim))
 
-    def _split(self, t: torch.Tensor) -> torch.Tensor:
-        b, n, _ = t.shape
-        return t.view(b, n, self.heads, self.head_dim).transpose(1, 2)  # [B, H, T, Dh]
-
     def _queries(self, x: torch.Tensor) -> torch.Tensor:
-        return self._split(self.q_proj(x))
+        return self._split_heads(self.q_proj(x))
 
     def _keys_values(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._split(self.k_proj(src)), self._split(src)
+        return self._split_heads(self.k_proj(src)), self._split_heads(src)
 
     def _output(self, o: torch.Tensor) -> torch.Tensor:
         return o

@@ -7,10 +7,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nnblocks.parts.attention._checks import check_option
 from nnblocks.parts.attention._kernel import dot_product_attention
 from nnblocks.parts.attention._masks import band_mask, safe_rows
 from nnblocks.parts.attention.multihead import GroupedQueryAttention
+from nnblocks.parts.boundary import check_positive_int
 from nnblocks.registry import register
 
 __all__ = ["LocalAttention"]
@@ -92,8 +92,7 @@ class LocalAttention(GroupedQueryAttention):
         head_dim: int | None = None,
         out_bias: bool | None = None,
     ):
-        ok = isinstance(window, int) and not isinstance(window, bool) and window > 0
-        check_option(self.part_name, "window", window, ok, "a positive integer")
+        check_positive_int(window, "window", where=f"part `{self.part_name}`")
         super().__init__(
             dim,
             heads,
