@@ -32,6 +32,7 @@ __all__ = [
     "check_value",
     "check_positive_int",
     "is_positive_int",
+    "check_width",
     "check_features",
     "check_tokens",
     "check_arity",
@@ -89,6 +90,27 @@ def check_positive_int(value: Any, name: str, *, where: str) -> int:
     """
     check_value(is_positive_int(value), value, name, where=where, expected="a positive integer")
     return value  # type: ignore[no-any-return]
+
+
+def check_width(
+    x: torch.Tensor, dim: int, *, where: str, path: str, expected: str, axis: int = -1
+) -> None:
+    """``x`` has ``dim`` features on ``axis`` (the last, or 1 for channels-first layouts).
+
+    A comparison per call (and a short string); it turns torch's opaque size error into one
+    that names the part and its slot.
+
+    Args:
+        where: the part, e.g. ``"norm part `rms`"``.
+        path: the slot the part was built at (``current_path()`` then), or ``""``.
+        expected: the expected input, in words, e.g. ``"input [..., 64]"``.
+
+    Raises:
+        ShapeError: too few axes, or another width on ``axis``.
+    """
+    if x.dim() < (1 if axis == -1 else axis + 1) or x.shape[axis] != dim:
+        at = f" at `{path}`" if path else ""
+        raise ShapeError(f"{where}{at}: expected {expected}. Received: shape {tuple(x.shape)}")
 
 
 def _shape(x: torch.Tensor) -> str:

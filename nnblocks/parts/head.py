@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnblocks.errors import ShapeError
-from nnblocks.parts.boundary import check_positive_int
+from nnblocks.parts.boundary import check_positive_int, check_width
 from nnblocks.registry import build, register
 from nnblocks.spec import current_path
 
@@ -46,12 +45,8 @@ class _Head(nn.Module):
         self._path = current_path()
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() < 1 or x.shape[-1] != self.dim:
-            where = f" at `{self._path}`" if self._path else ""
-            raise ShapeError(
-                f"head part `{self.part_name}`{where}: expected input [..., {self.dim}]. "
-                f"Received: shape {tuple(x.shape)}"
-            )
+        where = f"head part `{self.part_name}`"
+        check_width(x, self.dim, where=where, path=self._path, expected=f"input [..., {self.dim}]")
 
 
 @register("head", "linear")

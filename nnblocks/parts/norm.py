@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnblocks.errors import ShapeError
-from nnblocks.parts.boundary import check_positive_int, check_value
+from nnblocks.parts.boundary import check_positive_int, check_value, check_width
 from nnblocks.registry import register
 from nnblocks.spec import current_path
 
@@ -53,16 +53,16 @@ class _FeatureNorm(nn.Module):
         self._path = current_path()  # the slot, for error messages at call time
 
     def _check_input(self, x: torch.Tensor) -> None:
-        # One integer comparison per call; it turns torch's opaque size error into one that
-        # names the slot.
         axis = 1 if self.channels_first else -1
-        if x.dim() < (2 if self.channels_first else 1) or x.shape[axis] != self.dim:
-            where = f" at `{self._path}`" if self._path else ""
-            layout = "[B, C, ...] (channels_first=True)" if self.channels_first else "[..., D]"
-            raise ShapeError(
-                f"norm part `{self.part_name}`{where}: expected input {layout} with "
-                f"{self.dim} features on axis {axis}. Received: shape {tuple(x.shape)}"
-            )
+        layout = "[B, C, ...] (channels_first=True)" if self.channels_first else "[..., D]"
+        check_width(
+            x,
+            self.dim,
+            where=f"norm part `{self.part_name}`",
+            path=self._path,
+            expected=f"input {layout} with {self.dim} features on axis {axis}",
+            axis=axis,
+        )
 
     def extra_repr(self) -> str:
         return f"{self.dim}, channels_first={self.channels_first}"
