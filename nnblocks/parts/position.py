@@ -144,8 +144,41 @@ class NoPosition(nn.Module):
         return x
 
 
+class _TablePosition(nn.Module):
+    """The call path of the absolute parts that add row ``p`` of a ``[max_len, D]`` table.
+
+    A subclass sets ``part_name``, ``dim`` and ``max_len`` and says how rows are read:
+    ``_rows(x, positions [B, T]) -> [B, T, D]`` and ``_span(x, offset) -> [T, D]``.
+    """
+
+    relative = False
+    part_name = ""
+    dim: int
+    max_len: int
+
+    def _rows(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _span(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, max_len={self.max_len}"
+
+    def forward(
+        self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        part = self.part_name
+        if positions is not None:
+            _check_absolute_input(part, x, self.dim, 0, self.max_len)
+            _check_positions(part, x, positions, self.max_len)
+            return x + self._rows(x, positions)  # [B, T, D]
+        _check_absolute_input(part, x, self.dim, offset, self.max_len)
+        return x + self._span(x, offset)  # [B, T, D]
+
+
 @register("position", "sinusoidal")
-class SinusoidalPosition(nn.Module):
+class SinusoidalPosition(_TablePosition):
     """Fixed sinusoids added to the embeddings (Vaswani et al. 2017, section 3.5).
 
     ``PE[p, 2i] = sin(p / base^(2i / dim))``, ``PE[p, 2i + 1] = cos(p / base^(2i / dim))``.
@@ -175,7 +208,7 @@ class SinusoidalPosition(nn.Module):
         torch.Size([1, 4, 8])
     """
 
-    relative = False
+    part_name = "sinusoidal"
     table: torch.Tensor
 
     def __init__(self, dim: int, max_len: int = 2048, base: float = 10000.0):
@@ -191,22 +224,15 @@ class SinusoidalPosition(nn.Module):
         table[:, 1::2] = torch.cos(angles[:, : dim // 2])
         self.register_buffer("table", table.float(), persistent=False)  # [L, D]
 
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, max_len={self.max_len}"
+    def _rows(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.table[positions].to(x.dtype)  # [B, T, D]
 
-    def forward(
-        self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        if positions is not None:
-            _check_absolute_input("sinusoidal", x, self.dim, 0, self.max_len)
-            _check_positions("sinusoidal", x, positions, self.max_len)
-            return x + self.table[positions].to(x.dtype)  # [B, T, D]
-        _check_absolute_input("sinusoidal", x, self.dim, offset, self.max_len)
-        return x + self.table[offset : offset + x.shape[1]].to(x.dtype)  # [B, T, D]
+    def _span(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+        return self.table[offset : offset + x.shape[1]].to(x.dtype)  # [T, D]
 
 
 @register("position", "learned")
-class LearnedPosition(nn.Module):
+class LearnedPosition(_TablePosition):
     """A learned vector per position, added to the embeddings (Gehring et al. 2017; GPT, BERT).
 
     Args:
@@ -235,7 +261,7 @@ class LearnedPosition(nn.Module):
         torch.Size([16, 8])
     """
 
-    relative = False
+    part_name = "learned"
 
     def __init__(self, dim: int, max_len: int = 2048, init_std: float = 0.02):
         super().__init__()
@@ -244,18 +270,11 @@ class LearnedPosition(nn.Module):
         self.dim, self.max_len = dim, max_len
         self.weight = nn.Parameter(torch.randn(max_len, dim) * init_std)  # [L, D]
 
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, max_len={self.max_len}"
+    def _rows(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return F.embedding(positions, self.weight)  # [B, T, D]
 
-    def forward(
-        self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        if positions is not None:
-            _check_absolute_input("learned", x, self.dim, 0, self.max_len)
-            _check_positions("learned", x, positions, self.max_len)
-            return x + F.embedding(positions, self.weight)  # [B, T, D]
-        _check_absolute_input("learned", x, self.dim, offset, self.max_len)
-        return x + self.weight[offset : offset + x.shape[1]]  # [B, T, D]
+    def _span(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+        return self.weight[offset : offset + x.shape[1]]  # [T, D]
 
 
 _is_compiling = torch.compiler.is_compiling
