@@ -147,19 +147,18 @@ class NoPosition(nn.Module):
 class _TablePosition(nn.Module):
     """The call path of the absolute parts that add row ``p`` of a ``[max_len, D]`` table.
 
-    A subclass sets ``part_name``, ``dim`` and ``max_len`` and says how rows are read:
-    ``_rows(x, positions [B, T]) -> [B, T, D]`` and ``_span(x, offset) -> [T, D]``.
+    A subclass sets ``part_name``, ``dim`` and ``max_len`` and returns its table from
+    ``_table()``; ``cast`` says whether the rows take x's dtype (a fixed float32 table) or
+    stay as they are (a parameter, which autocast and type promotion handle).
     """
 
     relative = False
     part_name = ""
+    cast = False
     dim: int
     max_len: int
 
-    def _rows(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _span(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+    def _table(self) -> torch.Tensor:  # [max_len, D]
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -172,9 +171,11 @@ class _TablePosition(nn.Module):
         if positions is not None:
             _check_absolute_input(part, x, self.dim, 0, self.max_len)
             _check_positions(part, x, positions, self.max_len)
-            return x + self._rows(x, positions)  # [B, T, D]
-        _check_absolute_input(part, x, self.dim, offset, self.max_len)
-        return x + self._span(x, offset)  # [B, T, D]
+            rows = F.embedding(positions, self._table())  # [B, T, D]
+        else:
+            _check_absolute_input(part, x, self.dim, offset, self.max_len)
+            rows = self._table()[offset : offset + x.shape[1]]  # [T, D]
+        return x + (rows.to(x.dtype) if self.cast else rows)  # [B, T, D]
 
 
 @register("position", "sinusoidal")
@@ -209,6 +210,7 @@ class SinusoidalPosition(_TablePosition):
     """
 
     part_name = "sinusoidal"
+    cast = True
     table: torch.Tensor
 
     def __init__(self, dim: int, max_len: int = 2048, base: float = 10000.0):
@@ -224,11 +226,8 @@ class SinusoidalPosition(_TablePosition):
         table[:, 1::2] = torch.cos(angles[:, : dim // 2])
         self.register_buffer("table", table.float(), persistent=False)  # [L, D]
 
-    def _rows(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        return self.table[positions].to(x.dtype)  # [B, T, D]
-
-    def _span(self, x: torch.Tensor, offset: int) -> torch.Tensor:
-        return self.table[offset : offset + x.shape[1]].to(x.dtype)  # [T, D]
+    def _table(self) -> torch.Tensor:
+        return self.table
 
 
 @register("position", "learned")
@@ -270,11 +269,8 @@ class LearnedPosition(_TablePosition):
         self.dim, self.max_len = dim, max_len
         self.weight = nn.Parameter(torch.randn(max_len, dim) * init_std)  # [L, D]
 
-    def _rows(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        return F.embedding(positions, self.weight)  # [B, T, D]
-
-    def _span(self, x: torch.Tensor, offset: int) -> torch.Tensor:
-        return self.weight[offset : offset + x.shape[1]]  # [T, D]
+    def _table(self) -> torch.Tensor:
+        return self.weight
 
 
 _is_compiling = torch.compiler.is_compiling
