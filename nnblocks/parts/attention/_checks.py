@@ -91,7 +91,7 @@ def check_sequence(
         )
     if not t.is_floating_point():  # token ids belong in an embedding, not in attention
         raise ShapeError(
-            f"attention part `{part}`: expected `{name}` as floats {want}. "
+            f"attention part `{part}`: expected `{name}` as floats {want()}. "
             f"Received: {name} of dtype {t.dtype}"
         )
     if batch is not None and t.shape[0] != batch:
