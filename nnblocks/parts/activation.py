@@ -21,9 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnblocks.errors import SpecError
+from nnblocks.parts.boundary import check_value
 from nnblocks.registry import register
-from nnblocks.spec import current_path
 
 __all__ = [
     "ReLU",
@@ -82,12 +81,13 @@ class GELU(nn.Module):
 
     def __init__(self, approximate: str = "none"):
         super().__init__()
-        if approximate not in ("none", "tanh"):
-            raise SpecError(
-                "Received an invalid value for `approximate` of activation part `gelu`: "
-                f"expected 'none' or 'tanh'. Received: approximate={approximate!r}",
-                path=current_path() or None,
-            )
+        check_value(
+            approximate in ("none", "tanh"),
+            approximate,
+            "approximate",
+            where="activation part `gelu`",
+            expected="'none' or 'tanh'",
+        )
         self.approximate = approximate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

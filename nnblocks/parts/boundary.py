@@ -6,6 +6,7 @@ called at the entry points (attention, block, model forward) and by the commands
 model (``nnblocks export``):
 
     check_flag(causal, "causal", where="attention part `mha`")        # True/False only
+    check_positive_int(dim, "dim", where="norm part `rms`")          # a constructor option
     check_features(x, "x", where=..., dim=256)                        # float [..., 256]
     check_tokens(tokens, "tokens", where=...)                         # integer ids [B, T]
     check_arity(model, inputs, where=...)                             # how many inputs
@@ -24,9 +25,14 @@ from typing import Any
 import torch
 
 from nnblocks.errors import ShapeError, SpecError
+from nnblocks.spec import current_path
 
 __all__ = [
     "check_flag",
+    "check_value",
+    "check_positive_int",
+    "is_positive_int",
+    "check_width",
     "check_features",
     "check_tokens",
     "check_arity",
@@ -47,6 +53,64 @@ def check_flag(value: Any, name: str, *, where: str) -> bool:
             f"Received: {name}={value!r} ({type(value).__name__})"
         )
     return value
+
+
+def check_value(ok: bool, value: Any, name: str, *, where: str, expected: str) -> None:
+    """Raise the one option error of every part unless ``ok``.
+
+    Args:
+        ok: whether ``value`` is acceptable.
+        value: what the user passed for the constructor argument ``name``.
+        name: the argument, e.g. ``"eps"``.
+        where: the part, e.g. ``"norm part `rms`"``.
+        expected: what would be acceptable, in words.
+
+    Raises:
+        SpecError: ``ok`` is False: "Received an invalid value for `eps` of norm part `rms`:
+            expected ... Received: eps=-1", with the spec path of the build in progress.
+    """
+    if not ok:
+        raise SpecError(
+            f"Received an invalid value for `{name}` of {where}: expected {expected}. "
+            f"Received: {name}={value!r}",
+            path=current_path() or None,
+        )
+
+
+def is_positive_int(value: Any) -> bool:
+    """A positive ``int`` (``True`` is an int to Python, not a size to us)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def check_positive_int(value: Any, name: str, *, where: str) -> int:
+    """``value`` must be a positive integer; return it.
+
+    Raises:
+        SpecError: anything else (see ``check_value``).
+    """
+    check_value(is_positive_int(value), value, name, where=where, expected="a positive integer")
+    return value  # type: ignore[no-any-return]
+
+
+def check_width(
+    x: torch.Tensor, dim: int, *, where: str, path: str, expected: str, axis: int = -1
+) -> None:
+    """``x`` has ``dim`` features on ``axis`` (the last, or 1 for channels-first layouts).
+
+    A comparison per call (and a short string); it turns torch's opaque size error into one
+    that names the part and its slot.
+
+    Args:
+        where: the part, e.g. ``"norm part `rms`"``.
+        path: the slot the part was built at (``current_path()`` then), or ``""``.
+        expected: the expected input, in words, e.g. ``"input [..., 64]"``.
+
+    Raises:
+        ShapeError: too few axes, or another width on ``axis``.
+    """
+    if x.dim() < (1 if axis == -1 else axis + 1) or x.shape[axis] != dim:
+        at = f" at `{path}`" if path else ""
+        raise ShapeError(f"{where}{at}: expected {expected}. Received: shape {tuple(x.shape)}")
 
 
 def _shape(x: torch.Tensor) -> str:

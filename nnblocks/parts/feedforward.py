@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnblocks.errors import ShapeError, SpecError
+from nnblocks.parts.boundary import check_positive_int, check_value, check_width
 from nnblocks.registry import build, register
 from nnblocks.spec import current_path
 
@@ -48,20 +48,11 @@ def gated_hidden(dim: int) -> int:
 
 
 def _check_options(dim: int, hidden: int, dropout: float, part: str) -> None:
-    path = current_path() or None
-    for name, value in (("dim", dim), ("hidden", hidden)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise SpecError(
-                f"Received an invalid value for `{name}` of feedforward part `{part}`: "
-                f"expected a positive integer. Received: {name}={value!r}",
-                path=path,
-            )
-    if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise SpecError(
-            f"Received an invalid value for `dropout` of feedforward part `{part}`: expected "
-            f"a probability in [0, 1). Received: dropout={dropout!r}",
-            path=path,
-        )
+    where = f"feedforward part `{part}`"
+    check_positive_int(dim, "dim", where=where)
+    check_positive_int(hidden, "hidden", where=where)
+    ok = isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0
+    check_value(ok, dropout, "dropout", where=where, expected="a probability in [0, 1)")
 
 
 class _FeedForward(nn.Module):
@@ -75,12 +66,25 @@ class _FeedForward(nn.Module):
         self._path = current_path()  # the slot, for error messages at call time
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() < 1 or x.shape[-1] != self.dim:
-            where = f" at `{self._path}`" if self._path else ""
-            raise ShapeError(
-                f"feedforward part `{self.part_name}`{where}: expected input [..., D] with "
-                f"D={self.dim}. Received: shape {tuple(x.shape)}"
-            )
+        check_width(
+            x,
+            self.dim,
+            where=f"feedforward part `{self.part_name}`",
+            path=self._path,
+            expected=f"input [..., D] with D={self.dim}",
+        )
+
+    def _setup(
+        self, hidden: int, activation: Any, dropout: float, bias: bool, *, gated: bool
+    ) -> None:
+        """Check the options, then ``up`` (twice as wide when ``gated``: gate and value),
+        the activation, the dropout and ``down``, in this order (it fixes the init draws)."""
+        _check_options(self.dim, hidden, dropout, self.part_name)
+        self.hidden = hidden
+        self.up = nn.Linear(self.dim, (2 if gated else 1) * hidden, bias=bias)
+        self.activation = build(activation, "activation", at="activation")
+        self.dropout = build({"name": "dropout", "p": dropout}, "regularization", at="dropout")
+        self.down = nn.Linear(hidden, self.dim, bias=bias)
 
 
 @register("feedforward", "mlp")
@@ -125,12 +129,7 @@ class MLP(_FeedForward):
     ):
         super().__init__(dim)
         hidden = 4 * dim if hidden is None and isinstance(dim, int) else hidden
-        _check_options(dim, hidden, dropout, self.part_name)  # type: ignore[arg-type]
-        self.hidden = hidden
-        self.up = nn.Linear(dim, hidden, bias=bias)  # type: ignore[arg-type]
-        self.activation = build(activation, "activation", at="activation")
-        self.dropout = build({"name": "dropout", "p": dropout}, "regularization", at="dropout")
-        self.down = nn.Linear(hidden, dim, bias=bias)  # type: ignore[arg-type]
+        self._setup(hidden, activation, dropout, bias, gated=False)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -184,12 +183,7 @@ class SwiGLU(_FeedForward):
     ):
         super().__init__(dim)
         hidden = gated_hidden(dim) if hidden is None and isinstance(dim, int) else hidden
-        _check_options(dim, hidden, dropout, self.part_name)  # type: ignore[arg-type]
-        self.hidden = hidden
-        self.up = nn.Linear(dim, 2 * hidden, bias=bias)  # type: ignore[operator]
-        self.activation = build(activation, "activation", at="activation")
-        self.dropout = build({"name": "dropout", "p": dropout}, "regularization", at="dropout")
-        self.down = nn.Linear(hidden, dim, bias=bias)  # type: ignore[arg-type]
+        self._setup(hidden, activation, dropout, bias, gated=True)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnblocks.errors import ShapeError, SpecError
+from nnblocks.parts.boundary import check_positive_int, check_width
 from nnblocks.registry import build, register
 from nnblocks.spec import current_path
 
@@ -30,13 +30,7 @@ __all__ = ["LinearHead", "MLPHead"]
 
 
 def _positive(name: str, value: Any, part: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise SpecError(
-            f"Received an invalid value for `{name}` of head part `{part}`: expected a positive "
-            f"integer. Received: {name}={value!r}",
-            path=current_path() or None,
-        )
-    return value
+    return check_positive_int(value, name, where=f"head part `{part}`")
 
 
 class _Head(nn.Module):
@@ -51,12 +45,8 @@ class _Head(nn.Module):
         self._path = current_path()
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() < 1 or x.shape[-1] != self.dim:
-            where = f" at `{self._path}`" if self._path else ""
-            raise ShapeError(
-                f"head part `{self.part_name}`{where}: expected input [..., {self.dim}]. "
-                f"Received: shape {tuple(x.shape)}"
-            )
+        where = f"head part `{self.part_name}`"
+        check_width(x, self.dim, where=where, path=self._path, expected=f"input [..., {self.dim}]")
 
 
 @register("head", "linear")

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnblocks.errors import ShapeError, SpecError
+from nnblocks.errors import ShapeError
+from nnblocks.parts.boundary import check_positive_int, check_value, check_width
 from nnblocks.registry import register
 from nnblocks.spec import current_path
 
@@ -31,22 +32,12 @@ __all__ = ["LayerNorm", "RMSNorm", "BatchNorm"]
 
 
 def _check_dim(dim: int, part: str) -> int:
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
-        raise SpecError(
-            f"Received an invalid value for `dim` of norm part `{part}`: expected a positive "
-            f"integer. Received: dim={dim!r}",
-            path=current_path() or None,
-        )
-    return dim
+    return check_positive_int(dim, "dim", where=f"norm part `{part}`")
 
 
 def _check_eps(eps: float, part: str) -> float:
-    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps < 0:
-        raise SpecError(
-            f"Received an invalid value for `eps` of norm part `{part}`: expected a "
-            f"non-negative number. Received: eps={eps!r}",
-            path=current_path() or None,
-        )
+    ok = isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps >= 0
+    check_value(ok, eps, "eps", where=f"norm part `{part}`", expected="a non-negative number")
     return float(eps)
 
 
@@ -62,16 +53,16 @@ class _FeatureNorm(nn.Module):
         self._path = current_path()  # the slot, for error messages at call time
 
     def _check_input(self, x: torch.Tensor) -> None:
-        # One integer comparison per call; it turns torch's opaque size error into one that
-        # names the slot.
         axis = 1 if self.channels_first else -1
-        if x.dim() < (2 if self.channels_first else 1) or x.shape[axis] != self.dim:
-            where = f" at `{self._path}`" if self._path else ""
-            layout = "[B, C, ...] (channels_first=True)" if self.channels_first else "[..., D]"
-            raise ShapeError(
-                f"norm part `{self.part_name}`{where}: expected input {layout} with "
-                f"{self.dim} features on axis {axis}. Received: shape {tuple(x.shape)}"
-            )
+        layout = "[B, C, ...] (channels_first=True)" if self.channels_first else "[..., D]"
+        check_width(
+            x,
+            self.dim,
+            where=f"norm part `{self.part_name}`",
+            path=self._path,
+            expected=f"input {layout} with {self.dim} features on axis {axis}",
+            axis=axis,
+        )
 
     def extra_repr(self) -> str:
         return f"{self.dim}, channels_first={self.channels_first}"
@@ -231,14 +222,9 @@ class BatchNorm(_FeatureNorm):
     ):
         super().__init__(dim, channels_first)
         self.eps = _check_eps(eps, self.part_name)
-        if momentum is not None and not (
-            isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0
-        ):
-            raise SpecError(
-                "Received an invalid value for `momentum` of norm part `batch`: expected a "
-                f"number in [0, 1] or None. Received: momentum={momentum!r}",
-                path=current_path() or None,
-            )
+        ok = momentum is None or (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0)
+        where = "norm part `batch`"
+        check_value(ok, momentum, "momentum", where=where, expected="a number in [0, 1] or None")
         self.momentum = momentum
         self.track_running_stats = bool(track_running_stats)
         self.weight = nn.Parameter(torch.ones(dim)) if affine else None

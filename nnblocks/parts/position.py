@@ -50,6 +50,7 @@ from torch import nn
 
 from nnblocks.errors import ShapeError
 from nnblocks.parts.attention._checks import check_option, shape_of
+from nnblocks.parts.boundary import check_positive_int, is_positive_int
 from nnblocks.registry import register
 
 __all__ = [
@@ -60,10 +61,6 @@ __all__ = [
     "ALiBiPosition",
     "alibi_slopes",
 ]
-
-
-def _positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _check_positions(part: str, x: torch.Tensor, positions: object, max_len: int) -> None:
@@ -147,8 +144,42 @@ class NoPosition(nn.Module):
         return x
 
 
+class _TablePosition(nn.Module):
+    """The call path of the absolute parts that add row ``p`` of a ``[max_len, D]`` table.
+
+    A subclass sets ``part_name``, ``dim`` and ``max_len`` and returns its table from
+    ``_table()``; ``cast`` says whether the rows take x's dtype (a fixed float32 table) or
+    stay as they are (a parameter, which autocast and type promotion handle).
+    """
+
+    relative = False
+    part_name = ""
+    cast = False
+    dim: int
+    max_len: int
+
+    def _table(self) -> torch.Tensor:  # [max_len, D]
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, max_len={self.max_len}"
+
+    def forward(
+        self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        part = self.part_name
+        if positions is not None:
+            _check_absolute_input(part, x, self.dim, 0, self.max_len)
+            _check_positions(part, x, positions, self.max_len)
+            rows = F.embedding(positions, self._table())  # [B, T, D]
+        else:
+            _check_absolute_input(part, x, self.dim, offset, self.max_len)
+            rows = self._table()[offset : offset + x.shape[1]]  # [T, D]
+        return x + (rows.to(x.dtype) if self.cast else rows)  # [B, T, D]
+
+
 @register("position", "sinusoidal")
-class SinusoidalPosition(nn.Module):
+class SinusoidalPosition(_TablePosition):
     """Fixed sinusoids added to the embeddings (Vaswani et al. 2017, section 3.5).
 
     ``PE[p, 2i] = sin(p / base^(2i / dim))``, ``PE[p, 2i + 1] = cos(p / base^(2i / dim))``.
@@ -178,13 +209,14 @@ class SinusoidalPosition(nn.Module):
         torch.Size([1, 4, 8])
     """
 
-    relative = False
+    part_name = "sinusoidal"
+    cast = True
     table: torch.Tensor
 
     def __init__(self, dim: int, max_len: int = 2048, base: float = 10000.0):
         super().__init__()
-        check_option("sinusoidal", "dim", dim, _positive_int(dim), "a positive integer")
-        check_option("sinusoidal", "max_len", max_len, _positive_int(max_len), "a positive integer")
+        check_positive_int(dim, "dim", where="part `sinusoidal`")
+        check_positive_int(max_len, "max_len", where="part `sinusoidal`")
         self.dim, self.max_len, self.base = dim, max_len, base
         position = torch.arange(max_len, dtype=torch.float64)[:, None]  # [L, 1]
         rates = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # [ceil(D/2)]
@@ -194,22 +226,12 @@ class SinusoidalPosition(nn.Module):
         table[:, 1::2] = torch.cos(angles[:, : dim // 2])
         self.register_buffer("table", table.float(), persistent=False)  # [L, D]
 
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, max_len={self.max_len}"
-
-    def forward(
-        self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        if positions is not None:
-            _check_absolute_input("sinusoidal", x, self.dim, 0, self.max_len)
-            _check_positions("sinusoidal", x, positions, self.max_len)
-            return x + self.table[positions].to(x.dtype)  # [B, T, D]
-        _check_absolute_input("sinusoidal", x, self.dim, offset, self.max_len)
-        return x + self.table[offset : offset + x.shape[1]].to(x.dtype)  # [B, T, D]
+    def _table(self) -> torch.Tensor:
+        return self.table
 
 
 @register("position", "learned")
-class LearnedPosition(nn.Module):
+class LearnedPosition(_TablePosition):
     """A learned vector per position, added to the embeddings (Gehring et al. 2017; GPT, BERT).
 
     Args:
@@ -238,27 +260,17 @@ class LearnedPosition(nn.Module):
         torch.Size([16, 8])
     """
 
-    relative = False
+    part_name = "learned"
 
     def __init__(self, dim: int, max_len: int = 2048, init_std: float = 0.02):
         super().__init__()
-        check_option("learned", "dim", dim, _positive_int(dim), "a positive integer")
-        check_option("learned", "max_len", max_len, _positive_int(max_len), "a positive integer")
+        check_positive_int(dim, "dim", where="part `learned`")
+        check_positive_int(max_len, "max_len", where="part `learned`")
         self.dim, self.max_len = dim, max_len
         self.weight = nn.Parameter(torch.randn(max_len, dim) * init_std)  # [L, D]
 
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}, max_len={self.max_len}"
-
-    def forward(
-        self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        if positions is not None:
-            _check_absolute_input("learned", x, self.dim, 0, self.max_len)
-            _check_positions("learned", x, positions, self.max_len)
-            return x + F.embedding(positions, self.weight)  # [B, T, D]
-        _check_absolute_input("learned", x, self.dim, offset, self.max_len)
-        return x + self.weight[offset : offset + x.shape[1]]  # [B, T, D]
+    def _table(self) -> torch.Tensor:
+        return self.weight
 
 
 _is_compiling = torch.compiler.is_compiling
@@ -319,7 +331,7 @@ class RotaryPosition(nn.Module):
         scaling: dict[str, Any] | None = None,
     ):
         super().__init__()
-        ok = _positive_int(dim) and dim % 2 == 0
+        ok = is_positive_int(dim) and dim % 2 == 0
         check_option("rotary", "dim", dim, ok, "a positive even integer (the head width)")
         ok = isinstance(base, (int, float)) and not isinstance(base, bool) and base > 1
         check_option("rotary", "base", base, ok, "a number greater than 1")
@@ -536,7 +548,7 @@ class ALiBiPosition(nn.Module):
     def __init__(self, dim: int | None = None, heads: int | None = None):
         super().__init__()
         if heads is not None:
-            check_option("alibi", "heads", heads, _positive_int(heads), "a positive integer")
+            check_positive_int(heads, "heads", where="part `alibi`")
         self.dim, self.heads = dim, heads
 
     def extra_repr(self) -> str:

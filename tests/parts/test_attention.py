@@ -441,3 +441,12 @@ def test_a_plain_causal_pass_hands_the_flag_to_the_fused_kernel(monkeypatch):
     _, cache = part(torch.randn(2, 6, D), causal=True, cache={})
     part(torch.randn(2, 1, D), causal=True, cache=cache)  # one step sees every cached key
     assert calls == [(None, True), (None, False)]
+
+
+def test_integer_input_error_names_the_expected_shape():
+    # Regression: the dtype message printed the repr of a local function instead of the shape.
+    attn = nnblocks.build("mha", "attention", dim=8, heads=2)
+    with pytest.raises(
+        ShapeError, match=r"as floats \[B, T, 8\]\. Received: x of dtype torch\.int64"
+    ):
+        attn(torch.zeros(2, 3, 8, dtype=torch.long))

@@ -8,7 +8,7 @@ at the boundary, cross-attention, the decoding cache, relative positions and mas
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from nnblocks.parts.boundary import check_flag
 from nnblocks.registry import build
 from nnblocks.spec import current_path
 
-__all__ = ["KeyValueAttention", "build_relative_position"]
+__all__ = ["AttendCall", "KeyValueAttention", "build_relative_position"]
 
 _is_compiling = torch.compiler.is_compiling
 _is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # older torch lacks it
@@ -52,6 +52,19 @@ def build_relative_position(
             path=current_path() or None,
         )
     return module
+
+
+class AttendCall(NamedTuple):
+    """What one call asks of ``_attend`` besides ``q``, ``k`` and ``v`` (one bundle, so
+    every subclass's ``_attend`` reads the same fields and none repeats the list)."""
+
+    allowed: torch.Tensor | None  # bool [B|1, H|1, Tq|1, Tk], True = may attend; or None
+    bias: torch.Tensor | None  # additive scores from a relative position part, or None
+    causal: bool
+    q_start: int  # position of the first query (the cache offset)
+    k_start: int  # position of the first key (a windowed cache dropped the earlier ones)
+    need_weights: bool
+    self_attention: bool  # no context: queries and keys come from the same sequence
 
 
 class KeyValueAttention(nn.Module):
@@ -102,19 +115,13 @@ class KeyValueAttention(nn.Module):
     def _output(self, o: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def _split_heads(self, t: torch.Tensor, heads: int | None = None) -> torch.Tensor:
+        """``[B, T, n * Dh] -> [B, n, T, Dh]``, ``n`` = ``heads`` (None: the query heads)."""
+        b, n, _ = t.shape
+        return t.view(b, n, heads or self.heads, self.head_dim).transpose(1, 2)
+
     def _attend(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        *,
-        allowed: torch.Tensor | None,
-        bias: torch.Tensor | None,
-        causal: bool,
-        q_start: int,
-        k_start: int,
-        need_weights: bool,
-        self_attention: bool,
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttendCall
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Scaled dot-product attention.
 
@@ -122,37 +129,41 @@ class KeyValueAttention(nn.Module):
             ``(out [B, H, Tq, Dv], weights or None, valid)``: ``valid`` is None or
             ``[B|1, H|1, Tq, 1]`` bool, False for query rows that had no key to attend.
         """
-        return self._softmax_attend(
-            q, k, v, allowed=allowed, bias=bias, causal=causal, q_start=q_start,
-            k_start=k_start, need_weights=need_weights,
-        )  # fmt: skip
+        return self._softmax_attend(q, k, v, call)
+
+    def _prepare_mask(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        call: AttendCall,
+        *,
+        fused: bool,
+        band: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor | None, bool, torch.Tensor | None]:
+        """The call's mask, causality (and a sliding-window ``band``) as one, see ``prepare_mask``."""
+        return prepare_mask(
+            q.shape[2],
+            k.shape[2],
+            mask=call.allowed,
+            causal=call.causal,
+            q_start=call.q_start,
+            k_start=call.k_start,
+            device=q.device,
+            fused=fused,
+            band=band,
+        )
 
     def _softmax_attend(
         self,
         q: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
-        *,
-        allowed: torch.Tensor | None,
-        bias: torch.Tensor | None,
-        causal: bool,
-        q_start: int,
-        k_start: int,
-        need_weights: bool,
+        call: AttendCall,
         band: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Masks (and a sliding-window ``band``) combined, then the softmax kernel."""
-        allowed, is_causal, valid = prepare_mask(
-            q.shape[2],
-            k.shape[2],
-            mask=allowed,
-            causal=causal,
-            q_start=q_start,
-            k_start=k_start,
-            device=q.device,
-            fused=not need_weights and bias is None,
-            band=band,
-        )
+        fused = not call.need_weights and call.bias is None
+        allowed, is_causal, valid = self._prepare_mask(q, k, call, fused=fused, band=band)
         out, weights = dot_product_attention(
             q,
             k,
@@ -160,10 +171,10 @@ class KeyValueAttention(nn.Module):
             allowed=allowed,
             is_causal=is_causal,
             valid=valid,
-            bias=bias,
+            bias=call.bias,
             dropout_p=self.dropout if self.training else 0.0,
             scale=self.scale,
-            need_weights=need_weights,
+            need_weights=call.need_weights,
         )
         return out, weights, valid
 
@@ -196,18 +207,8 @@ class KeyValueAttention(nn.Module):
         )
         if allowed is not None and k.shape[2] < tk_all and allowed.shape[-1] != 1:
             allowed = allowed[..., tk_all - k.shape[2] :]  # keys a windowed cache let go
-        out, weights, valid = self._attend(
-            q,
-            k,
-            v,
-            allowed=allowed,
-            bias=bias,
-            causal=causal,
-            q_start=offset,
-            k_start=k_start,
-            need_weights=need_weights,
-            self_attention=context is None,
-        )  # [B, H, Tq, Dv]
+        call = AttendCall(allowed, bias, causal, offset, k_start, need_weights, context is None)
+        out, weights, valid = self._attend(q, k, v, call)  # [B, H, Tq, Dv]
         out = self._output(out.transpose(1, 2).reshape(batch, tq, -1))  # [B, Tq, D]
         if valid is not None:
             # A row that attended nothing is zero after the projection too (no bias leaks

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from nnblocks.errors import ShapeError, SpecError
-from nnblocks.spec import current_path
+from nnblocks.errors import ShapeError
+from nnblocks.parts.boundary import check_value, is_positive_int
 
 __all__ = [
     "check_option",
@@ -43,22 +43,13 @@ def check_option(part: str, name: str, value: Any, ok: bool, expected: str) -> N
     Raises:
         SpecError: ``ok`` is False; the spec path of the build in progress is named.
     """
-    if not ok:
-        raise SpecError(
-            f"Received an invalid value for `{name}` of part `{part}`: expected {expected}. "
-            f"Received: {name}={value!r}",
-            path=current_path() or None,
-        )
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    check_value(ok, value, name, where=f"part `{part}`", expected=expected)
 
 
 def check_heads(part: str, dim: Any, heads: Any, kv_heads: Any = None) -> None:
     """Check ``dim``, ``heads`` (divides dim) and ``kv_heads`` (divides heads)."""
-    check_option(part, "dim", dim, _positive_int(dim), "a positive integer")
-    check_option(part, "heads", heads, _positive_int(heads), "a positive integer")
+    check_option(part, "dim", dim, is_positive_int(dim), "a positive integer")
+    check_option(part, "heads", heads, is_positive_int(heads), "a positive integer")
     check_option(
         part, "heads", heads, dim % heads == 0, f"a positive integer that divides dim={dim}"
     )
@@ -67,7 +58,7 @@ def check_heads(part: str, dim: Any, heads: Any, kv_heads: Any = None) -> None:
             part,
             "kv_heads",
             kv_heads,
-            _positive_int(kv_heads) and heads % kv_heads == 0,
+            is_positive_int(kv_heads) and heads % kv_heads == 0,
             f"a positive integer that divides heads={heads}",
         )
 
@@ -100,7 +91,7 @@ def check_sequence(
         )
     if not t.is_floating_point():  # token ids belong in an embedding, not in attention
         raise ShapeError(
-            f"attention part `{part}`: expected `{name}` as floats {want}. "
+            f"attention part `{part}`: expected `{name}` as floats {want()}. "
             f"Received: {name} of dtype {t.dtype}"
         )
     if batch is not None and t.shape[0] != batch:

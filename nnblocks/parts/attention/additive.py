@@ -7,9 +7,9 @@ import math
 import torch
 from torch import nn
 
-from nnblocks.parts.attention._base import KeyValueAttention
+from nnblocks.parts.attention._base import AttendCall, KeyValueAttention
 from nnblocks.parts.attention._checks import check_dropout, check_heads
-from nnblocks.parts.attention._kernel import prepare_mask, softmax_attention
+from nnblocks.parts.attention._kernel import softmax_attention
 from nnblocks.registry import register
 
 __all__ = ["AdditiveAttention"]
@@ -74,43 +74,19 @@ class AdditiveAttention(KeyValueAttention):
         self.score = nn.Parameter(torch.empty(heads, head_dim))  # v_a
         nn.init.uniform_(self.score, -1 / math.sqrt(head_dim), 1 / math.sqrt(head_dim))
 
-    def _split(self, t: torch.Tensor) -> torch.Tensor:
-        b, n, _ = t.shape
-        return t.view(b, n, self.heads, self.head_dim).transpose(1, 2)  # [B, H, T, Dh]
-
     def _queries(self, x: torch.Tensor) -> torch.Tensor:
-        return self._split(self.q_proj(x))
+        return self._split_heads(self.q_proj(x))
 
     def _keys_values(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._split(self.k_proj(src)), self._split(src)
+        return self._split_heads(self.k_proj(src)), self._split_heads(src)
 
     def _output(self, o: torch.Tensor) -> torch.Tensor:
         return o
 
     def _attend(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        *,
-        allowed: torch.Tensor | None,
-        bias: torch.Tensor | None,
-        causal: bool,
-        q_start: int,
-        k_start: int,
-        need_weights: bool,
-        self_attention: bool,
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttendCall
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        allowed, _, valid = prepare_mask(
-            q.shape[2],
-            k.shape[2],
-            mask=allowed,
-            causal=causal,
-            q_start=q_start,
-            k_start=k_start,
-            device=q.device,
-            fused=False,
-        )
+        allowed, _, valid = self._prepare_mask(q, k, call, fused=False)
         energy = torch.tanh(q[:, :, :, None, :] + k[:, :, None, :, :])  # [B, H, Tq, Tk, Dh]
         scores = torch.einsum("bhqkd,hd->bhqk", energy, self.score)  # [B, H, Tq, Tk]
         out, weights = softmax_attention(
@@ -120,4 +96,4 @@ class AdditiveAttention(KeyValueAttention):
             valid=valid,
             dropout_p=self.dropout if self.training else 0.0,
         )
-        return out, (weights if need_weights else None), valid
+        return out, (weights if call.need_weights else None), valid

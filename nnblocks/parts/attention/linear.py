@@ -12,13 +12,12 @@ from nnblocks.errors import NNBlocksError, ShapeError
 from nnblocks.parts.attention._checks import (
     check_cache,
     check_heads,
-    check_option,
     check_sequence,
     shape_of,
 )
 from nnblocks.parts.attention._kernel import pack_outputs
 from nnblocks.parts.attention._masks import normalize_mask
-from nnblocks.parts.boundary import check_flag
+from nnblocks.parts.boundary import check_flag, check_positive_int
 from nnblocks.registry import register
 
 __all__ = ["LinearAttention"]
@@ -151,8 +150,7 @@ class LinearAttention(nn.Module):
     def __init__(self, dim: int, heads: int, bias: bool = True, chunk: int = 64):
         super().__init__()
         check_heads(self.part_name, dim, heads)
-        ok = isinstance(chunk, int) and not isinstance(chunk, bool) and chunk > 0
-        check_option(self.part_name, "chunk", chunk, ok, "a positive integer")
+        check_positive_int(chunk, "chunk", where=f"part `{self.part_name}`")
         self.dim, self.heads, self.head_dim, self.chunk = dim, heads, dim // heads, chunk
         self.q_proj = nn.Linear(dim, dim, bias=bias)
         self.k_proj = nn.Linear(dim, dim, bias=bias)

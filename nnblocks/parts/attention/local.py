@@ -7,10 +7,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nnblocks.parts.attention._checks import check_option
+from nnblocks.parts.attention._base import AttendCall
 from nnblocks.parts.attention._kernel import dot_product_attention
 from nnblocks.parts.attention._masks import band_mask, safe_rows
 from nnblocks.parts.attention.multihead import GroupedQueryAttention
+from nnblocks.parts.boundary import check_positive_int
 from nnblocks.registry import register
 
 __all__ = ["LocalAttention"]
@@ -92,8 +93,7 @@ class LocalAttention(GroupedQueryAttention):
         head_dim: int | None = None,
         out_bias: bool | None = None,
     ):
-        ok = isinstance(window, int) and not isinstance(window, bool) and window > 0
-        check_option(self.part_name, "window", window, ok, "a positive integer")
+        check_positive_int(window, "window", where=f"part `{self.part_name}`")
         super().__init__(
             dim,
             heads,
@@ -111,19 +111,9 @@ class LocalAttention(GroupedQueryAttention):
         return super().extra_repr() + f", window={self.window}"
 
     def _attend(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        *,
-        allowed: torch.Tensor | None,
-        bias: torch.Tensor | None,
-        causal: bool,
-        q_start: int,
-        k_start: int,
-        need_weights: bool,
-        self_attention: bool,
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttendCall
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        allowed, bias, causal, q_start, k_start, need_weights, self_attention = call
         tq, tk, window = q.shape[2], k.shape[2], self.window
         blocked = (
             self_attention
@@ -143,10 +133,7 @@ class LocalAttention(GroupedQueryAttention):
         band: torch.Tensor | None = None
         if max(reach_back, reach_ahead) >= window:
             band = band_mask(tq, tk, q_start, k_start, window, causal, q.device)  # [Tq, Tk]
-        return self._softmax_attend(
-            q, k, v, allowed=allowed, bias=bias, causal=causal, q_start=q_start,
-            k_start=k_start, need_weights=need_weights, band=band,
-        )  # fmt: skip
+        return self._softmax_attend(q, k, v, call, band=band)
 
     def _attend_blocked(
         self,

@@ -14,6 +14,7 @@ from torch import nn
 
 from nnblocks.parts.attention._base import KeyValueAttention
 from nnblocks.parts.attention._checks import check_dropout, check_heads, check_option
+from nnblocks.parts.boundary import is_positive_int
 from nnblocks.registry import register
 
 __all__ = ["GroupedQueryAttention", "MultiHeadAttention", "MultiQueryAttention"]
@@ -106,7 +107,7 @@ class GroupedQueryAttention(KeyValueAttention):
             check_heads(self.part_name, dim, heads)
             head_dim = dim // heads
         else:
-            ok = isinstance(head_dim, int) and not isinstance(head_dim, bool) and head_dim > 0
+            ok = is_positive_int(head_dim)
             check_option(self.part_name, "head_dim", head_dim, ok, "a positive integer or None")
             check_heads(self.part_name, dim, 1)  # dim alone: heads need not divide it
             check_heads(self.part_name, heads * head_dim, heads)
@@ -123,13 +124,11 @@ class GroupedQueryAttention(KeyValueAttention):
         )
 
     def _queries(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        return self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        return self._split_heads(self.q_proj(x))  # [B, H, T, Dh]
 
     def _keys_values(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b, t, _ = src.shape
-        k = self.k_proj(src).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(src).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        k = self._split_heads(self.k_proj(src), self.kv_heads)
+        v = self._split_heads(self.v_proj(src), self.kv_heads)
         return k, v  # [B, Hkv, T, Dh]
 
     def _output(self, o: torch.Tensor) -> torch.Tensor:

@@ -66,15 +66,11 @@ class MultiplicativeAttention(KeyValueAttention):
         self._setup(dim, heads, heads, dim // heads, dropout, 1.0)
         self.k_proj = nn.Linear(dim, dim, bias=False)  # W_a
 
-    def _split(self, t: torch.Tensor) -> torch.Tensor:
-        b, n, _ = t.shape
-        return t.view(b, n, self.heads, self.head_dim).transpose(1, 2)  # [B, H, T, Dh]
-
     def _queries(self, x: torch.Tensor) -> torch.Tensor:
-        return self._split(x)
+        return self._split_heads(x)
 
     def _keys_values(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._split(self.k_proj(src)), self._split(src)
+        return self._split_heads(self.k_proj(src)), self._split_heads(src)
 
     def _output(self, o: torch.Tensor) -> torch.Tensor:
         return o
