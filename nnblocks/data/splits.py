@@ -24,19 +24,6 @@ import torch
 
 from nnblocks.errors import DataError
 
-__all__ = [
-    "Splits",
-    "random_split",
-    "stratified_split",
-    "group_split",
-    "split_by_column",
-    "split_by_indices",
-    "split_by_predicate",
-    "make_splits",
-    "check_leakage",
-    "check_no_shared_items",
-]
-
 Fraction = float | int
 
 

@@ -37,16 +37,6 @@ from nnblocks.data.losses_and_metrics import (
 from nnblocks.data.tensors import TensorData
 from nnblocks.errors import DataError
 
-__all__ = [
-    "Task",
-    "ClassificationTask",
-    "MultiLabelTask",
-    "RegressionTask",
-    "Seq2SeqTask",
-    "LanguageModelTask",
-    "SequenceClassificationTask",
-]
-
 Renderer = Callable[[Sequence[torch.Tensor]], str]
 # gather(data, step, batch_size) -> (per-batch step values, per-batch target tuples)
 Gather = Callable[..., tuple[Any, ...]]

@@ -30,17 +30,6 @@ from typing import Any
 
 from nnblocks.errors import CheckpointError
 
-__all__ = [
-    "Staging",
-    "atomic_files",
-    "atomic_folder",
-    "recover_folder",
-    "atomic_path",
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "fsync_dir",
-]
-
 _TEMP_SUFFIX = ".tmp"
 
 

@@ -40,17 +40,6 @@ optimizer step and the zeroing of gradients), ``CancelTrain``, ``CancelValidate`
 
 from __future__ import annotations
 
-__all__ = [
-    "EVENTS",
-    "STEPS",
-    "CancelBatch",
-    "CancelStep",
-    "CancelTrain",
-    "CancelValidate",
-    "CancelEpoch",
-    "CancelFit",
-]
-
 
 class CancelBatch(Exception):
     """Raised by a callback to skip the rest of the current batch."""

@@ -16,18 +16,6 @@ from typing import Any
 
 from nnblocks.errors import TrainingError
 
-__all__ = [
-    "Schedule",
-    "Constant",
-    "Linear",
-    "Cosine",
-    "Exponential",
-    "OneCycle",
-    "OneCycleMomentum",
-    "make_schedule",
-    "SCHEDULES",
-]
-
 
 def _cos(start: float, end: float, pct: float) -> float:
     return end + (start - end) * (1 + math.cos(math.pi * pct)) / 2

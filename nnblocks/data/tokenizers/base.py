@@ -21,22 +21,6 @@ import torch
 from nnblocks.errors import DataError
 from nnblocks.io.atomic import atomic_write_text
 
-__all__ = [
-    "PAD",
-    "BOS",
-    "EOS",
-    "UNK",
-    "SPECIALS",
-    "PAD_ID",
-    "BOS_ID",
-    "EOS_ID",
-    "UNK_ID",
-    "Tokenizer",
-    "VocabTokenizer",
-    "tokenizer_from_dict",
-    "load_tokenizer",
-]
-
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
