@@ -89,7 +89,6 @@ class CheckpointOptions(_Section):
     every_n_minutes: PosFloat | None = Field(
         None, description="number > 0: also save every this many minutes of training"
     )
-    keep: PosInt | None = Field(None, description="int > 0: checkpoints to keep")
 
 
 class FineTuneOptions(_Section):
@@ -163,8 +162,7 @@ class TrainSettings(_Section):
     )
     checkpoint: StrictBool | CheckpointOptions = Field(
         True,
-        description="true, false, or {every_n_steps: int > 0, every_n_minutes: number > 0, "
-        "keep: int > 0}",
+        description="true, false, or {every_n_steps: int > 0, every_n_minutes: number > 0}",
     )
     evaluate: dict[str, Any] | None = Field(
         None, description="options of the task's evaluation after training"
