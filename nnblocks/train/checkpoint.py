@@ -148,7 +148,7 @@ def _optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor
 
 
 def _position(learn: Learner) -> tuple[int, int]:
-    return getattr(learn, "_next_pos", (learn.epoch, 0))
+    return getattr(learn, "next_position", (learn.epoch, 0))
 
 
 def save_training_state(learn: Learner, path: str | os.PathLike[str]) -> Path | None:
@@ -212,8 +212,8 @@ def _loss_tensors(learn: Learner) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     if learn.loss_log:
         out["loss.log"] = torch.cat(learn.loss_log)
-    if learn._losses:
-        out["loss.epoch"] = torch.stack([x.float() for x in learn._losses]).cpu()
+    if learn.epoch_losses:
+        out["loss.epoch"] = torch.stack([x.float() for x in learn.epoch_losses]).cpu()
     return out
 
 
@@ -231,7 +231,7 @@ def _document_files(
         "train_step": learn.train_step,
         "n_epochs": learn.n_epochs,
         "n_iter": len(learn.loaders["train"]),
-        "seed": learn._fit_seed,
+        "seed": learn.fit_seed,
         "world_size": learn.dist.world_size,
         "batch_size": learn.batch_size,
         "optimizer": opt_doc,
@@ -385,16 +385,16 @@ def load_training_state(learn: Learner, path: str | os.PathLike[str]) -> None:
     learn.start_epoch = learn.epoch = int(doc["epoch"])
     learn.start_iter = int(doc["iter"])
     learn.train_step = int(doc["train_step"])
-    learn._fit_seed = int(doc["seed"])
-    learn.loaders["train"].seed = learn._fit_seed
+    learn.fit_seed = int(doc["seed"])
+    learn.loaders["train"].seed = learn.fit_seed
     learn.history = list(doc["history"])
     learn.loss_log = [tensors["loss.log"].cpu()] if "loss.log" in tensors else []
     epoch_losses = tensors.get("loss.epoch")
-    learn._losses = (
+    learn.epoch_losses = (
         list(epoch_losses.unbind()) if epoch_losses is not None and learn.start_iter > 0 else []
     )
     rngs = doc["rng"]
-    learn._pending_resume = {
+    learn.pending_resume = {
         "callbacks": doc["callbacks"],
         "rng": rngs[learn.dist.rank] if learn.dist.rank < len(rngs) else rngs[0],
         "scaler": doc["scaler"],
@@ -410,10 +410,10 @@ def load_training_state(learn: Learner, path: str | os.PathLike[str]) -> None:
 
 def apply_pending_resume(learn: Learner) -> None:
     """The second half of ``load_training_state``, run by the loop after ``before_fit``."""
-    pending = getattr(learn, "_pending_resume", None)
+    pending = getattr(learn, "pending_resume", None)
     if not pending:
         return
-    learn._pending_resume = None
+    learn.pending_resume = None
     learn.cbs.load_state_dict(pending["callbacks"])
     if pending["scaler"] is not None and learn.scaler is not None:
         learn.scaler.load_state_dict(pending["scaler"])

@@ -224,17 +224,6 @@ class Learner(Loop):
         self.loaders: dict[str, Any] = {}
         self.error: BaseException | None = None
 
-    # train/checkpoint.py (kept by another module's owner) still uses these private names;
-    # they are the public attributes above under their old spelling.
-    _losses = property(
-        lambda self: self.epoch_losses, lambda self, v: setattr(self, "epoch_losses", v)
-    )
-    _fit_seed = property(lambda self: self.fit_seed, lambda self, v: setattr(self, "fit_seed", v))
-    _next_pos = property(lambda self: self.next_position)
-    _pending_resume = property(
-        lambda self: self.pending_resume, lambda self, v: setattr(self, "pending_resume", v)
-    )
-
     # -- setup ---------------------------------------------------------------------------
 
     def _default_callbacks(
