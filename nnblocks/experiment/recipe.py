@@ -294,6 +294,8 @@ def read_value(raw: str, *, key: str = "") -> Any:
         SpecError: not valid YAML, naming ``key``.
     """
     try:
+        # _RecipeLoader is a yaml.SafeLoader subclass (plain data only, as safe_load), which
+        # also refuses repeated keys and reads 1e-3 as a float, like the recipe file itself.
         value = yaml.load(raw, Loader=_RecipeLoader) if raw.strip() else None  # noqa: S506
     except yaml.YAMLError as exc:
         raise SpecError(f"the value is not valid YAML: {exc}", path=key or None) from exc
