@@ -40,6 +40,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="p-value adjustment across the variants (default holm)",
     )
     parser.add_argument(
+        "--omnibus",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with holm/bonferroni, an all-variants test must reject too (closed test; default on)",
+    )
+    parser.add_argument(
         "--pairing",
         default="auto",
         choices=["auto", "paired", "unpaired"],
@@ -79,7 +85,11 @@ def _seeds(text: str) -> int | str:
 
 def run(args: argparse.Namespace) -> int:
     options = StatOptions(
-        adjust=args.adjust, pairing=args.pairing, alpha=args.alpha, power=args.power
+        adjust=args.adjust,
+        pairing=args.pairing,
+        alpha=args.alpha,
+        power=args.power,
+        omnibus=args.omnibus,
     )
     result = ablate(
         args.recipe,

@@ -375,6 +375,7 @@ def _check_arguments(
         pairing=options.pairing,
         alpha=options.alpha,
         target_power=options.power,
+        omnibus=options.omnibus,
     )  # validates the options up front
     return options
 
@@ -467,6 +468,7 @@ class StatOptions:
     pairing: str = "auto"  # auto (paired when seeds match), paired, unpaired
     alpha: float = 0.05
     power: float = 0.8  # the power at which the minimal detectable difference is stated
+    omnibus: bool = True  # the all-variants test as the closed test's first step (holm/bonferroni)
 
 
 def read_runs(out: Path, variants: Sequence[Variant], seeds: Sequence[Sequence[int]]) -> list:
@@ -541,6 +543,7 @@ def summarize_ablation(
         pairing=options.pairing,
         alpha=options.alpha,
         target_power=options.power,
+        omnibus=options.omnibus,
     )
     rows: list[Row] = []
     for i, (variant, runs, values) in enumerate(zip(variants, results, per_variant)):
@@ -575,10 +578,16 @@ def describe_test(options: StatOptions) -> str:
         "fdr": "Benjamini-Hochberg",
         "none": "no",
     }[options.adjust]
+    closed = (
+        "; with 2+ variants, a closed test whose first step is an all-variants test "
+        "(repeated-measures F when paired, Alexander-Govern otherwise) that must reject too"
+        if options.omnibus and options.adjust in ("holm", "bonferroni")
+        else ""
+    )
     return (
         f"paired t-test where variant and baseline share seeds (Wilcoxon signed-rank beside "
         f"it), Welch's t-test otherwise; two-sided, alpha={options.alpha}, {adjust} "
-        f"adjustment across variants; 95% CIs (t and percentile bootstrap); MDD at "
+        f"adjustment across variants{closed}; 95% CIs (t and percentile bootstrap); MDD at "
         f"power {options.power}"
     )
 

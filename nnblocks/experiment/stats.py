@@ -14,7 +14,10 @@ What runs, and why:
 - **Many variants**: the p-values of one ablation are adjusted together (Holm 1979 by
   default; Bonferroni, Benjamini-Hochberg or none on request) and the adjusted value
   decides the verdict, so five variants do not find a "significant" difference by chance in
-  a fifth of all ablations.
+  a fifth of all ablations. With Holm or Bonferroni and two or more variants, an omnibus
+  test of all of them is the closed test's first step (``omnibus.py``): a variant is
+  significant when its adjusted p and the omnibus p are both below alpha (its closed-test
+  p is ``max(p_adjusted, omnibus_p)``), still at most alpha family-wise.
 - **Intervals and effect sizes**: a t interval of the difference, a percentile bootstrap
   interval beside it (resampling the pairs, or each side separately when unpaired: the
   stratified bootstrap of Agarwal et al. 2021, `rliable`, with the variant as stratum), and
@@ -36,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from nnblocks.errors import SpecError
+from nnblocks.experiment.omnibus import omnibus_test
 
 __all__ = [
     "ADJUSTMENTS",
@@ -77,6 +81,8 @@ class Comparison:
     problem: str = ""  # why no verdict was given, in words
     adjustment: str = "none"
     alpha: float = 0.05
+    omnibus_p: float = math.nan  # the closed test's first step (see omnibus.py), if it ran
+    omnibus_test: str = ""
 
     @property
     def verdict(self) -> str:
@@ -84,9 +90,10 @@ class Comparison:
             return self.problem
         p = self.p_adjusted if not math.isnan(self.p_adjusted) else self.p
         name = "p" if self.adjustment == "none" else f"{self.adjustment} p"
-        if self.significant:
-            return f"significant ({name}={p:.3g})"
-        return f"not significant ({name}={p:.3g})"
+        why = f"{name}={p:.3g}"
+        if not math.isnan(self.omnibus_p):
+            why += f"; all-variants {self.omnibus_test} p={self.omnibus_p:.3g}"
+        return f"{'significant' if self.significant else 'not significant'} ({why})"
 
 
 def summarize(values: Sequence[float]) -> tuple[float, float]:
@@ -421,6 +428,7 @@ def compare_all(
     alpha: float = 0.05,
     target_power: float = 0.8,
     extras: bool = True,
+    omnibus: bool = True,
 ) -> list[Comparison]:
     """Compare every variant with the baseline and adjust the p-values across them.
 
@@ -429,9 +437,12 @@ def compare_all(
         baseline: ``{seed: value}`` of the baseline.
         adjust: "holm" (default), "bonferroni", "bh"/"fdr" or "none".
         pairing, alpha, target_power, extras: as ``compare``.
+        omnibus: with "holm" or "bonferroni" and two or more tested variants, make an
+            omnibus test of all of them the closed test's first step (``omnibus.py``).
 
     Returns:
-        One Comparison per variant; ``significant`` is ``p_adjusted < alpha``.
+        One Comparison per variant; ``significant`` is ``p_adjusted < alpha`` and, where the
+        omnibus test ran, ``omnibus_p < alpha``.
 
     Raises:
         SpecError: an unknown ``adjust`` or ``pairing``, or ``alpha``/``target_power``
@@ -457,9 +468,26 @@ def compare_all(
     ]
     tested = [i for i, c in enumerate(raw) if not c.problem]
     adjusted = adjust_pvalues([raw[i].p for i in tested], adjust)
+    gate_p, gate = math.nan, ""
+    if omnibus and adjust in ("holm", "bonferroni") and len(tested) > 1:
+        gate_p, gate = omnibus_test(
+            [_present(variants[i]) for i in tested],
+            _present(baseline),
+            paired=all(raw[i].test == "paired t" for i in tested),
+        )
+    gate_open = math.isnan(gate_p) or gate_p < alpha
     out = list(raw)
     for i, p_adj in zip(tested, adjusted):
         out[i] = dataclasses.replace(
-            raw[i], p_adjusted=p_adj, significant=p_adj < alpha, adjustment=adjust
+            raw[i],
+            p_adjusted=p_adj,
+            significant=gate_open and p_adj < alpha,
+            adjustment=adjust,
+            omnibus_p=gate_p,
+            omnibus_test=gate,
         )
     return out
+
+
+def _present(runs: Mapping[Any, float | None]) -> dict[Any, float]:
+    return {s: float(v) for s, v in runs.items() if v is not None}

@@ -160,6 +160,7 @@ CSV_HEADERS = [
     "p_adjusted",
     "adjustment",
     "wilcoxon_p",
+    "omnibus_p",
     "mdd",
     "verdict",
     "params",
@@ -176,7 +177,7 @@ def to_csv(rows: Sequence[Row], metric: str) -> str:
     for r in rows:
         c = r.comparison
         stat = (
-            ["", "", "", "", "", "", "", "", "", "", "", ""]
+            [""] * 13
             if c is None
             else [
                 c.diff,
@@ -189,6 +190,7 @@ def to_csv(rows: Sequence[Row], metric: str) -> str:
                 c.p_adjusted,
                 c.adjustment,
                 c.wilcoxon_p,
+                c.omnibus_p,
                 c.mdd,
             ]
         )

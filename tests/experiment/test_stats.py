@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from nnblocks.errors import SpecError
+from nnblocks.experiment import omnibus
 from nnblocks.experiment import stats as st
 
 scipy_stats = pytest.importorskip("scipy.stats")
@@ -193,13 +194,16 @@ def _simulate_identical(rng, n_variants=5, seeds=5):
 
 
 def test_five_identical_variants_are_rarely_called_significant():
-    """Holm keeps the chance of any false positive among five variants at most 5%.
+    """Five variants that are the same part under five names: none significant in at least
+    95% of 200 ablations (issue 18).
 
-    Measured over 6,000 ablations of this model the family-wise error is 4.5% (so a
-    200-ablation sample shows >= 95% clean ablations only about two times in three: with
-    this seed, 187 of 200 = 93.5%). The assertion is therefore the binomial one: the 200
-    ablations give no evidence that the error exceeds 5% (one-sided p > 0.01), while the
-    uncorrected tests do give that evidence.
+    Holm alone keeps the family-wise error at most 5% but, with the five tests sharing the
+    baseline's runs, measures 4.8% over 3,000 ablations of this model: a 200-ablation
+    sample of a correct 5% procedure falls below 95% clean about one time in three. The
+    default closed test adds the all-variants repeated-measures F test as its first step
+    (still at most 5% family-wise) and measures 1.5%, so the bar holds with a wide margin;
+    the binomial check says the 200 ablations give no evidence the error exceeds 5%, while
+    the uncorrected tests do.
     """
     rng = np.random.default_rng(2026)
     clean = raw_clean = 0
@@ -209,13 +213,55 @@ def test_five_identical_variants_are_rarely_called_significant():
         raw = st.compare_all(variants, base, adjust="none", extras=False)
         raw_clean += not any(c.significant for c in raw)
     print(
-        f"identical variants: no false positive in {clean}/{REPS} ablations (Holm), "
+        f"identical variants: no false positive in {clean}/{REPS} ablations (closed Holm), "
         f"{raw_clean}/{REPS} uncorrected"
     )
+    assert clean >= 0.95 * REPS
     holm = scipy_stats.binomtest(REPS - clean, REPS, 0.05, alternative="greater")
     none = scipy_stats.binomtest(REPS - raw_clean, REPS, 0.05, alternative="greater")
     assert holm.pvalue > 0.01
     assert none.pvalue < 0.01 and raw_clean < clean
+
+
+def test_repeated_measures_f_matches_statsmodels():
+    sm_anova = pytest.importorskip("statsmodels.stats.anova")
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(5)
+    table = rng.normal(0, 1, (6, 1)) + rng.normal(0, 0.4, (6, 4))  # seeds x conditions
+    table[:, 2] += 0.5
+    frame = pd.DataFrame(
+        [{"seed": s, "cond": c, "y": table[s, c]} for s in range(6) for c in range(4)]
+    )
+    ref = sm_anova.AnovaRM(frame, "y", "seed", within=["cond"]).fit().anova_table
+    f, p = omnibus.repeated_measures_f(table)
+    assert f == pytest.approx(ref["F Value"].iloc[0])
+    assert p == pytest.approx(ref["Pr > F"].iloc[0])
+    # Unpaired runs get the Alexander-Govern test over every group.
+    groups = [dict(enumerate(rng.normal(m, 1, 5))) for m in (0.0, 0.0, 1.0)]
+    p_ag, name = omnibus.omnibus_test(groups[1:], groups[0], paired=False)
+    ref_ag = scipy_stats.alexandergovern(*[list(g.values()) for g in groups]).pvalue
+    assert name == "Alexander-Govern" and p_ag == pytest.approx(ref_ag)
+
+
+def test_omnibus_step_can_hold_back_a_holm_verdict():
+    # One of five variants reaches Holm's bar by a hair while the family barely moves:
+    # the all-variants F test does not reject, so the closed test gives no verdict of
+    # difference; the Holm p itself is unchanged (the statsmodels value).
+    rng = np.random.default_rng(3)
+    for _ in range(2000):
+        variants, base = _simulate_identical(rng)
+        plain = st.compare_all(variants, base, extras=False, omnibus=False)
+        if any(c.significant for c in plain):
+            gated = st.compare_all(variants, base, extras=False)
+            if not any(c.significant for c in gated):
+                break
+    else:
+        pytest.fail("no ablation where the omnibus step held back a Holm verdict")
+    assert [c.p_adjusted for c in gated] == [c.p_adjusted for c in plain]
+    assert gated[0].omnibus_p >= 0.05 and gated[0].omnibus_test == "repeated-measures F"
+    assert "all-variants repeated-measures F p=" in gated[0].verdict
+    one = st.compare_all(variants[:1], base, extras=False)  # a family of one: no omnibus step
+    assert math.isnan(one[0].omnibus_p)
 
 
 def test_bit_identical_variants_are_never_significant():
