@@ -175,10 +175,11 @@ def case(
     tokens: int,
     rounds: int,
     uncached: bool,
+    device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
     """One setting: nnblocks cached (and uncached), transformers cached, side by side."""
     generator = torch.Generator().manual_seed(batch)
-    prompt = torch.randint(3, CONFIG["vocab_size"], (batch, 8), generator=generator)
+    prompt = torch.randint(3, CONFIG["vocab_size"], (batch, 8), generator=generator).to(device)
     runs: dict[str, Callable[[], torch.Tensor]] = {
         "nnblocks": lambda: ours_decode(ours, prompt, tokens, beam_size, True)
     }

@@ -32,6 +32,7 @@ sys.path.insert(0, str(HERE))  # the section programs are modules of this folder
 
 import attention_parts  # noqa: E402
 import decode  # noqa: E402
+import gpu  # noqa: E402
 import lm_train  # noqa: E402
 import loop_overhead  # noqa: E402
 import quality  # noqa: E402
@@ -52,7 +53,7 @@ def _gpu(quick: bool, full: bool) -> dict[str, Any]:
     if not torch.cuda.is_available():
         return {"not_run": "no CUDA device on this machine: the GPU section (bf16, SDPA flash, "
                 "compile, MFU) did not run"}  # fmt: skip
-    return {"not_run": "CUDA present, but the GPU section is not written yet"}
+    return gpu.run(quick=quick)
 
 
 RUNNERS: dict[str, Callable[[bool, bool], dict[str, Any]]] = {
@@ -168,8 +169,34 @@ def _md_quality(doc: dict[str, Any]) -> list[str]:
     return _table(["recipe", "epochs", "final metrics", "time to metric", "status"], rows)
 
 
+def _md_gpu(doc: dict[str, Any]) -> list[str]:
+    peaks, t = doc["matmul_peak_flops"], doc["training"]
+    k, h = doc["attention_kernel"], doc["hybridize_auto"]
+    out = [f"{doc['device']}; measured matmul peak: bf16 {peaks['bf16'] / 1e12:.1f} TFLOP/s, "
+           f"fp32 {peaks['fp32'] / 1e12:.1f} TFLOP/s.", ""]  # fmt: skip
+    out += _table(
+        ["model", "seq", "batch", "params", "nnblocks tok/s", "plain tok/s", "nnblocks / plain",
+         "nnblocks MFU", "plain MFU", "Learner autocast"],
+        [[f"d {t['dim']}, {t['layers']} layers", t["seq"], t["batch"], t["parameters"],
+          round(t["tokens_per_s"]["nnblocks"]), round(t["tokens_per_s"]["plain"]),
+          t["nnblocks_over_plain"], t["mfu_vs_measured_bf16_peak"]["nnblocks"],
+          t["mfu_vs_measured_bf16_peak"]["plain"], t["learner_autocast"]]],
+    )  # fmt: skip
+    out += ["", f"SDPA kernels run by `mha` (bf16 forward+backward): {', '.join(k['kernels'])}; "
+            f"fused: {k['fused']}, math fallback: {k['math_fallback']}.",
+            f"`hybridize=\"auto\"` on a training step (d {h['dim']}, {h['layers']} layers, seq "
+            f"{h['seq']}): chose **{h['chose']}** ({h['reason']}).", ""]  # fmt: skip
+    rows = [[r["batch"], round(r["tokens_per_s"]["nnblocks"]),
+             round(r["tokens_per_s"].get("transformers", 0)) or "skipped",
+             r.get("vs_transformers", "skipped"), r["cache_speedup"]]
+            for r in doc["decoding"]]  # fmt: skip
+    return out + _table(
+        ["greedy batch", "nnblocks tok/s", "transformers tok/s", "nnblocks / transformers",
+         "cache speedup"], rows)  # fmt: skip
+
+
 RENDER = {"loop_overhead": _md_loop, "lm_train": _md_lm, "attention_parts": _md_attention,
-          "decode": _md_decode, "quality": _md_quality}  # fmt: skip
+          "decode": _md_decode, "quality": _md_quality, "gpu": _md_gpu}  # fmt: skip
 TITLES = {"loop_overhead": "Loop overhead (small MLP)", "lm_train": "Language-model training",
           "attention_parts": "Attention parts", "decode": "Decoding",
           "quality": "Quality (recipes)", "gpu": "GPU"}  # fmt: skip
