@@ -3,6 +3,7 @@
 ``nnblocks.train`` knows nothing about specific models: the Learner fits any ``nn.Module``.
 """
 
+from nnblocks.freezing import freeze, unfreeze
 from nnblocks.train.activations import checkpoint_activations, remove_activation_checkpointing
 from nnblocks.train.callback import Callback, CallbackTable
 from nnblocks.train.callbacks import (
@@ -34,7 +35,6 @@ from nnblocks.train.events import (
     CancelTrain,
     CancelValidate,
 )
-from nnblocks.train.freeze import freeze, unfreeze
 from nnblocks.train.learner import Learner
 from nnblocks.train.loaders import DatasetLoader, TensorLoader, make_loader
 from nnblocks.train.lr_find import LRFindResult, lr_find

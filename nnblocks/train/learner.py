@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from nnblocks.errors import DataError, TrainingError
+from nnblocks.freezing import freeze, frozen_norms, unfreeze
 from nnblocks.train import distributed, inference
 from nnblocks.train.activations import checkpoint_activations
 from nnblocks.train.callback import Callback, CallbackTable
@@ -36,7 +37,6 @@ from nnblocks.train.checkpoint import (
     load_training_state,
     save_training_state,
 )
-from nnblocks.train.freeze import freeze, frozen_norms, unfreeze
 from nnblocks.train.interrupt import catch_signals
 from nnblocks.train.loaders import make_loader
 from nnblocks.train.loop import Loop
