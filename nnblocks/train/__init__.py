@@ -3,7 +3,6 @@
 ``nnblocks.train`` knows nothing about specific models: the Learner fits any ``nn.Module``.
 """
 
-from nnblocks.freezing import freeze, unfreeze
 from nnblocks.train.activations import checkpoint_activations, remove_activation_checkpointing
 from nnblocks.train.callback import Callback, CallbackTable
 from nnblocks.train.callbacks import (
@@ -35,6 +34,10 @@ from nnblocks.train.events import (
     CancelTrain,
     CancelValidate,
 )
+
+# Through the submodule, so that importing `nnblocks.train.freeze` later cannot rebind
+# `nnblocks.train.freeze` (the function) to the module.
+from nnblocks.train.freeze import freeze, unfreeze
 from nnblocks.train.learner import Learner
 from nnblocks.train.loaders import DatasetLoader, TensorLoader, make_loader
 from nnblocks.train.lr_find import LRFindResult, lr_find
