@@ -17,16 +17,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from nnblocks.errors import (
-    CheckpointError,
-    DataError,
-    NNBlocksError,
-    NumericsError,
-    RegistryError,
-    ShapeError,
-    SpecError,
-    TrainingError,
-)
+from nnblocks import errors
+from nnblocks.errors import *  # noqa: F403  (every error class is a top-level name)
 from nnblocks.registry import build, get_part, kind_of, list_parts, register, spec_of
 
 __version__ = "0.1.0"
@@ -44,14 +36,7 @@ __all__ = [
     "Learner",
     "pipeline",
     "check",
-    "NNBlocksError",
-    "SpecError",
-    "RegistryError",
-    "ShapeError",
-    "CheckpointError",
-    "DataError",
-    "NumericsError",
-    "TrainingError",
+    *errors.__all__,
 ]
 
 # name -> (module, attribute or None for the module itself)
