@@ -18,7 +18,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from nnblocks import errors
-from nnblocks.errors import *  # noqa: F403  (every error class is a top-level name)
+from nnblocks.errors import (  # noqa: F401  (public: listed by errors.__all__)
+    CheckpointError,
+    DataError,
+    NNBlocksError,
+    NumericsError,
+    RegistryError,
+    ShapeError,
+    SpecError,
+    TrainingError,
+)
 from nnblocks.registry import build, get_part, kind_of, list_parts, register, spec_of
 
 __version__ = "0.1.0"

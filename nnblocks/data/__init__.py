@@ -31,7 +31,21 @@ from nnblocks.data.losses_and_metrics import (
 )
 from nnblocks.data.paths import data_root
 from nnblocks.data.show import show_batch
-from nnblocks.data.sources import *  # noqa: F403  (its __all__ is part of ours)
+from nnblocks.data.sources import (  # noqa: F401  (public: listed by sources.__all__)
+    from_csv,
+    from_dataframe,
+    from_documents,
+    from_image_folder,
+    from_numpy,
+    from_pairs,
+    from_parallel_text,
+    from_tensor_file,
+    from_tensors,
+    from_text_files,
+    from_text_table,
+    from_texts,
+    from_token_corpus,
+)
 from nnblocks.data.splits import (
     Splits,
     check_leakage,
@@ -64,7 +78,20 @@ from nnblocks.data.tokenizers import (
     load_tokenizer,
     tokenizer_from_dict,
 )
-from nnblocks.data.transforms import *  # noqa: F403  (its __all__ is part of ours)
+from nnblocks.data.transforms import (  # noqa: F401  (public: listed by transforms.__all__)
+    Affine,
+    AugmentedData,
+    Categorify,
+    FillMissing,
+    Flip,
+    Noise,
+    Normalize,
+    RandomCrop,
+    Table,
+    Transform,
+    fit_apply,
+    transform_from_dict,
+)
 
 __all__ = [
     "load",

@@ -5,4 +5,18 @@ offer the same functions without importing training; see there for the policy on
 with running statistics (``train_bn``). This module only re-exports it.
 """
 
-from nnblocks.freezing import *  # noqa: F403  (the same objects, under the training package)
+from __future__ import annotations
+
+from nnblocks import freezing
+from nnblocks.freezing import (  # noqa: F401  (public: listed by freezing.__all__)
+    NORM_POLICIES,
+    freeze,
+    frozen_norms,
+    group_by_patterns,
+    has_batch_stats,
+    match_modules,
+    norm_policy,
+    unfreeze,
+)
+
+__all__ = list(freezing.__all__)
