@@ -582,9 +582,11 @@ class Learner(Loop):
             DataError: an unknown or missing split.
         """
 
-        return inference.get_preds(
-            self, data, step=step, with_loss=with_loss, batch_size=batch_size, concat_batches=concat
-        )
+        outs, tgts, losses = inference.batches(self, data, step, with_loss, batch_size)
+        if concat:
+            out, targets, loss = inference.joined(outs, tgts, losses)
+            return (out, targets, loss) if with_loss else (out, targets)
+        return (outs, tgts, losses) if with_loss else (outs, tgts)
 
     def task_metrics(self, split: Any = "test", **options: Any) -> dict[str, Any]:
         """The task's own evaluation (``task.evaluate``: exact match of greedy decoding,
