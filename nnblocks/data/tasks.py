@@ -153,7 +153,10 @@ class Task:
             gather: where the predictions come from (see ``predictions``).
 
         Returns:
-            the task's numbers (see its ``_score``), with the example or token count.
+            the task's metrics (its ``_score``): classification ``accuracy, f1_macro, loss,
+            n``; multilabel ``accuracy, f1_macro, exact_match, n``; regression ``mse, mae,
+            r2, n`` (original units); lm ``loss, perplexity, accuracy, tokens``; seq2seq
+            ``exact_match, token_accuracy, loss, n``.
 
         Raises:
             DataError: an unknown or empty split.
