@@ -17,7 +17,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from nnblocks.errors import (
+from nnblocks import errors
+from nnblocks.errors import (  # noqa: F401  (public: listed by errors.__all__)
     CheckpointError,
     DataError,
     NNBlocksError,
@@ -44,14 +45,7 @@ __all__ = [
     "Learner",
     "pipeline",
     "check",
-    "NNBlocksError",
-    "SpecError",
-    "RegistryError",
-    "ShapeError",
-    "CheckpointError",
-    "DataError",
-    "NumericsError",
-    "TrainingError",
+    *errors.__all__,
 ]
 
 # name -> (module, attribute or None for the module itself)

@@ -18,6 +18,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from nnblocks.commands._common import add_overrides
 from nnblocks.commands.train_summary import headline, summary_rows, view_paths
 from nnblocks.experiment.folder import check_folder
 from nnblocks.experiment.recipe import Recipe, load_recipe
@@ -29,13 +30,8 @@ log = logging.getLogger(__name__)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="a recipe YAML file")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a recipe key by its dotted path, e.g. model.dim=256 or train.lr=3e-3",
+    add_overrides(
+        parser, "override a recipe key by its dotted path, e.g. model.dim=256 or train.lr=3e-3"
     )
     parser.add_argument("--seed", type=int, help="override the recipe's seed")
     parser.add_argument("--out", help="run folder (default: runs/NAME-TIMESTAMP)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nnblocks.data import sources, transforms
 from nnblocks.data.batching import (
     LengthBucketSampler,
     collate_padded,
@@ -30,7 +31,7 @@ from nnblocks.data.losses_and_metrics import (
 )
 from nnblocks.data.paths import data_root
 from nnblocks.data.show import show_batch
-from nnblocks.data.sources import (
+from nnblocks.data.sources import (  # noqa: F401  (public: listed by sources.__all__)
     from_csv,
     from_dataframe,
     from_documents,
@@ -77,7 +78,7 @@ from nnblocks.data.tokenizers import (
     load_tokenizer,
     tokenizer_from_dict,
 )
-from nnblocks.data.transforms import (
+from nnblocks.data.transforms import (  # noqa: F401  (public: listed by transforms.__all__)
     Affine,
     AugmentedData,
     Categorify,
@@ -86,6 +87,7 @@ from nnblocks.data.transforms import (
     Noise,
     Normalize,
     RandomCrop,
+    Table,
     Transform,
     fit_apply,
     transform_from_dict,
@@ -108,20 +110,7 @@ __all__ = [
     "TokenAccuracy",
     "MeanAbsoluteError",
     "MultiLabelAccuracy",
-    # sources
-    "from_tensors",
-    "from_numpy",
-    "from_dataframe",
-    "from_csv",
-    "from_image_folder",
-    "from_documents",
-    "from_text_files",
-    "from_texts",
-    "from_pairs",
-    "from_parallel_text",
-    "from_text_table",
-    "from_tensor_file",
-    "from_token_corpus",
+    *sources.__all__,
     "data_root",
     # corpora bigger than memory
     "TokenBlocks",
@@ -138,18 +127,7 @@ __all__ = [
     "split_by_predicate",
     "make_splits",
     "check_leakage",
-    # transforms
-    "Transform",
-    "fit_apply",
-    "transform_from_dict",
-    "AugmentedData",
-    "Normalize",
-    "FillMissing",
-    "Categorify",
-    "RandomCrop",
-    "Flip",
-    "Affine",
-    "Noise",
+    *transforms.__all__,
     # tokenizers
     "Tokenizer",
     "CharTokenizer",

@@ -57,6 +57,7 @@ class Task:
 
     name = "task"
     collate: Callable[..., Any] | None = None
+    eval_batch_size = 512  # ``evaluate``'s default examples per forward pass
 
     def __init__(
         self,
@@ -138,7 +139,7 @@ class Task:
         model: nn.Module,
         split: str | Any = "test",
         *,
-        batch_size: int = 512,
+        batch_size: int | None = None,
         device: Any = None,
         gather: Gather | None = None,
     ) -> dict[str, float]:
@@ -147,10 +148,53 @@ class Task:
         Args:
             model: the trained model (run in eval mode; its mode is restored after).
             split: a split name (``"test"``, ``"valid"``, ``"long"``...) or data.
-            batch_size: examples per forward pass.
+            batch_size: examples per forward pass (default: ``eval_batch_size``).
             device: where to run without ``gather`` (default: the model's device).
             gather: where the predictions come from (see ``predictions``).
+
+        Returns:
+            the task's metrics (its ``_score``): classification ``accuracy, f1_macro, loss,
+            n``; multilabel ``accuracy, f1_macro, exact_match, n``; regression ``mse, mae,
+            r2, n`` (original units); lm ``loss, perplexity, accuracy, tokens``; seq2seq
+            ``exact_match, token_accuracy, loss, n``.
+
+        Raises:
+            DataError: an unknown or empty split.
         """
+        values, targets = self._eval_predictions(
+            model, split, self.split_data(split), self._eval_step,
+            batch_size=batch_size, device=device, gather=gather,
+        )  # fmt: skip
+        return self._score(values, targets)
+
+    def _eval_predictions(
+        self,
+        model: nn.Module,
+        split: str | Any,
+        data: Any,
+        step: Callable[..., Any],
+        *,
+        batch_size: int | None,
+        device: Any,
+        gather: Gather | None,
+    ) -> tuple[list[Any], list[tuple[torch.Tensor, ...]]]:
+        """``predictions`` for ``evaluate``: ``split`` names the data in the error if empty."""
+        values, targets = self.predictions(
+            model, data, step, batch_size=batch_size or self.eval_batch_size, device=device,
+            gather=gather,
+        )  # fmt: skip
+        if not values:
+            raise DataError(f"cannot evaluate on the `{split}` split: it is empty.")
+        return values, targets
+
+    def _eval_step(self, model: nn.Module, batch: Sequence[Any], n_inputs: int) -> Any:
+        """One batch's share of ``evaluate`` (default: the model's output)."""
+        return model(*batch[:n_inputs])
+
+    def _score(
+        self, values: list[Any], targets: list[tuple[torch.Tensor, ...]]
+    ) -> dict[str, float]:
+        """The task's numbers from the per-batch ``_eval_step`` values and targets."""
         raise NotImplementedError
 
     # -- display --------------------------------------------------------------------------
@@ -214,8 +258,12 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _output(model: nn.Module, batch: Sequence[Any], n_inputs: int) -> Any:
-    return model(*batch[:n_inputs])
+def _outputs_and_targets(
+    outputs: list[torch.Tensor], targets: list[tuple[torch.Tensor, ...]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-batch outputs and targets -> all outputs (float) and last targets, on one device."""
+    out = torch.cat([o.float() for o in outputs])
+    return out, torch.cat([t[-1] for t in targets]).to(out.device)
 
 
 def _in_order(
@@ -300,30 +348,13 @@ class ClassificationTask(Task):
         k = int(probs.argmax())
         return f"{self.classes[k]} ({float(probs[k]):.2f})"
 
-    def evaluate(
-        self,
-        model: nn.Module,
-        split: str | Any = "test",
-        *,
-        batch_size: int = 512,
-        device: Any = None,
-        gather: Gather | None = None,
+    def _score(
+        self, values: list[Any], targets: list[tuple[torch.Tensor, ...]]
     ) -> dict[str, float]:
-        """Accuracy, macro F1 and mean loss of ``model`` on a split.
-
-        Returns:
-            ``{"accuracy", "f1_macro", "loss", "n"}``.
-        """
+        """Accuracy, macro F1 and mean loss: ``{"accuracy", "f1_macro", "loss", "n"}``."""
         from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
-        logits, targets = self.predictions(
-            model, self.split_data(split), _output, batch_size=batch_size, device=device,
-            gather=gather,
-        )  # fmt: skip
-        if not logits:
-            raise DataError(f"cannot evaluate on the `{split}` split: it is empty.")
-        out = torch.cat([o.float() for o in logits])
-        y = torch.cat([t[-1] for t in targets]).to(out.device)
+        out, y = _outputs_and_targets(values, targets)
         c = self.num_classes
         return {
             "accuracy": float(multiclass_accuracy(out, y, num_classes=c, average="micro")),
@@ -413,24 +444,15 @@ class MultiLabelTask(Task):
     def render_prediction(self, output: torch.Tensor) -> str:
         return self._names(torch.sigmoid(output.float()) > self.threshold)
 
-    def evaluate(
-        self,
-        model: nn.Module,
-        split: str | Any = "test",
-        *,
-        batch_size: int = 512,
-        device: Any = None,
-        gather: Gather | None = None,
+    def _score(
+        self, values: list[Any], targets: list[tuple[torch.Tensor, ...]]
     ) -> dict[str, float]:
-        """Per-decision accuracy, macro F1 and exact (whole-set) match on a split."""
+        """Per-decision accuracy, macro F1 and exact (whole-set) match: ``{"accuracy",
+        "f1_macro", "exact_match", "n"}``."""
         from torchmetrics.functional.classification import multilabel_accuracy, multilabel_f1_score
 
-        logits, targets = self.predictions(
-            model, self.split_data(split), _output, batch_size=batch_size, device=device,
-            gather=gather,
-        )  # fmt: skip
-        out = torch.cat([o.float() for o in logits])
-        y = torch.cat([t[-1] for t in targets]).long().to(out.device)
+        out, y = _outputs_and_targets(values, targets)
+        y = y.long()
         n, th = len(self.labels), self.threshold
         exact = ((torch.sigmoid(out) > self.threshold) == (y > 0)).all(1).float().mean()
         return {
@@ -496,24 +518,15 @@ class RegressionTask(Task):
     def render_prediction(self, output: torch.Tensor) -> str:
         return self._show(output)
 
-    def evaluate(
-        self,
-        model: nn.Module,
-        split: str | Any = "test",
-        *,
-        batch_size: int = 512,
-        device: Any = None,
-        gather: Gather | None = None,
+    def _score(
+        self, values: list[Any], targets: list[tuple[torch.Tensor, ...]]
     ) -> dict[str, float]:
-        """MSE, MAE and R² in the targets' original units (averaged over targets)."""
+        """MSE, MAE and R² in the targets' original units (averaged over targets):
+        ``{"mse", "mae", "r2", "n"}``."""
         from torchmetrics.functional import mean_absolute_error, mean_squared_error, r2_score
 
-        outs, targets = self.predictions(
-            model, self.split_data(split), _output, batch_size=batch_size, device=device,
-            gather=gather,
-        )  # fmt: skip
-        out = torch.cat([o.float().reshape(len(o), -1) for o in outs])
-        y = torch.cat([t[-1].float().reshape(len(t[-1]), -1) for t in targets]).to(out.device)
+        out, y = _outputs_and_targets(values, targets)
+        out, y = out.reshape(len(out), -1), y.float().reshape(len(y), -1)  # [N, K]
         p, y = self._original(out), self._original(y)
         return {
             "mse": float(mean_squared_error(p, y)),
@@ -675,7 +688,7 @@ class Seq2SeqTask(Task):
         model: nn.Module,
         split: str | Any = "test",
         *,
-        batch_size: int = 512,
+        batch_size: int | None = None,
         device: Any = None,
         decode: Callable[..., torch.Tensor] | None = None,
         limit: int | None = None,
@@ -700,11 +713,15 @@ class Seq2SeqTask(Task):
         if limit is not None:
             data = data.subset(torch.arange(min(limit, len(data))))
         step = functools.partial(self._eval_step, decode=decode)
-        values, _ = self.predictions(
-            model, data, step, batch_size=batch_size, device=device, gather=gather
+        values, targets = self._eval_predictions(
+            model, split, data, step, batch_size=batch_size, device=device, gather=gather
         )
-        if not values:
-            raise DataError(f"cannot evaluate on the `{split}` split: it is empty.")
+        return self._score(values, targets)
+
+    def _score(
+        self, values: list[Any], targets: list[tuple[torch.Tensor, ...]]
+    ) -> dict[str, float]:
+        """Exact match, token accuracy and loss from the per-batch ``_eval_step`` values."""
         match = torch.cat([v["match"] for v in values])
         tokens = sum(int(v["tokens"]) for v in values)
         return {
@@ -754,6 +771,7 @@ class LanguageModelTask(Task):
     """
 
     name = "lm"
+    eval_batch_size = 64  # [B, T, V] logits per batch: fewer rows than a classifier's
 
     def __init__(self, tokenizer: Any, *, block_size: int):
         super().__init__(
@@ -778,22 +796,11 @@ class LanguageModelTask(Task):
     def render_prediction(self, output: torch.Tensor) -> str:
         return self.tokenizer.decode(_token_ids(output), stop_at_eos=False)
 
-    def evaluate(
-        self,
-        model: nn.Module,
-        split: str | Any = "test",
-        *,
-        batch_size: int = 64,
-        device: Any = None,
-        gather: Gather | None = None,
+    def _score(
+        self, values: list[Any], targets: list[tuple[torch.Tensor, ...]]
     ) -> dict[str, float]:
-        """Mean loss per token, perplexity (exp of the loss) and next-token accuracy."""
-        values, _ = self.predictions(
-            model, self.split_data(split), self._eval_step, batch_size=batch_size,
-            device=device, gather=gather,
-        )  # fmt: skip
-        if not values:
-            raise DataError(f"cannot evaluate on the `{split}` split: it is empty.")
+        """Mean loss per token, perplexity (exp of the loss) and next-token accuracy:
+        ``{"loss", "perplexity", "accuracy", "tokens"}``."""
         tokens = sum(int(v["tokens"]) for v in values)
         loss_sum = float(sum(v["loss_sum"] for v in values))
         loss = loss_sum / max(tokens, 1)

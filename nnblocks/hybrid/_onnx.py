@@ -142,10 +142,8 @@ def export_onnx(
         expected = model(*args)  # an error here is the model's own: let it through
     n_outputs = sum(isinstance(leaf, torch.Tensor) for _, leaf in flatten(expected))
     output_names = ["output"] if n_outputs == 1 else [f"output_{i}" for i in range(n_outputs)]
-    data, used = _export(
-        model, args, names=names, tensor_names=tensor_names, output_names=output_names,
-        axes=axes, opset=opset, exporter=exporter,
-    )  # fmt: skip
+    graph = _Graph(model, args, names, tensor_names, output_names, axes, opset)
+    data, used = _export(graph, exporter)
     max_diff: float | None = None
     shapes: tuple[tuple[tuple[int, ...], ...], ...] = ()
     if ort is not None:
@@ -177,24 +175,29 @@ def _cases(
 # --- exporting ---------------------------------------------------------------------------
 
 
-def _export(
-    model: nn.Module,
-    args: tuple[Any, ...],
-    *,
-    names: list[str],
-    tensor_names: list[str],
-    output_names: list[str],
-    axes: DynamicAxes,
-    opset: int | None,
-    exporter: str,
-) -> tuple[bytes, str]:
+@dataclasses.dataclass(frozen=True)
+class _Graph:
+    """What either exporter is given: the model, its example, the graph's names and axes."""
+
+    model: nn.Module
+    args: tuple[Any, ...]
+    names: list[str]  # the forward parameters of ``args``, in order
+    tensor_names: list[str]  # the graph's inputs: the names of the tensor arguments
+    output_names: list[str]
+    axes: DynamicAxes
+    opset: int | None
+
+
+def _export(graph: _Graph, exporter: str) -> tuple[bytes, str]:
+    """The ONNX bytes and the name of the exporter that made them (``auto``: the first)."""
+    model = graph.model
     order = ("dynamo", "torchscript") if exporter == "auto" else (exporter,)
     reasons = []
     for name in order:
         export = _by_dynamo if name == "dynamo" else _by_torchscript
         try:
             with eval_mode(model), _quiet():
-                data = export(model, args, names, tensor_names, output_names, axes, opset)
+                data = export(graph)
             return data, name
         except ExportError as exc:
             if exporter != "auto":
@@ -211,25 +214,17 @@ def _export(
     )
 
 
-def _by_dynamo(
-    model: nn.Module,
-    args: tuple[Any, ...],
-    names: list[str],
-    tensor_names: list[str],
-    output_names: list[str],
-    axes: DynamicAxes,
-    opset: int | None,
-) -> bytes:
+def _by_dynamo(graph: _Graph) -> bytes:
     require("onnxscript", "the dynamo-based ONNX exporter")
     require("onnx", "the dynamo-based ONNX exporter")
     program = torch.onnx.export(
-        model,
-        args,
+        graph.model,
+        graph.args,
         dynamo=True,
-        dynamic_shapes=to_dynamic_shapes(args, names, axes),
-        input_names=tensor_names,
-        output_names=output_names,
-        opset_version=opset,
+        dynamic_shapes=to_dynamic_shapes(graph.args, graph.names, graph.axes),
+        input_names=graph.tensor_names,
+        output_names=graph.output_names,
+        opset_version=graph.opset,
         verbose=False,
     )
     if program is None:
@@ -253,26 +248,18 @@ class _Positional(nn.Module):
         return self.inner(*args)
 
 
-def _by_torchscript(
-    model: nn.Module,
-    args: tuple[Any, ...],
-    names: list[str],
-    tensor_names: list[str],
-    output_names: list[str],
-    axes: DynamicAxes,
-    opset: int | None,
-) -> bytes:
-    wrapper = _Positional(model).eval()
+def _by_torchscript(graph: _Graph) -> bytes:
+    wrapper = _Positional(graph.model).eval()
     buffer = io.BytesIO()
-    options: dict[str, Any] = {} if opset is None else {"opset_version": opset}
+    options: dict[str, Any] = {} if graph.opset is None else {"opset_version": graph.opset}
     torch.onnx.export(
         wrapper,
-        args,
+        graph.args,
         buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes file objects too
         dynamo=False,
-        input_names=tensor_names,
-        output_names=output_names,
-        dynamic_axes={n: dict(a) for n, a in axes.items() if a},
+        input_names=graph.tensor_names,
+        output_names=graph.output_names,
+        dynamic_axes={n: dict(a) for n, a in graph.axes.items() if a},
         **options,
     )
     return buffer.getvalue()

@@ -34,6 +34,9 @@ from nnblocks.train.events import (
     CancelTrain,
     CancelValidate,
 )
+
+# Through the submodule, so that importing `nnblocks.train.freeze` later cannot rebind
+# `nnblocks.train.freeze` (the function) to the module.
 from nnblocks.train.freeze import freeze, unfreeze
 from nnblocks.train.learner import Learner
 from nnblocks.train.loaders import DatasetLoader, TensorLoader, make_loader

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from nnblocks.errors import TrainingError
-from nnblocks.train.freeze import match_modules
+from nnblocks.freezing import match_modules
 
 __all__ = ["checkpoint_activations", "remove_activation_checkpointing"]
 

@@ -20,22 +20,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from nnblocks.errors import NNBlocksError, TrainingError
-from nnblocks.train.events import (
-    EVENTS,
-    CancelBatch,
-    CancelEpoch,
-    CancelFit,
-    CancelStep,
-    CancelTrain,
-    CancelValidate,
-)
+from nnblocks.train.events import CANCELS, EVENTS
 
 if TYPE_CHECKING:
     from nnblocks.train.learner import Learner
 
 __all__ = ["Callback", "CallbackTable"]
-
-_CANCELS = (CancelBatch, CancelStep, CancelTrain, CancelValidate, CancelEpoch, CancelFit)
 
 
 class Callback:
@@ -153,7 +143,7 @@ class CallbackTable:
         for hook in hooks:
             try:
                 hook(learn)
-            except _CANCELS:
+            except CANCELS:
                 raise
             except NNBlocksError:
                 raise  # already names its place (NaN guard, checkpoint errors)

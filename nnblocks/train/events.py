@@ -86,3 +86,6 @@ EVENTS: tuple[str, ...] = tuple(
         + ((f"after_cancel_{step}",) if cancel is not None else ())
     )
 )
+
+# Every cancel exception: they pass through a callback's error wrapping to the loop.
+CANCELS: tuple[type[Exception], ...] = tuple(c for c in STEPS.values() if c is not None)

@@ -1,4 +1,5 @@
-"""Using a model: ``get_preds`` (the one evaluation path), ``predict`` and ``evaluate``.
+"""Using a model: ``batches`` (the one evaluation path, ``Learner.get_preds``), ``predict``
+and ``evaluate``.
 
 Every pass over data after training goes through the Learner's loaders and its batch
 function (``Loop._do_batch``, the same one training and validation use), in eval mode under
@@ -20,7 +21,7 @@ from nnblocks.train.loaders import make_loader
 if TYPE_CHECKING:
     from nnblocks.train.learner import Learner
 
-__all__ = ["loader_for", "get_preds", "predict", "evaluate", "task_metrics", "concat"]
+__all__ = ["loader_for", "batches", "joined", "predict", "evaluate", "task_metrics", "concat"]
 
 
 def _resolve(learn: Learner, data: Any) -> Any:
@@ -65,33 +66,35 @@ def concat(parts: list[Any]) -> Any:
     return parts
 
 
-def get_preds(
+def batches(
     learn: Learner,
-    data: Any = None,
-    *,
+    data: Any,
     step: Any = None,
     with_loss: bool = False,
     batch_size: int | None = None,
-    concat_batches: bool = True,
-) -> tuple[Any, ...]:
-    """See ``Learner.get_preds``."""
+) -> tuple[list[Any], list[tuple[Any, ...]], list[torch.Tensor]]:
+    """Per-batch predictions, targets and losses (empty without ``with_loss``) over ``data``,
+    in order: what ``Learner.get_preds`` returns, before joining (see there)."""
     loader = loader_for(learn, data, batch_size)
     n = 1 if isinstance(data, torch.Tensor) else None
-    outs, tgts, losses = learn._gather(loader, step=step, with_loss=with_loss, n_inputs=n)
-    if not concat_batches:
-        return (outs, tgts, losses) if with_loss else (outs, tgts)
+    return learn._gather(loader, step=step, with_loss=with_loss, n_inputs=n)
+
+
+def joined(
+    outs: list[Any], tgts: list[tuple[Any, ...]], losses: list[torch.Tensor]
+) -> tuple[Any, Any, torch.Tensor | None]:
+    """``batches`` joined: the predictions, the targets (one, or a tuple), the losses."""
     width = len(tgts[0]) if tgts else 0
-    joined = tuple(concat([t[i] for t in tgts]) for i in range(width))
-    targets = joined[0] if len(joined) == 1 else joined
-    out = concat(outs)
-    return (out, targets, torch.stack(losses) if losses else None) if with_loss else (out, targets)
+    columns = tuple(concat([t[i] for t in tgts]) for i in range(width))
+    targets = columns[0] if len(columns) == 1 else columns
+    return concat(outs), targets, torch.stack(losses) if losses else None
 
 
 def predict(
     learn: Learner, data: Any = None, *, with_targets: bool = False, batch_size: int | None = None
 ) -> Any:
     """See ``Learner.predict``."""
-    out, targets = get_preds(learn, data, batch_size=batch_size)
+    out, targets, _ = joined(*batches(learn, data, batch_size=batch_size))
     return (out, targets) if with_targets else out
 
 
@@ -102,7 +105,7 @@ def task_metrics(learn: Learner, split: Any, **options: Any) -> dict[str, Any]:
         return {}
 
     def gather(data: Any, step: Any, batch_size: int | None = None) -> tuple[Any, ...]:
-        return get_preds(learn, data, step=step, batch_size=batch_size, concat_batches=False)
+        return batches(learn, data, step, batch_size=batch_size)[:2]
 
     # A task written before `gather` existed still works; it batches by itself.
     if "gather" in inspect.signature(task_eval).parameters:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from nnblocks.errors import DataError, TrainingError
+from nnblocks.freezing import freeze, frozen_norms, unfreeze
 from nnblocks.train import distributed, inference
 from nnblocks.train.activations import checkpoint_activations
 from nnblocks.train.callback import Callback, CallbackTable
@@ -36,7 +37,6 @@ from nnblocks.train.checkpoint import (
     load_training_state,
     save_training_state,
 )
-from nnblocks.train.freeze import freeze, frozen_norms, unfreeze
 from nnblocks.train.interrupt import catch_signals
 from nnblocks.train.loaders import make_loader
 from nnblocks.train.loop import Loop
@@ -582,9 +582,11 @@ class Learner(Loop):
             DataError: an unknown or missing split.
         """
 
-        return inference.get_preds(
-            self, data, step=step, with_loss=with_loss, batch_size=batch_size, concat_batches=concat
-        )
+        outs, tgts, losses = inference.batches(self, data, step, with_loss, batch_size)
+        if concat:
+            out, targets, loss = inference.joined(outs, tgts, losses)
+            return (out, targets, loss) if with_loss else (out, targets)
+        return (outs, tgts, losses) if with_loss else (outs, tgts)
 
     def task_metrics(self, split: Any = "test", **options: Any) -> dict[str, Any]:
         """The task's own evaluation (``task.evaluate``: exact match of greedy decoding,

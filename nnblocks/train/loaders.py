@@ -15,8 +15,9 @@ the same seeded order and sharding (``DatasetLoader``).
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -87,7 +88,51 @@ class _Shards:
         return idx[self.rank * per : (self.rank + 1) * per]
 
 
-class TensorLoader:
+class _SeededLoader:
+    """What the index-ordered loaders share: the per-epoch seeded order, its sharding across
+    processes, the resume position and the delivery device (arguments: see ``TensorLoader``).
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        drop_last: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | str | None = None,
+    ):
+        self.shards = _Shards(batch_size, rank, world_size, type(self).__name__)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.epoch = 0
+        self.start = 0
+        self.n_inputs = getattr(data, "n_inputs", 1)
+        self.device = torch.device(device) if device is not None else None
+        self.data = self._attach(data)
+
+    def _attach(self, data: Any) -> Any:
+        """The data as this loader keeps it (``TensorLoader`` may move it to the device)."""
+        return data
+
+    @property
+    def batch_size(self) -> int:
+        return self.shards.batch_size
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Deliver epoch ``epoch``'s order, beginning at batch ``start`` (for resuming)."""
+        self.epoch = epoch
+        self.start = start
+
+    def __len__(self) -> int:
+        return self.shards.n_batches(len(self.data), self.drop_last)
+
+
+class TensorLoader(_SeededLoader):
     """Batches of a ``TensorData`` by indexing, one permutation per epoch.
 
     Args:
@@ -106,47 +151,15 @@ class TensorLoader:
         >>> for xb, yb in loader: ...
     """
 
-    def __init__(
-        self,
-        data: Any,
-        batch_size: int,
-        *,
-        shuffle: bool,
-        drop_last: bool = False,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        device: torch.device | str | None = None,
-    ):
-        self.shards = _Shards(batch_size, rank, world_size, "TensorLoader")
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.seed = seed
-        self.epoch = 0
-        self.start = 0
-        self.n_inputs = getattr(data, "n_inputs", 1)
-        self.device = torch.device(device) if device is not None else None
+    def _attach(self, data: Any) -> Any:
         self._transfer = False
+        self._order: torch.Tensor | None = None
         if self.device is not None and any(t.device != self.device for t in data.tensors):
             total = sum(t.numel() * t.element_size() for t in data.tensors)
             if total <= _MOVE_WHOLE_BYTES:
-                data = _moved(data, self.device)
-            else:
-                self._transfer = True
-        self.data = data
-        self._order: torch.Tensor | None = None
-
-    @property
-    def batch_size(self) -> int:
-        return self.shards.batch_size
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Deliver epoch ``epoch``'s order, beginning at batch ``start`` (for resuming)."""
-        self.epoch = epoch
-        self.start = start
-
-    def __len__(self) -> int:
-        return self.shards.n_batches(len(self.data), self.drop_last)
+                return _moved(data, self.device)
+            self._transfer = True
+        return data
 
     def order(self) -> torch.Tensor:
         """The sample order of the current epoch (before sharding)."""
@@ -196,7 +209,7 @@ class _EpochSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         lo = self.loader
-        n = len(lo.dataset)
+        n = len(lo.data)
         order = epoch_permutation(n, lo.seed, lo.epoch) if lo.shuffle else torch.arange(n)
         for i in range(lo.start, len(lo)):
             yield from lo.shards.indices(order, i).tolist()
@@ -206,7 +219,7 @@ class _EpochSampler(Sampler[int]):
         return max(0, len(lo) - lo.start) * (lo.batch_size // lo.shards.world_size)
 
 
-class DatasetLoader:
+class DatasetLoader(_SeededLoader):
     """Batches of any map-style torch ``Dataset`` through a ``DataLoader``.
 
     Keeps the seeded per-epoch order and the per-process sharding of ``TensorLoader``, so
@@ -215,10 +228,12 @@ class DatasetLoader:
 
     Args:
         dataset: a map-style dataset whose items are tuples (or lists) of tensors.
-        batch_size, shuffle, drop_last, seed, rank, world_size, device: as ``TensorLoader``.
+        batch_size, shuffle: as ``TensorLoader``.
         collate_fn: how to stack samples (default: torch's ``default_collate``).
         num_workers: worker processes; ``None`` picks ``min(4, cores per process - 1)``.
         pin_memory: ``None`` pins when ``device`` is CUDA.
+        **order: ``drop_last``, ``seed``, ``rank``, ``world_size``, ``device``: as
+            ``TensorLoader``.
     """
 
     def __init__(
@@ -227,29 +242,19 @@ class DatasetLoader:
         batch_size: int,
         *,
         shuffle: bool,
-        drop_last: bool = False,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        device: torch.device | str | None = None,
         collate_fn: Callable[[list[Any]], Any] | None = None,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
+        **order: Any,
     ):
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise DataError(
                 "Received an invalid dataset: expected a TensorData or a map-style torch "
                 f"Dataset (with __len__ and __getitem__). Received: {type(dataset).__name__}"
             )
+        super().__init__(dataset, batch_size, shuffle=shuffle, **order)
         self.dataset = dataset
-        self.shards = _Shards(batch_size, rank, world_size, "DatasetLoader")
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.seed = seed
-        self.epoch = 0
-        self.start = 0
-        self.n_inputs = getattr(dataset, "n_inputs", 1)
-        self.device = torch.device(device) if device is not None else None
+        world_size = self.shards.world_size
         if num_workers is None:
             cores = (os.cpu_count() or 1) // max(1, world_size)
             num_workers = max(0, min(4, cores - 1))
@@ -265,28 +270,8 @@ class DatasetLoader:
             persistent_workers=num_workers > 0,
         )
 
-    @property
-    def batch_size(self) -> int:
-        return self.shards.batch_size
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch = epoch
-        self.start = start
-
-    def __len__(self) -> int:
-        return self.shards.n_batches(len(self.dataset), self.drop_last)  # type: ignore[arg-type]
-
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        device = self.device
-        move = device is not None and device.type != "cpu"
-        for batch in self.loader:
-            batch = to_batch(batch)
-            if move:
-                batch = tuple(
-                    t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t
-                    for t in batch
-                )
-            yield batch
+        return _delivered(self.loader, self.device)
 
 
 class IterableLoader:
@@ -320,17 +305,19 @@ class IterableLoader:
             ) from exc
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        move = self.device is not None and self.device.type != "cpu"
-        for i, batch in enumerate(self.iterable):
-            if i < self.start:
-                continue
-            batch = to_batch(batch)
-            if move:
-                batch = tuple(
-                    t.to(self.device, non_blocking=True) if isinstance(t, torch.Tensor) else t
-                    for t in batch
-                )
-            yield batch
+        return _delivered(itertools.islice(self.iterable, self.start, None), self.device)
+
+
+def _delivered(batches: Iterable[Any], device: torch.device | None) -> Iterator[tuple[Any, ...]]:
+    """Each batch as a tuple, its tensors moved to ``device`` (left alone on the CPU)."""
+    move = device is not None and device.type != "cpu"
+    for batch in batches:
+        batch = to_batch(batch)
+        if move:
+            batch = tuple(
+                t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t for t in batch
+            )
+        yield batch
 
 
 def make_loader(
@@ -351,33 +338,19 @@ def make_loader(
     Raises:
         DataError: ``data`` is none of TensorData, a map-style Dataset, or an iterable.
     """
+    order: dict[str, Any] = {
+        "shuffle": shuffle, "drop_last": drop_last, "seed": seed, "rank": rank,
+        "world_size": world_size, "device": device,
+    }  # fmt: skip
     if hasattr(data, "tensors") and hasattr(data, "n_inputs"):
-        return TensorLoader(
-            data,
-            batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-            device=device,
-        )
+        return TensorLoader(data, batch_size, **order)
     if isinstance(data, DataLoader) or (
         hasattr(data, "__iter__") and not hasattr(data, "__getitem__")
     ):
         return IterableLoader(data, device=device)
     if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
         return DatasetLoader(
-            data,
-            batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-            device=device,
-            collate_fn=collate_fn,
-            num_workers=num_workers,
+            data, batch_size, collate_fn=collate_fn, num_workers=num_workers, **order
         )
     raise DataError(
         "Received invalid data: expected a nnblocks.data.TensorData, a torch Dataset or a "

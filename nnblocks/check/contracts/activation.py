@@ -10,7 +10,6 @@ from nnblocks.check.contracts import generic
 from nnblocks.check.contracts.base import (
     Call,
     Context,
-    Contract,
     Sizes,
     check,
     expect_close,
@@ -55,9 +54,6 @@ def element_wise(ctx: Context) -> str:
     return "element-wise"
 
 
-CONTRACT = Contract(
-    kind="activation",
-    checks=(shape, element_wise, *generic.float_checks()),
-    defaults=defaults,
-    example=example,
+CONTRACT = generic.float_contract(
+    "activation", shape, element_wise, defaults=defaults, example=example
 )

@@ -210,27 +210,9 @@ class Context:
         self.rebuild = rebuild
         self.factory = factory
         self.label = label or type(part).__name__
-
-    # sizes, spelled the way the checks read them
-    @property
-    def B(self) -> int:
-        return self.sizes.batch
-
-    @property
-    def T(self) -> int:
-        return self.sizes.length
-
-    @property
-    def S(self) -> int:
-        return self.sizes.context_length
-
-    @property
-    def D(self) -> int:
-        return self.sizes.dim
-
-    @property
-    def H(self) -> int:
-        return self.sizes.heads
+        # the sizes (frozen), spelled the way the checks read them
+        self.B, self.T, self.S = sizes.batch, sizes.length, sizes.context_length
+        self.D, self.H = sizes.dim, sizes.heads
 
     def fresh(self, *, dtype: torch.dtype | None = None, train: bool = False) -> nn.Module:
         """A deep copy of the part on the check device, in eval (or train) mode."""

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from nnblocks.check.contracts import generic
-from nnblocks.check.contracts.base import Call, Context, Contract, Sizes, check, fail
+from nnblocks.check.contracts.base import Call, Context, Sizes, check, fail
 from nnblocks.check.contracts.sequence import Caller, sequence_checks
 
 __all__ = ["CONTRACT", "CALLER"]
@@ -57,9 +57,6 @@ def signature(ctx: Context) -> str:
     return f"call signature kept ({kind}; cache: {'yes' if ctx.accepts('cache') else 'no'})"
 
 
-CONTRACT = Contract(
-    kind="block",
-    checks=(signature, *sequence_checks(CALLER), *generic.float_checks()),
-    defaults=defaults,
-    example=example,
+CONTRACT = generic.float_contract(
+    "block", signature, *sequence_checks(CALLER), defaults=defaults, example=example
 )

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from nnblocks.check.contracts import generic
-from nnblocks.check.contracts.base import Call, Context, Contract, Sizes, check, fail, max_diff
+from nnblocks.check.contracts.base import Call, Context, Sizes, check, fail, max_diff
 
 __all__ = ["CONTRACT"]
 
@@ -86,9 +86,6 @@ def padding_idx(ctx: Context) -> str:
     return "the padding row gets no gradient"
 
 
-CONTRACT = Contract(
-    kind="embedding",
-    checks=(shape, weight, lookup, padding_idx, *generic.float_checks()),
-    defaults=defaults,
-    example=example,
+CONTRACT = generic.float_contract(
+    "embedding", shape, weight, lookup, padding_idx, defaults=defaults, example=example
 )

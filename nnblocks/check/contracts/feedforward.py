@@ -15,7 +15,6 @@ from nnblocks.check.contracts import generic
 from nnblocks.check.contracts.base import (
     Call,
     Context,
-    Contract,
     Sizes,
     check,
     expect_local_change,
@@ -57,9 +56,6 @@ def position_wise(ctx: Context) -> str:
     return "each position is transformed on its own"
 
 
-CONTRACT = Contract(
-    kind="feedforward",
-    checks=(shape, position_wise, *generic.float_checks()),
-    defaults=defaults,
-    example=example,
+CONTRACT = generic.float_contract(
+    "feedforward", shape, position_wise, defaults=defaults, example=example
 )

@@ -7,6 +7,9 @@ these in their own module.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import torch
 
 from nnblocks.check.contracts.base import (
@@ -23,12 +26,16 @@ from nnblocks.check.contracts.base import (
     warn,
 )
 
+if TYPE_CHECKING:
+    from nnblocks.check.contracts.base import Sizes
+
 __all__ = [
     "dtype_checks",
     "gradient",
     "determinism",
     "state_dict_round_trip",
     "float_checks",
+    "float_contract",
     "finite_difference_error",
     "fallback_contract",
 ]
@@ -223,6 +230,16 @@ def float_checks() -> list[Check]:
     return [*dtype_checks(), gradient, determinism, state_dict_round_trip]
 
 
+def float_contract(
+    kind: str,
+    *checks: Check,
+    defaults: Callable[[Sizes, Any], dict[str, Any]],
+    example: Callable[[Context], Call],
+) -> Contract:
+    """The contract of a differentiable kind: its own ``checks``, then ``float_checks()``."""
+    return Contract(kind, (*checks, *float_checks()), defaults, example)
+
+
 @check("shape")
 def shape(ctx: Context) -> str:
     """The part maps x [B, T, D] to a tensor that keeps the batch dimension."""
@@ -243,9 +260,6 @@ def fallback_contract(kind: str) -> Contract:
     def example(ctx: Context) -> Call:
         return Call((ctx.randn(ctx.B, ctx.T, ctx.D),))
 
-    return Contract(
-        kind=kind,
-        checks=(shape, *float_checks()),
-        defaults=lambda sizes, part: {"dim": sizes.dim},
-        example=example,
+    return float_contract(
+        kind, shape, defaults=lambda sizes, part: {"dim": sizes.dim}, example=example
     )

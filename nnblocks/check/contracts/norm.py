@@ -24,7 +24,6 @@ from nnblocks.check.contracts import generic
 from nnblocks.check.contracts.base import (
     Call,
     Context,
-    Contract,
     Sizes,
     check,
     expect_close,
@@ -166,9 +165,6 @@ def channels_first(ctx: Context) -> str:
     return "[B, C, H, W] normalised over C, as channels-last"
 
 
-CONTRACT = Contract(
-    kind="norm",
-    checks=(shape_any_rank, statistics, channels_first, *generic.float_checks()),
-    defaults=defaults,
-    example=example,
+CONTRACT = generic.float_contract(
+    "norm", shape_any_rank, statistics, channels_first, defaults=defaults, example=example
 )

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from nnblocks.check.contracts import generic
-from nnblocks.check.contracts.base import Call, Context, Contract, Sizes, check, fail
+from nnblocks.check.contracts.base import Call, Context, Sizes, check, fail
 
 __all__ = ["CONTRACT"]
 
@@ -53,9 +53,6 @@ def train_expectation(ctx: Context) -> str:
     return f"mean preserved ({mean:.3f}); " + ("noise applied" if changed else "no noise (p = 0?)")
 
 
-CONTRACT = Contract(
-    kind="regularization",
-    checks=(eval_identity, train_expectation, *generic.float_checks()),
-    defaults=defaults,
-    example=example,
+CONTRACT = generic.float_contract(
+    "regularization", eval_identity, train_expectation, defaults=defaults, example=example
 )
