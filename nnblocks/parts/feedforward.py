@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnblocks.parts.boundary import check_positive_int, check_value, check_width
+from nnblocks.parts.boundary import check_positive_int, check_probability, check_width
 from nnblocks.registry import build, register
 from nnblocks.spec import current_path
 
@@ -51,8 +51,7 @@ def _check_options(dim: int, hidden: int, dropout: float, part: str) -> None:
     where = f"feedforward part `{part}`"
     check_positive_int(dim, "dim", where=where)
     check_positive_int(hidden, "hidden", where=where)
-    ok = isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0
-    check_value(ok, dropout, "dropout", where=where, expected="a probability in [0, 1)")
+    check_probability(dropout, "dropout", where=where)
 
 
 class _FeedForward(nn.Module):
