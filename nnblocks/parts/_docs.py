@@ -18,14 +18,14 @@ __all__ = ["shared_sections"]
 _T = TypeVar("_T", bound=type)
 
 # Where a shared block goes: before the first of these sections the class writes itself.
-_ANCHORS = ("    Raises:", "    Example:")
+_ANCHORS = ("    Returns:", "    Raises:", "    Example:")
 
 
 def shared_sections(text: str) -> Callable[[_T], _T]:
     """Class decorator: insert the sections ``text`` into the class's own docstring.
 
-    The text goes before the class's own ``Raises:`` section or, failing that, its
-    ``Example:``, so the sections keep their usual order; else at the end.
+    The text goes before the first of the class's own ``Returns:``, ``Raises:`` and
+    ``Example:`` sections, so the sections keep their usual order; else at the end.
 
     Args:
         text: one or more docstring sections, indented as in a class body (4 spaces for a
@@ -34,6 +34,7 @@ def shared_sections(text: str) -> Callable[[_T], _T]:
     Returns:
         The decorator, which returns the class itself with ``__doc__`` extended.
     """
+
     def decorate(cls: _T) -> _T:
         doc = (cls.__doc__ or "").rstrip()
         block = "\n" + text.strip("\n") + "\n"
