@@ -135,9 +135,29 @@ class GroupedQueryAttention(KeyValueAttention):
         return self.out_proj(o)
 
 
+class _FixedKeyValueHeads(GroupedQueryAttention):
+    """`mha` and `mqa`: the key/value head count follows from the name (``heads``, or one
+    when ``one_kv_head``), so their one constructor has no ``kv_heads``."""
+
+    one_kv_head = False
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        position: Any = None,
+    ):
+        kv_heads = 1 if self.one_kv_head else heads
+        super().__init__(
+            dim, heads, kv_heads=kv_heads, dropout=dropout, bias=bias, position=position
+        )
+
+
 @register("attention", "mha")
 @_document
-class MultiHeadAttention(GroupedQueryAttention):
+class MultiHeadAttention(_FixedKeyValueHeads):
     """Multi-head attention (Vaswani et al. 2017) on the fused SDPA kernel.
 
     Without a mask, a causal pass hands ``is_causal=True`` to
@@ -165,20 +185,10 @@ class MultiHeadAttention(GroupedQueryAttention):
 
     part_name = "mha"
 
-    def __init__(
-        self,
-        dim: int,
-        heads: int,
-        dropout: float = 0.0,
-        bias: bool = True,
-        position: Any = None,
-    ):
-        super().__init__(dim, heads, kv_heads=heads, dropout=dropout, bias=bias, position=position)
-
 
 @register("attention", "mqa")
 @_document
-class MultiQueryAttention(GroupedQueryAttention):
+class MultiQueryAttention(_FixedKeyValueHeads):
     """Multi-query attention (Shazeer 2019): all query heads share one key/value head.
 
     The smallest decoding cache of the family (``heads`` times smaller than `mha`).
@@ -199,13 +209,4 @@ class MultiQueryAttention(GroupedQueryAttention):
     """
 
     part_name = "mqa"
-
-    def __init__(
-        self,
-        dim: int,
-        heads: int,
-        dropout: float = 0.0,
-        bias: bool = True,
-        position: Any = None,
-    ):
-        super().__init__(dim, heads, kv_heads=1, dropout=dropout, bias=bias, position=position)
+    one_kv_head = True
