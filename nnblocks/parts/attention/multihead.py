@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nnblocks.parts._docs import shared_sections
 from nnblocks.parts.attention._base import KeyValueAttention
 from nnblocks.parts.attention._checks import check_dropout, check_heads, check_option
 from nnblocks.parts.boundary import is_positive_int
@@ -46,12 +47,8 @@ _CALL_DOC = """
 """
 
 
-def _document(cls: type) -> type:
-    """Put the shared call documentation before the class's own Example."""
-    doc = cls.__doc__ or ""
-    head, example, tail = doc.partition("    Example:")
-    cls.__doc__ = head.rstrip() + "\n" + _CALL_DOC + "\n" + example + tail
-    return cls
+# The shared call documentation, put before each class's own Example.
+_document = shared_sections(_CALL_DOC)
 
 
 @register("attention", "gqa")
