@@ -115,8 +115,9 @@ class LayerNorm(_FeatureNorm):
     Example:
         >>> import torch, nnblocks
         >>> norm = nnblocks.build("layer", "norm", dim=64)
-        >>> norm(torch.randn(2, 5, 64)).shape
-        torch.Size([2, 5, 64])
+        >>> y = norm(3 + 2 * torch.randn(2, 5, 64))  # each row: mean 0, variance 1
+        >>> torch.allclose(y.mean(-1), torch.zeros(2, 5), atol=1e-5)
+        True
     """
 
     part_name = "layer"
@@ -154,8 +155,9 @@ class RMSNorm(_FeatureNorm):
     Example:
         >>> import torch, nnblocks
         >>> norm = nnblocks.build("rms", "norm", dim=64)
-        >>> norm(torch.randn(2, 5, 64)).shape
-        torch.Size([2, 5, 64])
+        >>> y = norm(5 * torch.randn(2, 5, 64))  # each row: mean square 1, not centred
+        >>> torch.allclose(y.pow(2).mean(-1), torch.ones(2, 5), atol=1e-3)
+        True
     """
 
     part_name = "rms"
