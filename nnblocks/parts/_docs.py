@@ -36,7 +36,9 @@ def shared_sections(text: str) -> Callable[[_T], _T]:
     """
 
     def decorate(cls: _T) -> _T:
-        doc = (cls.__doc__ or "").rstrip()
+        if cls.__doc__ is None:  # docstrings stripped (python -OO): nothing to extend
+            return cls
+        doc = cls.__doc__.rstrip()
         block = "\n" + text.strip("\n") + "\n"
         for anchor in _ANCHORS:
             head, found, tail = doc.partition("\n" + anchor)

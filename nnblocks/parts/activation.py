@@ -72,8 +72,8 @@ def _elementwise(name: str, returns: str = _SAME) -> Callable[[_T], _T]:
 
     def decorate(cls: _T) -> _T:
         shared_sections(_CALL_DOC.format(returns=returns))(cls)
-        if "Example:" not in (cls.__doc__ or ""):
-            cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n" + _EXAMPLE.format(name=name) + "    "
+        if cls.__doc__ is not None and "Example:" not in cls.__doc__:
+            cls.__doc__ = cls.__doc__.rstrip() + "\n" + _EXAMPLE.format(name=name) + "    "
         return register("activation", name)(cls)
 
     return decorate
