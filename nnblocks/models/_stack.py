@@ -18,6 +18,7 @@ from torch import nn
 
 from nnblocks.errors import RegistryError, ShapeError, SpecError
 from nnblocks.models._checks import positive_int, received
+from nnblocks.parts.boundary import check_probability
 from nnblocks.registry import build, get_entry
 from nnblocks.spec import close_matches, current_path, join_path, normalize
 
@@ -38,7 +39,6 @@ __all__ = [
     "key_mask",
     "tie_weight",
     "tied_groups",
-    "rate",
     "final_norm_spec",
     "embed",
     "check_inputs",
@@ -63,19 +63,9 @@ LAYER_OPTIONS = {
 ENCODER_OPTIONS = {"block", *(k for k in LAYER_OPTIONS if k != "cross_attention")}
 DECODER_OPTIONS = {"block", *LAYER_OPTIONS}
 
+_WHERE = "the transformer model"  # what an option error names, with the spec path
 _SELECTOR = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
-
-
-def rate(name: str, value: Any) -> float:
-    """``value`` as a probability in [0, 1), or a SpecError naming the option."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise SpecError(
-            f"Received an invalid value for `{name}`: expected a rate in [0, 1). "
-            f"Received: {name}={value!r}",
-            path=current_path() or None,
-        )
-    return float(value)
 
 
 def final_norm_spec(final_norm: Any, norm: Any, norm_placement: Any) -> Any:
@@ -368,8 +358,8 @@ def plan_stacks(
         "feedforward": feedforward,
         "norm": norm,
         "norm_placement": norm_placement,
-        "dropout": rate("dropout", dropout),
-        "drop_path": rate("drop_path", drop_path),
+        "dropout": check_probability(dropout, "dropout", where=_WHERE),
+        "drop_path": check_probability(drop_path, "drop_path", where=_WHERE),
     }
     per_layer = parse_overrides(
         stack_overrides(

@@ -17,10 +17,14 @@ Built-ins: ``relu``, ``gelu``, ``silu`` (also ``swish``), ``tanh``, ``sigmoid``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnblocks.parts._docs import shared_sections
 from nnblocks.parts.boundary import check_value
 from nnblocks.registry import register
 
@@ -36,15 +40,57 @@ __all__ = [
 ]
 
 
-@register("activation", "relu")
-class ReLU(nn.Module):
-    """Rectified linear unit, ``max(x, 0)``.
-
+_CALL_DOC = """
     Call arguments:
         x: a tensor of any shape.
 
     Returns:
-        A tensor of the same shape, dtype and device.
+        {returns}.
+"""
+
+_EXAMPLE = """
+    Example:
+        >>> import torch, nnblocks
+        >>> act = nnblocks.build("{name}", "activation")
+"""
+
+_SAME = "A tensor of the same shape, dtype and device"
+_T = TypeVar("_T", bound=type)
+
+
+def _elementwise(name: str, returns: str = _SAME) -> Callable[[_T], _T]:
+    """Register a class as activation ``name`` and complete its docstring.
+
+    The call documentation is the same for every activation, and an option-free one's
+    example only names it, so both are written here once; a class that writes its own
+    ``Example:`` keeps it.
+
+    Args:
+        name: the registered name.
+        returns: what the call returns, in words.
+    """
+
+    def decorate(cls: _T) -> _T:
+        shared_sections(_CALL_DOC.format(returns=returns))(cls)
+        if cls.__doc__ is not None and "Example:" not in cls.__doc__:
+            cls.__doc__ = cls.__doc__.rstrip() + "\n" + _EXAMPLE.format(name=name) + "    "
+        return register("activation", name)(cls)
+
+    return decorate
+
+
+class _Elementwise(nn.Module):
+    """An option-free activation: ``forward`` applies the class's ``function``."""
+
+    function: Callable[[torch.Tensor], torch.Tensor]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.function(x)
+
+
+@_elementwise("relu")
+class ReLU(_Elementwise):
+    """Rectified linear unit, ``max(x, 0)``.
 
     Example:
         >>> import torch, nnblocks
@@ -53,23 +99,16 @@ class ReLU(nn.Module):
         tensor([0., 2.])
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x)
+    function = staticmethod(F.relu)
 
 
-@register("activation", "gelu")
+@_elementwise("gelu")
 class GELU(nn.Module):
     """Gaussian error linear unit, ``x * Phi(x)`` (Hendrycks & Gimpel 2016).
 
     Args:
         approximate: ``"none"`` for the exact erf form, ``"tanh"`` for the tanh
             approximation used by BERT and GPT-2.
-
-    Call arguments:
-        x: a tensor of any shape.
-
-    Returns:
-        A tensor of the same shape, dtype and device.
 
     Raises:
         SpecError: ``approximate`` is neither ``"none"`` nor ``"tanh"``.
@@ -97,98 +136,45 @@ class GELU(nn.Module):
         return f"approximate={self.approximate!r}"
 
 
-@register("activation", "silu")
-class SiLU(nn.Module):
-    """Sigmoid linear unit (swish), ``x * sigmoid(x)`` (Elfwing et al. 2017; Ramachandran et al. 2017).
+@_elementwise("silu")
+class SiLU(_Elementwise):
+    """Sigmoid linear unit (swish), ``x * sigmoid(x)`` (Elfwing et al. 2017; Ramachandran et al. 2017)."""
 
-    Call arguments:
-        x: a tensor of any shape.
-
-    Returns:
-        A tensor of the same shape, dtype and device.
-
-    Example:
-        >>> import torch, nnblocks
-        >>> act = nnblocks.build("silu", "activation")
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.silu(x)
+    function = staticmethod(F.silu)
 
 
 # The same function under the name the Swish paper gave it.
 register("activation", "swish")(SiLU)
 
 
-@register("activation", "tanh")
-class Tanh(nn.Module):
-    """Hyperbolic tangent.
+@_elementwise("tanh", returns=_SAME + ", with values in ``(-1, 1)``")
+class Tanh(_Elementwise):
+    """Hyperbolic tangent."""
 
-    Call arguments:
-        x: a tensor of any shape.
-
-    Returns:
-        A tensor of the same shape, dtype and device, with values in ``(-1, 1)``.
-
-    Example:
-        >>> import torch, nnblocks
-        >>> act = nnblocks.build("tanh", "activation")
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(x)
+    function = staticmethod(torch.tanh)
 
 
-@register("activation", "sigmoid")
-class Sigmoid(nn.Module):
-    """Logistic sigmoid, ``1 / (1 + exp(-x))``.
+@_elementwise("sigmoid", returns=_SAME + ", with values in ``(0, 1)``")
+class Sigmoid(_Elementwise):
+    """Logistic sigmoid, ``1 / (1 + exp(-x))``."""
 
-    Call arguments:
-        x: a tensor of any shape.
-
-    Returns:
-        A tensor of the same shape, dtype and device, with values in ``(0, 1)``.
-
-    Example:
-        >>> import torch, nnblocks
-        >>> act = nnblocks.build("sigmoid", "activation")
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(x)
+    function = staticmethod(torch.sigmoid)
 
 
-@register("activation", "identity")
+@_elementwise("identity", returns="``x`` itself")
 class Identity(nn.Module):
-    """No non-linearity: returns its input unchanged (a linear baseline in ablations).
-
-    Call arguments:
-        x: a tensor of any shape.
-
-    Returns:
-        ``x`` itself.
-
-    Example:
-        >>> import torch, nnblocks
-        >>> act = nnblocks.build("identity", "activation")
-    """
+    """No non-linearity: returns its input unchanged (a linear baseline in ablations)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
 
-@register("activation", "leaky_relu")
+@_elementwise("leaky_relu")
 class LeakyReLU(nn.Module):
     """Leaky ReLU, ``x`` for ``x >= 0`` and ``negative_slope * x`` below (Maas et al. 2013).
 
     Args:
         negative_slope: the slope for negative inputs.
-
-    Call arguments:
-        x: a tensor of any shape.
-
-    Returns:
-        A tensor of the same shape, dtype and device.
 
     Example:
         >>> import torch, nnblocks
@@ -206,20 +192,8 @@ class LeakyReLU(nn.Module):
         return f"negative_slope={self.negative_slope}"
 
 
-@register("activation", "mish")
-class Mish(nn.Module):
-    """Mish, ``x * tanh(softplus(x))`` (Misra 2019).
+@_elementwise("mish")
+class Mish(_Elementwise):
+    """Mish, ``x * tanh(softplus(x))`` (Misra 2019)."""
 
-    Call arguments:
-        x: a tensor of any shape.
-
-    Returns:
-        A tensor of the same shape, dtype and device.
-
-    Example:
-        >>> import torch, nnblocks
-        >>> act = nnblocks.build("mish", "activation")
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.mish(x)
+    function = staticmethod(F.mish)

@@ -31,6 +31,7 @@ __all__ = [
     "check_flag",
     "check_value",
     "check_positive_int",
+    "check_probability",
     "is_positive_int",
     "check_width",
     "check_features",
@@ -90,6 +91,18 @@ def check_positive_int(value: Any, name: str, *, where: str) -> int:
     """
     check_value(is_positive_int(value), value, name, where=where, expected="a positive integer")
     return value  # type: ignore[no-any-return]
+
+
+def check_probability(value: Any, name: str, *, where: str) -> float:
+    """``value`` must be a probability in ``[0, 1)`` (a dropout or drop-path rate); return it
+    as a float.
+
+    Raises:
+        SpecError: anything else, ``True``/``False`` included (see ``check_value``).
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
+    check_value(ok, value, name, where=where, expected="a probability in [0, 1)")
+    return float(value)
 
 
 def check_width(

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnblocks.parts.boundary import check_positive_int, check_value, check_width
+from nnblocks.parts._docs import shared_sections
+from nnblocks.parts.boundary import check_positive_int, check_probability, check_width
 from nnblocks.registry import build, register
 from nnblocks.spec import current_path
 
@@ -51,8 +52,21 @@ def _check_options(dim: int, hidden: int, dropout: float, part: str) -> None:
     where = f"feedforward part `{part}`"
     check_positive_int(dim, "dim", where=where)
     check_positive_int(hidden, "hidden", where=where)
-    ok = isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0
-    check_value(ok, dropout, "dropout", where=where, expected="a probability in [0, 1)")
+    check_probability(dropout, "dropout", where=where)
+
+
+_CALL_DOC = """
+    Call arguments:
+        x: ``[B, T, D]`` (any leading axes).
+
+    Returns:
+        ``[B, T, D]``, same dtype and device as ``x``.
+
+    Raises:
+        SpecError: a non-positive width, a dropout outside ``[0, 1)``, or a bad activation
+            spec (with its spec path).
+        ShapeError: ``x`` does not end in ``dim`` features.
+"""
 
 
 class _FeedForward(nn.Module):
@@ -88,6 +102,7 @@ class _FeedForward(nn.Module):
 
 
 @register("feedforward", "mlp")
+@shared_sections(_CALL_DOC)
 class MLP(_FeedForward):
     """Position-wise two-layer network, Linear-activation-dropout-Linear (Vaswani et al. 2017).
 
@@ -98,17 +113,6 @@ class MLP(_FeedForward):
             ``{"name": "gelu", "approximate": "tanh"}``, ...).
         dropout: dropout probability on the hidden activations.
         bias: learn biases in both linear layers.
-
-    Call arguments:
-        x: ``[B, T, D]`` (any leading axes).
-
-    Returns:
-        ``[B, T, D]``, same dtype and device as ``x``.
-
-    Raises:
-        SpecError: a non-positive width, a dropout outside ``[0, 1)``, or a bad activation
-            spec (with its spec path).
-        ShapeError: ``x`` does not end in ``dim`` features.
 
     Example:
         >>> import torch, nnblocks
@@ -138,6 +142,7 @@ class MLP(_FeedForward):
 
 
 @register("feedforward", "swiglu")
+@shared_sections(_CALL_DOC)
 class SwiGLU(_FeedForward):
     """Gated linear unit with a SiLU gate, ``down(act(x W) * (x V))`` (Shazeer 2020).
 
@@ -152,17 +157,6 @@ class SwiGLU(_FeedForward):
         activation: activation spec of the gate (SiLU here; GELU gives ``geglu``).
         dropout: dropout probability on the gated hidden activations.
         bias: learn biases in the linear layers (the paper uses none: pass ``bias=False``).
-
-    Call arguments:
-        x: ``[B, T, D]`` (any leading axes).
-
-    Returns:
-        ``[B, T, D]``, same dtype and device as ``x``.
-
-    Raises:
-        SpecError: a non-positive width, a dropout outside ``[0, 1)``, or a bad activation
-            spec (with its spec path).
-        ShapeError: ``x`` does not end in ``dim`` features.
 
     Example:
         >>> import torch, nnblocks

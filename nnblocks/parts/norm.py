@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnblocks.errors import ShapeError
+from nnblocks.parts._docs import shared_sections
 from nnblocks.parts.boundary import check_positive_int, check_value, check_width
 from nnblocks.registry import register
 from nnblocks.spec import current_path
@@ -41,15 +42,35 @@ def _check_eps(eps: float, part: str) -> float:
     return float(eps)
 
 
+_CALL_DOC = """
+    Call arguments:
+        x: ``[..., D]``, or ``[B, D, ...]`` with ``channels_first=True``.
+
+    Returns:
+        The normalised tensor, same shape, dtype and device as ``x``.
+"""
+
+_RAISES_DOC = """
+    Raises:
+        SpecError: ``dim`` is not a positive integer or ``eps`` is negative.
+        ShapeError: ``x`` does not have ``dim`` features on the feature axis.
+"""
+
+
 class _FeatureNorm(nn.Module):
-    """Shared plumbing: the feature axis, the shape check and the error message."""
+    """Shared plumbing: the feature axis, ``eps``, the shape check and the error message.
+
+    Its ``forward`` serves the norms over the feature axis alone (``layer``, ``rms``): they
+    define ``_normalise_last(x [..., D])``; ``batch`` has its own.
+    """
 
     part_name = ""
 
-    def __init__(self, dim: int, channels_first: bool):
+    def __init__(self, dim: int, channels_first: bool, eps: float):
         super().__init__()
         self.dim = _check_dim(dim, self.part_name)
         self.channels_first = bool(channels_first)
+        self.eps = _check_eps(eps, self.part_name)
         self._path = current_path()  # the slot, for error messages at call time
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -67,8 +88,20 @@ class _FeatureNorm(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.dim}, channels_first={self.channels_first}"
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        if self.channels_first:
+            # The fused kernels normalise trailing axes: move the channels there and back
+            # (views, no copy).
+            return self._normalise_last(x.movedim(1, -1)).movedim(-1, 1)
+        return self._normalise_last(x)
+
+    def _normalise_last(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
 
 @register("norm", "layer")
+@shared_sections(_CALL_DOC + _RAISES_DOC)
 class LayerNorm(_FeatureNorm):
     """Layer normalisation over the features (Ba et al. 2016), through ``F.layer_norm``.
 
@@ -79,21 +112,12 @@ class LayerNorm(_FeatureNorm):
         elementwise_affine: learn a per-feature scale (and bias).
         channels_first: features on axis 1 (``[B, C, H, W]``) instead of the last axis.
 
-    Call arguments:
-        x: ``[..., D]``, or ``[B, D, ...]`` with ``channels_first=True``.
-
-    Returns:
-        The normalised tensor, same shape, dtype and device as ``x``.
-
-    Raises:
-        SpecError: ``dim`` is not a positive integer or ``eps`` is negative.
-        ShapeError: ``x`` does not have ``dim`` features on the feature axis.
-
     Example:
         >>> import torch, nnblocks
         >>> norm = nnblocks.build("layer", "norm", dim=64)
-        >>> norm(torch.randn(2, 5, 64)).shape
-        torch.Size([2, 5, 64])
+        >>> y = norm(3 + 2 * torch.randn(2, 5, 64))  # each row: mean 0, variance 1
+        >>> torch.allclose(y.mean(-1), torch.zeros(2, 5), atol=1e-5)
+        True
     """
 
     part_name = "layer"
@@ -106,21 +130,16 @@ class LayerNorm(_FeatureNorm):
         elementwise_affine: bool = True,
         channels_first: bool = False,
     ):
-        super().__init__(dim, channels_first)
-        self.eps = _check_eps(eps, self.part_name)
+        super().__init__(dim, channels_first, eps)
         self.weight = nn.Parameter(torch.ones(dim)) if elementwise_affine else None
         self.bias = nn.Parameter(torch.zeros(dim)) if elementwise_affine and bias else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        if self.channels_first:
-            # layer_norm normalises trailing axes: move the channels there and back (views).
-            y = F.layer_norm(x.movedim(1, -1), (self.dim,), self.weight, self.bias, self.eps)
-            return y.movedim(-1, 1)
+    def _normalise_last(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, (self.dim,), self.weight, self.bias, self.eps)
 
 
 @register("norm", "rms")
+@shared_sections(_CALL_DOC + _RAISES_DOC)
 class RMSNorm(_FeatureNorm):
     """Root-mean-square normalisation (Zhang & Sennrich 2019), through ``F.rms_norm``.
 
@@ -133,21 +152,12 @@ class RMSNorm(_FeatureNorm):
         elementwise_affine: learn a per-feature scale.
         channels_first: features on axis 1 (``[B, C, H, W]``) instead of the last axis.
 
-    Call arguments:
-        x: ``[..., D]``, or ``[B, D, ...]`` with ``channels_first=True``.
-
-    Returns:
-        The normalised tensor, same shape, dtype and device as ``x``.
-
-    Raises:
-        SpecError: ``dim`` is not a positive integer or ``eps`` is negative.
-        ShapeError: ``x`` does not have ``dim`` features on the feature axis.
-
     Example:
         >>> import torch, nnblocks
         >>> norm = nnblocks.build("rms", "norm", dim=64)
-        >>> norm(torch.randn(2, 5, 64)).shape
-        torch.Size([2, 5, 64])
+        >>> y = norm(5 * torch.randn(2, 5, 64))  # each row: mean square 1, not centred
+        >>> torch.allclose(y.pow(2).mean(-1), torch.ones(2, 5), atol=1e-3)
+        True
     """
 
     part_name = "rms"
@@ -159,18 +169,15 @@ class RMSNorm(_FeatureNorm):
         elementwise_affine: bool = True,
         channels_first: bool = False,
     ):
-        super().__init__(dim, channels_first)
-        self.eps = _check_eps(eps, self.part_name)
+        super().__init__(dim, channels_first, eps)
         self.weight = nn.Parameter(torch.ones(dim)) if elementwise_affine else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        if self.channels_first:
-            return F.rms_norm(x.movedim(1, -1), (self.dim,), self.weight, self.eps).movedim(-1, 1)
+    def _normalise_last(self, x: torch.Tensor) -> torch.Tensor:
         return F.rms_norm(x, (self.dim,), self.weight, self.eps)
 
 
 @register("norm", "batch")
+@shared_sections(_CALL_DOC)
 class BatchNorm(_FeatureNorm):
     """Batch normalisation with running statistics (Ioffe & Szegedy 2015), through ``F.batch_norm``.
 
@@ -189,12 +196,6 @@ class BatchNorm(_FeatureNorm):
         track_running_stats: keep running statistics; without them eval mode uses batch
             statistics too.
         channels_first: features on axis 1 (``[B, C, H, W]``) instead of the last axis.
-
-    Call arguments:
-        x: ``[..., D]``, or ``[B, D, ...]`` with ``channels_first=True``.
-
-    Returns:
-        The normalised tensor, same shape, dtype and device as ``x``.
 
     Raises:
         SpecError: ``dim`` is not a positive integer, ``eps`` is negative or ``momentum`` is
@@ -220,8 +221,7 @@ class BatchNorm(_FeatureNorm):
         track_running_stats: bool = True,
         channels_first: bool = False,
     ):
-        super().__init__(dim, channels_first)
-        self.eps = _check_eps(eps, self.part_name)
+        super().__init__(dim, channels_first, eps)
         ok = momentum is None or (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0)
         where = "norm part `batch`"
         check_value(ok, momentum, "momentum", where=where, expected="a number in [0, 1] or None")

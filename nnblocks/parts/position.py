@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnblocks.errors import ShapeError
+from nnblocks.parts._docs import shared_sections
 from nnblocks.parts.attention._checks import check_option, shape_of
 from nnblocks.parts.boundary import check_positive_int, is_positive_int
 from nnblocks.registry import register
@@ -144,19 +145,39 @@ class NoPosition(nn.Module):
         return x
 
 
+_TABLE_DOC = """
+    Call arguments:
+        x: ``[B, T, dim]``.
+        offset: position of ``x[:, 0]``.
+        positions: ``[B, T]`` long, each token's position (replaces ``offset``), or None.
+
+    Returns:
+        ``x`` plus the table's rows ``offset`` to ``offset + T - 1`` (rows ``positions``
+        when given), ``[B, T, dim]``; a fixed table's rows take x's dtype first.
+
+    Raises:
+        ShapeError: ``x`` is not ``[B, T, dim]``, or ``offset + T > max_len``.
+        SpecError: (construction) ``dim`` or ``max_len`` not a positive integer.
+"""
+
+
 class _TablePosition(nn.Module):
     """The call path of the absolute parts that add row ``p`` of a ``[max_len, D]`` table.
 
-    A subclass sets ``part_name``, ``dim`` and ``max_len`` and returns its table from
-    ``_table()``; ``cast`` says whether the rows take x's dtype (a fixed float32 table) or
+    A subclass sets ``part_name``, passes ``dim`` and ``max_len`` to ``__init__`` and returns
+    its table from ``_table()``; ``cast`` says whether the rows take x's dtype (a fixed float32 table) or
     stay as they are (a parameter, which autocast and type promotion handle).
     """
 
     relative = False
     part_name = ""
     cast = False
-    dim: int
-    max_len: int
+
+    def __init__(self, dim: int, max_len: int):
+        super().__init__()
+        check_positive_int(dim, "dim", where=f"part `{self.part_name}`")
+        check_positive_int(max_len, "max_len", where=f"part `{self.part_name}`")
+        self.dim, self.max_len = dim, max_len
 
     def _table(self) -> torch.Tensor:  # [max_len, D]
         raise NotImplementedError
@@ -179,6 +200,7 @@ class _TablePosition(nn.Module):
 
 
 @register("position", "sinusoidal")
+@shared_sections(_TABLE_DOC)
 class SinusoidalPosition(_TablePosition):
     """Fixed sinusoids added to the embeddings (Vaswani et al. 2017, section 3.5).
 
@@ -189,18 +211,6 @@ class SinusoidalPosition(_TablePosition):
         dim: model width.
         max_len: longest sequence (offset included) the table covers.
         base: wavelength base; 10000 in the paper.
-
-    Call arguments:
-        x: ``[B, T, dim]``.
-        offset: position of ``x[:, 0]``.
-        positions: ``[B, T]`` long, each token's position (replaces ``offset``), or None.
-
-    Returns:
-        ``x + PE[offset : offset + T]`` (``x + PE[positions]``), ``[B, T, dim]`` in x's dtype.
-
-    Raises:
-        ShapeError: ``x`` is not ``[B, T, dim]``, or ``offset + T > max_len``.
-        SpecError: (construction) ``dim`` or ``max_len`` not a positive integer.
 
     Example:
         >>> import torch, nnblocks
@@ -214,10 +224,8 @@ class SinusoidalPosition(_TablePosition):
     table: torch.Tensor
 
     def __init__(self, dim: int, max_len: int = 2048, base: float = 10000.0):
-        super().__init__()
-        check_positive_int(dim, "dim", where="part `sinusoidal`")
-        check_positive_int(max_len, "max_len", where="part `sinusoidal`")
-        self.dim, self.max_len, self.base = dim, max_len, base
+        super().__init__(dim, max_len)
+        self.base = base
         position = torch.arange(max_len, dtype=torch.float64)[:, None]  # [L, 1]
         rates = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # [ceil(D/2)]
         angles = position * rates  # [L, ceil(D/2)]
@@ -231,6 +239,7 @@ class SinusoidalPosition(_TablePosition):
 
 
 @register("position", "learned")
+@shared_sections(_TABLE_DOC)
 class LearnedPosition(_TablePosition):
     """A learned vector per position, added to the embeddings (Gehring et al. 2017; GPT, BERT).
 
@@ -240,18 +249,6 @@ class LearnedPosition(_TablePosition):
         init_std: standard deviation of the normal initialisation.
 
     Parameters: ``weight`` ``[max_len, dim]``.
-
-    Call arguments:
-        x: ``[B, T, dim]``.
-        offset: position of ``x[:, 0]``.
-        positions: ``[B, T]`` long, each token's position (replaces ``offset``), or None.
-
-    Returns:
-        ``x + weight[offset : offset + T]`` (``x + weight[positions]``), ``[B, T, dim]``.
-
-    Raises:
-        ShapeError: ``x`` is not ``[B, T, dim]``, or ``offset + T > max_len``.
-        SpecError: (construction) ``dim`` or ``max_len`` not a positive integer.
 
     Example:
         >>> import torch, nnblocks
@@ -263,10 +260,7 @@ class LearnedPosition(_TablePosition):
     part_name = "learned"
 
     def __init__(self, dim: int, max_len: int = 2048, init_std: float = 0.02):
-        super().__init__()
-        check_positive_int(dim, "dim", where="part `learned`")
-        check_positive_int(max_len, "max_len", where="part `learned`")
-        self.dim, self.max_len = dim, max_len
+        super().__init__(dim, max_len)
         self.weight = nn.Parameter(torch.randn(max_len, dim) * init_std)  # [L, D]
 
     def _table(self) -> torch.Tensor:

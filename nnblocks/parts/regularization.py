@@ -19,21 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnblocks.errors import SpecError
+from nnblocks.parts.boundary import check_probability
 from nnblocks.registry import register
-from nnblocks.spec import current_path
 
 __all__ = ["Dropout", "DropPath", "drop_path"]
-
-
-def _check_p(p: float, part: str) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-        raise SpecError(
-            f"Received an invalid value for `p` of regularization part `{part}`: expected a "
-            f"probability in [0, 1). Received: p={p!r}",
-            path=current_path() or None,
-        )
-    return float(p)
 
 
 @register("regularization", "dropout")
@@ -62,7 +51,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.1):
         super().__init__()
-        self.p = _check_p(p, "dropout")
+        self.p = check_probability(p, "p", where="regularization part `dropout`")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
@@ -130,7 +119,7 @@ class DropPath(nn.Module):
 
     def __init__(self, p: float = 0.1):
         super().__init__()
-        self.p = _check_p(p, "drop_path")
+        self.p = check_probability(p, "p", where="regularization part `drop_path`")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return drop_path(x, self.p, self.training)

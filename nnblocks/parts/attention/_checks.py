@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from nnblocks.errors import ShapeError
-from nnblocks.parts.boundary import check_value, is_positive_int
+from nnblocks.parts.boundary import check_probability, check_value, is_positive_int
 
 __all__ = [
     "check_option",
@@ -65,8 +65,7 @@ def check_heads(part: str, dim: Any, heads: Any, kv_heads: Any = None) -> None:
 
 def check_dropout(part: str, dropout: Any) -> None:
     """Attention dropout is a probability in [0, 1)."""
-    ok = isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0 <= dropout < 1
-    check_option(part, "dropout", dropout, ok, "a probability in [0, 1)")
+    check_probability(dropout, "dropout", where=f"part `{part}`")
 
 
 def check_sequence(

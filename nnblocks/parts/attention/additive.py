@@ -7,8 +7,9 @@ import math
 import torch
 from torch import nn
 
-from nnblocks.parts.attention._base import AttendCall, KeyValueAttention
-from nnblocks.parts.attention._checks import check_dropout, check_heads
+from nnblocks.parts._docs import shared_sections
+from nnblocks.parts.attention._base import AttendCall
+from nnblocks.parts.attention._context_vector import CONTEXT_VECTOR_DOC, ContextVectorAttention
 from nnblocks.parts.attention._kernel import softmax_attention
 from nnblocks.registry import register
 
@@ -16,7 +17,8 @@ __all__ = ["AdditiveAttention"]
 
 
 @register("attention", "additive")
-class AdditiveAttention(KeyValueAttention):
+@shared_sections(CONTEXT_VECTOR_DOC)
+class AdditiveAttention(ContextVectorAttention):
     """Additive (Bahdanau) attention: ``score(q, k) = v_a . tanh(W_a q + U_a k)``.
 
     Bahdanau et al. 2015, eq. 6: a one-layer network scores each query against each key;
@@ -34,25 +36,6 @@ class AdditiveAttention(KeyValueAttention):
 
     Parameters: ``q_proj`` (``W_a``), ``k_proj`` (``U_a``), ``score`` (``v_a``, ``[H, Dh]``).
 
-    Call arguments:
-        x: ``[B, Tq, dim]`` queries (the decoder state).
-        context: ``[B, Tk, dim]`` keys and values (the encoder outputs), or None for
-            self-attention over ``x``.
-        mask: bool, True = may attend: ``[B, Tk]``, ``[B, Tq, Tk]`` or broadcastable to
-            ``[B, H, Tq, Tk]``; with a cache it covers all keys.
-        causal: query ``i`` attends keys ``<= i`` (offset by the cache).
-        need_weights: also return the weights ``[B, H, Tq, Tk]``.
-        cache: a dict (``{}`` at first); keeps the projected keys (the projected context
-            in cross-attention, computed once).
-
-    Returns:
-        ``out [B, Tq, dim]``, plus ``weights`` and/or ``cache`` when asked. Query rows
-        with no key to attend are zeros.
-
-    Raises:
-        ShapeError: wrong rank or width of ``x``/``context``, or a mask that does not fit.
-        SpecError: (construction) ``heads`` does not divide ``dim``, or a bad ``dropout``.
-
     Example:
         >>> import torch, nnblocks
         >>> attn = nnblocks.build("additive", "attention", dim=32)
@@ -65,10 +48,7 @@ class AdditiveAttention(KeyValueAttention):
 
     def __init__(self, dim: int, heads: int = 1, dropout: float = 0.0, bias: bool = True):
         super().__init__()
-        check_heads(self.part_name, dim, heads)
-        check_dropout(self.part_name, dropout)
-        head_dim = dim // heads
-        self._setup(dim, heads, heads, head_dim, dropout, None)
+        head_dim = self._setup_scores(dim, heads, dropout, None)
         self.q_proj = nn.Linear(dim, dim, bias=False)  # W_a
         self.k_proj = nn.Linear(dim, dim, bias=bias)  # U_a
         self.score = nn.Parameter(torch.empty(heads, head_dim))  # v_a
@@ -76,12 +56,6 @@ class AdditiveAttention(KeyValueAttention):
 
     def _queries(self, x: torch.Tensor) -> torch.Tensor:
         return self._split_heads(self.q_proj(x))
-
-    def _keys_values(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._split_heads(self.k_proj(src)), self._split_heads(src)
-
-    def _output(self, o: torch.Tensor) -> torch.Tensor:
-        return o
 
     def _attend(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, call: AttendCall

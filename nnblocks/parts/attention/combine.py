@@ -233,30 +233,27 @@ class Sequential(_Combinator):
         return f"{self.dim}, residual={self.residual}"
 
 
-def _with_capabilities(base: type[_Combinator], cache: bool, weights: bool) -> type[_Combinator]:
-    return _VARIANTS[(base, cache, weights)]
-
-
 # One forward signature per capability set, so that `inspect.signature` tells a caller
-# exactly what the inner parts support.
-class _ParallelPlain(Parallel):
+# exactly what the inner parts support. Each is written once and mixed into both
+# combinators: `_VARIANTS[(Parallel, cache, weights)]` is e.g. `_ParallelCache`.
+class _Plain:
     def forward(self, x, context=None, mask=None, causal=False):  # type: ignore[no-untyped-def]
         return self._run(x, context, mask, causal, False, None)[0]
 
 
-class _ParallelCache(Parallel):
+class _Cache:
     def forward(self, x, context=None, mask=None, causal=False, cache=None):  # type: ignore[no-untyped-def]
         out, _, new = self._run(x, context, mask, causal, False, cache)
         return self._pack(out, None, new, False, cache is not None)
 
 
-class _ParallelWeights(Parallel):
+class _Weights:
     def forward(self, x, context=None, mask=None, causal=False, need_weights=False):  # type: ignore[no-untyped-def]
         out, w, _ = self._run(x, context, mask, causal, need_weights, None)
         return self._pack(out, w, None, need_weights, False)
 
 
-class _ParallelFull(Parallel):
+class _Full:
     def forward(  # type: ignore[no-untyped-def]
         self, x, context=None, mask=None, causal=False, need_weights=False, cache=None
     ):
@@ -264,41 +261,30 @@ class _ParallelFull(Parallel):
         return self._pack(out, w, new, need_weights, cache is not None)
 
 
-class _SequentialPlain(Sequential):
-    def forward(self, x, context=None, mask=None, causal=False):  # type: ignore[no-untyped-def]
-        return self._run(x, context, mask, causal, False, None)[0]
+_FORWARDS = {
+    (False, False): _Plain,
+    (True, False): _Cache,
+    (False, True): _Weights,
+    (True, True): _Full,
+}
 
 
-class _SequentialCache(Sequential):
-    def forward(self, x, context=None, mask=None, causal=False, cache=None):  # type: ignore[no-untyped-def]
-        out, _, new = self._run(x, context, mask, causal, False, cache)
-        return self._pack(out, None, new, False, cache is not None)
-
-
-class _SequentialWeights(Sequential):
-    def forward(self, x, context=None, mask=None, causal=False, need_weights=False):  # type: ignore[no-untyped-def]
-        out, w, _ = self._run(x, context, mask, causal, need_weights, None)
-        return self._pack(out, w, None, need_weights, False)
-
-
-class _SequentialFull(Sequential):
-    def forward(  # type: ignore[no-untyped-def]
-        self, x, context=None, mask=None, causal=False, need_weights=False, cache=None
-    ):
-        out, w, new = self._run(x, context, mask, causal, need_weights, cache)
-        return self._pack(out, w, new, need_weights, cache is not None)
+def _variant(base: type[_Combinator], forward: type) -> type[_Combinator]:
+    name = f"_{base.__name__}{forward.__name__[1:]}"
+    cls = type(name, (forward, base), {"__module__": __name__, "__qualname__": name})
+    globals()[name] = cls  # a module attribute, so that pickle finds the class by name
+    return cls
 
 
 _VARIANTS: dict[tuple[type, bool, bool], type[_Combinator]] = {
-    (Parallel, False, False): _ParallelPlain,
-    (Parallel, True, False): _ParallelCache,
-    (Parallel, False, True): _ParallelWeights,
-    (Parallel, True, True): _ParallelFull,
-    (Sequential, False, False): _SequentialPlain,
-    (Sequential, True, False): _SequentialCache,
-    (Sequential, False, True): _SequentialWeights,
-    (Sequential, True, True): _SequentialFull,
+    (base, cache, weights): _variant(base, forward)
+    for base in (Parallel, Sequential)
+    for (cache, weights), forward in _FORWARDS.items()
 }
+
+
+def _with_capabilities(base: type[_Combinator], cache: bool, weights: bool) -> type[_Combinator]:
+    return _VARIANTS[(base, cache, weights)]
 
 
 def _capabilities(inner: list[nn.Module]) -> tuple[bool, bool]:

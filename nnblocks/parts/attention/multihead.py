@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nnblocks.parts._docs import shared_sections
 from nnblocks.parts.attention._base import KeyValueAttention
 from nnblocks.parts.attention._checks import check_dropout, check_heads, check_option
 from nnblocks.parts.boundary import is_positive_int
@@ -46,12 +47,8 @@ _CALL_DOC = """
 """
 
 
-def _document(cls: type) -> type:
-    """Put the shared call documentation before the class's own Example."""
-    doc = cls.__doc__ or ""
-    head, example, tail = doc.partition("    Example:")
-    cls.__doc__ = head.rstrip() + "\n" + _CALL_DOC + "\n" + example + tail
-    return cls
+# The shared call documentation, put before each class's own Example.
+_document = shared_sections(_CALL_DOC)
 
 
 @register("attention", "gqa")
@@ -135,9 +132,29 @@ class GroupedQueryAttention(KeyValueAttention):
         return self.out_proj(o)
 
 
+class _FixedKeyValueHeads(GroupedQueryAttention):
+    """`mha` and `mqa`: the key/value head count follows from the name (``heads``, or one
+    when ``one_kv_head``), so their one constructor has no ``kv_heads``."""
+
+    one_kv_head = False
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        position: Any = None,
+    ):
+        kv_heads = 1 if self.one_kv_head else heads
+        super().__init__(
+            dim, heads, kv_heads=kv_heads, dropout=dropout, bias=bias, position=position
+        )
+
+
 @register("attention", "mha")
 @_document
-class MultiHeadAttention(GroupedQueryAttention):
+class MultiHeadAttention(_FixedKeyValueHeads):
     """Multi-head attention (Vaswani et al. 2017) on the fused SDPA kernel.
 
     Without a mask, a causal pass hands ``is_causal=True`` to
@@ -165,20 +182,10 @@ class MultiHeadAttention(GroupedQueryAttention):
 
     part_name = "mha"
 
-    def __init__(
-        self,
-        dim: int,
-        heads: int,
-        dropout: float = 0.0,
-        bias: bool = True,
-        position: Any = None,
-    ):
-        super().__init__(dim, heads, kv_heads=heads, dropout=dropout, bias=bias, position=position)
-
 
 @register("attention", "mqa")
 @_document
-class MultiQueryAttention(GroupedQueryAttention):
+class MultiQueryAttention(_FixedKeyValueHeads):
     """Multi-query attention (Shazeer 2019): all query heads share one key/value head.
 
     The smallest decoding cache of the family (``heads`` times smaller than `mha`).
@@ -199,13 +206,4 @@ class MultiQueryAttention(GroupedQueryAttention):
     """
 
     part_name = "mqa"
-
-    def __init__(
-        self,
-        dim: int,
-        heads: int,
-        dropout: float = 0.0,
-        bias: bool = True,
-        position: Any = None,
-    ):
-        super().__init__(dim, heads, kv_heads=1, dropout=dropout, bias=bias, position=position)
+    one_kv_head = True
