@@ -44,7 +44,9 @@ def _loop_overhead(quick: bool, full: bool) -> dict[str, Any]:
     """benchmarks/loop_overhead.py's own entry point; its JSON is the section's result."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "loop.json"
-        argv = ["--json", str(out)] + (["--epochs", "1", "--repeats", "1"] if quick else ["--repeats", "5"])
+        argv = ["--json", str(out)] + (
+            ["--epochs", "1", "--repeats", "1"] if quick else ["--repeats", "5"]
+        )
         loop_overhead.main(argv)
         return json.loads(out.read_text())
 
