@@ -7,10 +7,10 @@ ablation folder by default, any database URL with ``storage=``), so runs go in p
 interrupted ablation resumes, and a run is reused only when its recorded fingerprint (a hash
 of the whole resolved recipe and the plugins' code) equals the one asked for.
 
-``seeds="auto"`` adds seeds to the variants whose interval still straddles zero, at a few
-planned looks up to ``max_seeds``; each look tests at ``alpha / K`` for K planned looks (a
-Bonferroni bound over the looks, which keeps the chance of any false positive across all
-looks at most alpha; cf. Armitage, McPherson & Rowe 1969 for how repeated looks without it
+``seeds="auto"`` adds seeds to the variants not yet significant (an interval straddling zero,
+or a verdict the correction held back), at a few planned looks up to ``max_seeds``; each
+look tests at ``alpha / K`` for K planned looks (a Bonferroni bound over the looks, which
+keeps the chance of any false positive across all looks at most alpha; cf. Armitage, McPherson & Rowe 1969 for how repeated looks without it
 inflate the error, and Pocock 1977 for a less conservative group-sequential boundary).
 """
 
@@ -423,9 +423,11 @@ def _run_looks(
 
 
 def _undecided(row: Row) -> bool:
+    # Not yet significant: the interval straddles zero, or it does not but the correction
+    # or the all-variants test held the verdict back (more seeds can settle both).
     c = row.comparison
     return c is not None and (
-        c.problem.startswith("too few") or (not c.problem and c.ci[0] <= 0.0 <= c.ci[1])
+        c.problem.startswith("too few") or (not c.problem and not c.significant)
     )
 
 
