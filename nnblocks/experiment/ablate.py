@@ -10,8 +10,9 @@ of the whole resolved recipe and the plugins' code) equals the one asked for.
 ``seeds="auto"`` adds seeds to the variants not yet significant (an interval straddling zero,
 or a verdict the correction held back), at a few planned looks up to ``max_seeds``; each
 look tests at ``alpha / K`` for K planned looks (a Bonferroni bound over the looks, which
-keeps the chance of any false positive across all looks at most alpha; cf. Armitage, McPherson & Rowe 1969 for how repeated looks without it
-inflate the error, and Pocock 1977 for a less conservative group-sequential boundary).
+keeps the chance of any false positive across all looks at most alpha; cf. Armitage,
+McPherson & Rowe 1969 for how repeated looks without it inflate the error, and Pocock 1977
+for a less conservative group-sequential boundary).
 """
 
 from __future__ import annotations
