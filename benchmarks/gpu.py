@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,10 @@ import nnblocks
 from nnblocks.data import TensorData
 from nnblocks.train import Learner
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling section programs
+import decode  # noqa: E402
+from lm_train import PlainGPT, count, flops_per_token, matmul_peak, nnblocks_gpt  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 1000
 
@@ -46,23 +51,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, size: int, seconds: float) -> float:
-    """Measured matmul FLOP/s of ``size^3`` products in ``dtype`` (best of ``seconds``' runs)."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    a @ b
-    _sync(device)
-    best, end = float("inf"), time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - t)
-    return 2 * size**3 / best
-
-
 def _lm_models(cfg: dict[str, int], seq: int, device: torch.device) -> tuple[Any, Any]:
-    from lm_train import PlainGPT, count, nnblocks_gpt
 
     torch.manual_seed(0)
     ours = nnblocks_gpt(max_len=seq, **cfg).to(device)
@@ -113,9 +102,7 @@ def training(device: torch.device, quick: bool, peak: float) -> dict[str, Any]:
             _sync(device)
             spent[name] = min(spent[name], time.perf_counter() - t)
     n = sum(p.numel() for p in plain.parameters())
-    flops_per_token = (
-        6 * (n - VOCAB * cfg["dim"] - seq * cfg["dim"]) + 12 * cfg["layers"] * seq * cfg["dim"]
-    )
+    flops = flops_per_token(n, cfg["dim"], cfg["layers"], seq)
     # The Learner's epoch also runs validation (one batch); it is counted against it.
     tps = {k: rows * seq / s for k, s in spent.items()}
     precision = next(
@@ -124,7 +111,7 @@ def training(device: torch.device, quick: bool, peak: float) -> dict[str, Any]:
     return {
         **cfg, "seq": seq, "batch": batch, "parameters": n, "tokens_per_s": tps,
         "nnblocks_over_plain": tps["nnblocks"] / tps["plain"],
-        "mfu_vs_measured_bf16_peak": {k: v * flops_per_token / peak for k, v in tps.items()},
+        "mfu_vs_measured_bf16_peak": {k: v * flops / peak for k, v in tps.items()},
         "learner_autocast": str(precision),
     }  # fmt: skip
 
@@ -170,8 +157,6 @@ def hybridize_auto(device: torch.device, quick: bool) -> dict[str, Any]:
 
 
 def decoding(device: torch.device, quick: bool) -> list[dict[str, Any]]:
-    import decode
-
     ours, theirs, _ = decode.build_pair()
     ours = ours.to(device)
     theirs = theirs.to(device) if theirs is not None else None
@@ -189,8 +174,8 @@ def run(quick: bool = False, device: str = "cuda") -> dict[str, Any]:
     size, seconds = (512, 0.2) if quick else (8192, 1.0)
     torch.backends.cuda.matmul.allow_tf32 = False  # the fp32 peak is plain fp32
     peaks = {
-        "bf16": matmul_peak(dev, torch.bfloat16, size, seconds),
-        "fp32": matmul_peak(dev, torch.float32, size, seconds),
+        name: matmul_peak(seconds, device=dev, dtype=dtype, size=size)
+        for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))
     }
     return {
         "benchmark": "gpu",

@@ -86,16 +86,39 @@ def count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())  # tied weights counted once
 
 
-def matmul_peak(seconds: float = 1.0) -> float:
-    """Measured fp32 matmul FLOP/s of this process (1024^3, best of a second's runs)."""
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+def matmul_peak(
+    seconds: float = 1.0,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    size: int = 1024,
+) -> float:
+    """Measured matmul FLOP/s of ``size^3`` products in ``dtype`` on ``device`` (best of
+    ``seconds``' runs; CUDA is synchronised around each)."""
+    device = torch.device(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     a @ b
+    sync()
     best, end = float("inf"), time.perf_counter() + seconds
     while time.perf_counter() < end:
         t = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - t)
-    return 2 * 1024**3 / best
+    return 2 * size**3 / best
+
+
+def flops_per_token(parameters: int, dim: int, layers: int, seq: int) -> int:
+    """Training FLOPs per token of a GPT-style model, ``6 N + 12 L T D`` with N the
+    non-embedding parameters (Kaplan et al. 2020; PaLM appendix B)."""
+    non_embedding = parameters - VOCAB * dim - seq * dim
+    return 6 * non_embedding + 12 * layers * seq * dim
 
 
 def case(size: str, seq: int, steps: int, batch: int, peak: float) -> dict[str, Any]:
@@ -126,13 +149,12 @@ def case(size: str, seq: int, steps: int, batch: int, peak: float) -> dict[str, 
             t = time.perf_counter()
             step(name, i)
             spent[name] += time.perf_counter() - t
-    non_embedding = n_ours - VOCAB * cfg["dim"] - seq * cfg["dim"]
-    flops_per_token = 6 * non_embedding + 12 * cfg["layers"] * seq * cfg["dim"]
+    flops = flops_per_token(n_ours, cfg["dim"], cfg["layers"], seq)
     tps = {k: steps * batch * seq / s for k, s in spent.items()}
     return {
         "size": size, **cfg, "seq": seq, "batch": batch, "steps": steps, "parameters": n_ours,
         "tokens_per_s": tps, "throughput_ratio": tps["nnblocks"] / tps["plain"],
-        "fraction_of_fp32_peak": {k: v * flops_per_token / peak for k, v in tps.items()},
+        "fraction_of_fp32_peak": {k: v * flops / peak for k, v in tps.items()},
     }  # fmt: skip
 
 
