@@ -30,17 +30,18 @@ FAST = {"mlp_tabular.yaml": 5, "mlp_diabetes.yaml": 10}  # recipe -> epochs of t
 SMALL_EPOCHS = 1  # every other recipe's small budget
 
 
-def trainable() -> list[Path]:
-    """Recipes with data and training sections (model-only recipes are specs, not runs)."""
+def trainable() -> list[tuple[Path, dict[str, Any]]]:
+    """``(path, recipe)`` of the recipes with data and training sections (model-only
+    recipes are specs, not runs)."""
     found = []
     for path in sorted((ROOT / "recipes").glob("*.yaml")):
         recipe = yaml.safe_load(path.read_text()) or {}
         if "data" in recipe and "train" in recipe:
-            found.append(path)
+            found.append((path, recipe))
     return found
 
 
-def train(path: Path, epochs: int | None, timeout: float) -> dict[str, Any]:
+def train(path: Path, recipe: dict[str, Any], epochs: int | None, timeout: float) -> dict[str, Any]:
     """One ``nnblocks train`` run (``epochs`` None: the recipe's own): its final metrics
     (JSON) and wall time."""
     with tempfile.TemporaryDirectory() as out:
@@ -56,7 +57,7 @@ def train(path: Path, epochs: int | None, timeout: float) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             return {"recipe": path.name, "status": f"stopped after {timeout:.0f} s"}
         seconds = time.perf_counter() - start
-    own = (yaml.safe_load(path.read_text()).get("train") or {}).get("epochs", "?")
+    own = (recipe["train"] or {}).get("epochs", "?")
     budget = f"{own} (its own)" if epochs is None else f"{epochs} of {own}"
     row: dict[str, Any] = {"recipe": path.name, "epochs": budget, "seconds": seconds}
     if done.returncode != 0:
@@ -73,14 +74,14 @@ def train(path: Path, epochs: int | None, timeout: float) -> dict[str, Any]:
 
 def run(full: bool = False, quick: bool = False) -> dict[str, Any]:
     rows = []
-    for path in trainable():
+    for path, recipe in trainable():
         if full:
-            rows.append(train(path, None, timeout=3600))
+            rows.append(train(path, recipe, None, timeout=3600))
         elif quick and path.name not in FAST:
             rows.append({"recipe": path.name, "status": "not in the quick run: `make bench`"})
         else:
             epochs = 1 if quick else FAST.get(path.name, SMALL_EPOCHS)
-            rows.append(train(path, epochs, timeout=600))
+            rows.append(train(path, recipe, epochs, timeout=600))
     return {"benchmark": "quality", "full": full, "results": rows,
             "load_average_1min": os.getloadavg()[0]}  # fmt: skip
 
