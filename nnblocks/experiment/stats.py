@@ -392,7 +392,7 @@ def compare(
         return Comparison(
             math.nan, "-", 0, problem=f"baseline lacks the metric in seed(s) {', '.join(lacking)}"
         )
-    base = {s: v for s, v in baseline.items() if v is not None}
+    base = _present(baseline)
     options: dict[str, Any] = {
         "alpha": alpha,
         "target_power": target_power,
