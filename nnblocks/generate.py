@@ -34,11 +34,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from nnblocks._linear_layout import column_major_linears
 from nnblocks.errors import ShapeError, SpecError
 
 __all__ = ["greedy", "sample", "beam", "reorder_state", "gnmt_length_penalty"]
 
 DEFAULT_MAX_NEW_TOKENS = 128
+# Relaying the linear weights costs a transposing copy of each (several steps at batch 1);
+# from this many steps on, the faster steps repay it (see nnblocks/_linear_layout.py).
+_RELAYOUT_FROM_STEPS = 16
 _PROTOCOL = ("bos_id", "eos_id", "begin", "step")
 
 
@@ -157,6 +161,12 @@ def _budget(model: Any, start: int, max_new_tokens: int | None) -> int:
     return max_new_tokens
 
 
+def _weight_layout(model: Any, steps: int) -> contextlib.AbstractContextManager[None]:
+    if steps < _RELAYOUT_FROM_STEPS:
+        return contextlib.nullcontext()
+    return column_major_linears(model)
+
+
 def _fill_id(model: Any) -> int:
     pad = getattr(model, "pad_id", None)
     return int(model.eos_id if pad is None else pad)
@@ -178,18 +188,20 @@ def _decode(
         rows, t = start.shape
         # One buffer for every token (the prefix handed to each step is a view of it), so
         # no step copies the tokens so far.
-        tokens = start.new_full((rows, t + _budget(model, t, max_new_tokens)), fill)
+        budget = _budget(model, t, max_new_tokens)
+        tokens = start.new_full((rows, t + budget), fill)
         tokens[:, :t] = start
         done = torch.zeros(rows, dtype=torch.bool, device=start.device)
         fills = torch.full((rows,), fill, dtype=torch.long, device=start.device)
-        while t < tokens.shape[1]:
-            logits, state = model.step(tokens[:, :t], state, use_cache=use_cache)  # [B, V]
-            nxt = torch.where(done, fills, choose(logits.float()))  # [B]
-            tokens[:, t] = nxt
-            t += 1
-            done |= nxt == eos
-            if bool(done.all()):
-                break
+        with _weight_layout(model, budget):
+            while t < tokens.shape[1]:
+                logits, state = model.step(tokens[:, :t], state, use_cache=use_cache)  # [B, V]
+                nxt = torch.where(done, fills, choose(logits.float()))  # [B]
+                tokens[:, t] = nxt
+                t += 1
+                done |= nxt == eos
+                if bool(done.all()):
+                    break
         return tokens[:, :t].contiguous()  # [B, t0 + n]
 
 
@@ -376,12 +388,14 @@ def beam(
         start, state = _start(model, src, prefix, batch_size)
         search = _Beams(start, beam_size, float(length_penalty), int(model.eos_id), _fill_id(model))
         state = reorder_state(state, search.expand)
-        for _ in range(_budget(model, start.shape[1], max_new_tokens)):
-            logits, state = model.step(search.tokens, state, use_cache=use_cache)  # [n*k, V]
-            pick = search.advance(logits)
-            state = reorder_state(state, pick)
-            if bool(search.done.all()):
-                break
+        budget = _budget(model, start.shape[1], max_new_tokens)
+        with _weight_layout(model, budget):
+            for _ in range(budget):
+                logits, state = model.step(search.tokens, state, use_cache=use_cache)
+                pick = search.advance(logits)  # logits: [n*k, V]
+                state = reorder_state(state, pick)
+                if bool(search.done.all()):
+                    break
         tokens, final = search.ranked()
         if return_all:
             return tokens, final

@@ -151,6 +151,7 @@ class TransformerBlock(nn.Module):
     ):
         super().__init__()
         self._path = current_path()  # the slot, for error messages at call time
+        self._where = f"block part `transformer` at `{self._path}`" if self._path else "block part"
         self._dim = dim
         if norm_placement not in _PLACEMENTS:
             raise SpecError(
@@ -215,9 +216,8 @@ class TransformerBlock(nn.Module):
         context_mask: torch.Tensor | None = None,
         cache: dict[str, Any] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, Any]]:
-        where = f"block part `transformer` at `{self._path}`" if self._path else "block part"
-        check_features(x, "x", where=where, dim=self._dim)
-        check_flag(causal, "causal", where=where)
+        check_features(x, "x", where=self._where, dim=self._dim)
+        check_flag(causal, "causal", where=self._where)
         if (context is None) != (self.cross_attention is None):
             self._context_error(context)
         new_cache: dict[str, Any] | None = None

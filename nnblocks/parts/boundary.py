@@ -138,14 +138,14 @@ def check_features(
     Raises:
         ShapeError: not a tensor, integer or bool dtype, wrong rank or width.
     """
-    expected = (
-        f"a float tensor [B, T, {dim if dim is not None else 'D'}]"
-        if rank == 3
-        else (f"a float tensor [..., {dim if dim is not None else 'D'}]")
-    )
+
+    def expected() -> str:  # formatted only on failure: this runs in every forward
+        width = dim if dim is not None else "D"
+        return f"a float tensor [B, T, {width}]" if rank == 3 else f"a float tensor [..., {width}]"
+
     if not isinstance(x, torch.Tensor):
         raise ShapeError(
-            f"Received an invalid `{name}` for {where}: expected {expected}. "
+            f"Received an invalid `{name}` for {where}: expected {expected()}. "
             f"Received: {type(x).__name__}"
         )
     bad = (
@@ -156,7 +156,7 @@ def check_features(
     if bad:
         hint = " (token ids go to an embedding first)" if not x.is_floating_point() else ""
         raise ShapeError(
-            f"Received an invalid `{name}` for {where}: expected {expected}{hint}. "
+            f"Received an invalid `{name}` for {where}: expected {expected()}{hint}. "
             f"Received: {_shape(x)}"
         )
 

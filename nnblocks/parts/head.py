@@ -78,6 +78,7 @@ class LinearHead(_Head):
     """
 
     part_name = "linear"
+    linear_weight_only = True  # `weight` enters only F.linear: decoding may relay it
 
     def __init__(self, dim: int, out_features: int, bias: bool = True, activation: Any = None):
         super().__init__(dim, out_features)

@@ -72,18 +72,17 @@ class _FeatureNorm(nn.Module):
         self.channels_first = bool(channels_first)
         self.eps = _check_eps(eps, self.part_name)
         self._path = current_path()  # the slot, for error messages at call time
+        # The message's words, formatted once rather than at every forward.
+        self._axis = 1 if self.channels_first else -1
+        layout = "[B, C, ...] (channels_first=True)" if self.channels_first else "[..., D]"
+        self._expected = f"input {layout} with {self.dim} features on axis {self._axis}"
+        self._where = f"norm part `{self.part_name}`"
 
     def _check_input(self, x: torch.Tensor) -> None:
-        axis = 1 if self.channels_first else -1
-        layout = "[B, C, ...] (channels_first=True)" if self.channels_first else "[..., D]"
         check_width(
-            x,
-            self.dim,
-            where=f"norm part `{self.part_name}`",
-            path=self._path,
-            expected=f"input {layout} with {self.dim} features on axis {axis}",
-            axis=axis,
-        )
+            x, self.dim, where=self._where, path=self._path, expected=self._expected,
+            axis=self._axis,
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
         return f"{self.dim}, channels_first={self.channels_first}"
