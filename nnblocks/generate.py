@@ -6,7 +6,10 @@ The protocol (docs/interfaces.md), implemented by ``transformer_lm``,
 - ``model.bos_id``, ``model.eos_id``, ``model.pad_id`` (ints; ``pad_id`` may be None),
 - ``state = model.begin(src=None)``: encode the source once (a dict; tensors batch-first),
 - ``logits, state = model.step(prefix [B, t], state, use_cache=True)``: next-token logits
-  ``[B, V]`` after the whole prefix so far.
+  ``[B, V]`` after the whole prefix so far,
+- optionally ``model.max_decode_len`` (int or None): the longest prefix ``step`` takes
+  (learned positions end somewhere); it caps the default ``max_new_tokens``, and a longer
+  request is refused before decoding starts.
 
 Every function decodes a batch at once and returns ``[B, t0 + n]`` token ids: the starting
 prefix (BOS, or the prompt given as ``prefix``) followed by what was generated. A sequence
@@ -147,10 +150,13 @@ def _start(
 
 
 def _budget(model: Any, start: int, max_new_tokens: int | None) -> int:
+    """The number of steps to decode, checked against the model's position limit up front
+    (rather than failing in the middle of decoding)."""
+    limit = getattr(model, "max_decode_len", None)
+    limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else None
     if max_new_tokens is None:
         max_new_tokens = DEFAULT_MAX_NEW_TOKENS
-        limit = getattr(model, "max_len", None)
-        if isinstance(limit, int):  # learned positions end there
+        if limit is not None:  # the whole sequence within the positions the model knows
             max_new_tokens = min(max_new_tokens, max(limit - start, 0))
     if (
         isinstance(max_new_tokens, bool)
@@ -158,6 +164,15 @@ def _budget(model: Any, start: int, max_new_tokens: int | None) -> int:
         or max_new_tokens < 0
     ):
         raise _invalid("max_new_tokens", "a non-negative integer", max_new_tokens)
+    # The last new token is never fed back, so the prefixes reach start + n - 1 positions.
+    if limit is not None and start + max_new_tokens - 1 > limit:
+        raise SpecError(
+            f"{type(model).__name__} decodes sequences of at most {limit} positions (its "
+            f"position part's max_len), so a prefix of {start} tokens leaves room for at most "
+            f"{max(limit - start + 1, 0)} new ones. Received: max_new_tokens={max_new_tokens}. "
+            "Ask for fewer tokens, or build the model with a larger `max_len`.",
+            path="generate",
+        )
     return max_new_tokens
 
 
@@ -221,7 +236,8 @@ def greedy(
         src: ``[B, S]`` source ids for an encoder-decoder; None for a language model.
         prefix: ``[B, t0]`` tokens to continue (BOS first); default one BOS per sequence.
         batch_size: number of sequences when there is neither ``src`` nor ``prefix``.
-        max_new_tokens: most tokens to add (default 128, capped by ``model.max_len``).
+        max_new_tokens: most tokens to add (default 128, capped by
+            ``model.max_decode_len``).
         use_cache: let the model reuse its attention caches (same tokens, faster).
 
     Returns:

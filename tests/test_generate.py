@@ -326,3 +326,31 @@ if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
     }
     lines = [f"  {json.dumps(key)}: {json.dumps(rows)}" for key, rows in recorded.items()]
     REFERENCE.write_text("{\n" + ",\n".join(lines) + "\n}\n")
+
+
+def _learned_lm(max_len: int, position: str = "learned") -> torch.nn.Module:
+    spec = {"name": "transformer_lm", "vocab_size": 11, "dim": 8, "heads": 2, "layers": 1}
+    model = nnblocks.build({**spec, "max_len": max_len, "position": position})
+    model.eos_id = -1  # never produced: every sequence runs to the budget
+    return model
+
+
+def test_a_request_past_the_learned_positions_is_refused_before_decoding():
+    model = _learned_lm(6)
+    assert model.max_decode_len == 6
+    calls = []
+    model.register_forward_pre_hook(lambda *_: calls.append(1))
+    with pytest.raises(SpecError, match=r"at most 6 positions.*max_new_tokens=7"):
+        generate.greedy(model, batch_size=2, max_new_tokens=7)
+    with pytest.raises(SpecError, match="max_new_tokens=5"):
+        generate.beam(model, prefix=torch.tensor([[1, 4, 5]]), max_new_tokens=5)
+    assert calls == []  # refused before any step ran
+    # The longest request that fits: the last new token is never fed back.
+    assert generate.greedy(model, batch_size=2, max_new_tokens=6).shape == (2, 7)
+
+
+def test_relative_or_no_positions_have_no_decoding_limit():
+    for position in ("rotary", "none"):
+        model = _learned_lm(6, position)
+        assert model.max_decode_len is None
+        assert generate.greedy(model, batch_size=1, max_new_tokens=9).shape == (1, 10)

@@ -33,6 +33,7 @@ __all__ = [
     "build_blocks",
     "build_final_norm",
     "new_positions",
+    "position_limit",
     "parse_overrides",
     "is_relative_position",
     "check_tokens",
@@ -610,6 +611,12 @@ def build_blocks(
 def build_final_norm(spec: Any, *, at: str, dim: int) -> nn.Module | None:
     """The norm after a stack's last layer in slot ``at``; None when ``spec`` is None."""
     return None if spec is None else build(spec, "norm", at=at, dim=dim)
+
+
+def position_limit(position: nn.Module | None) -> int | None:
+    """The ``max_len`` of an absolute position part (None: no part, or no limit)."""
+    limit = getattr(position, "max_len", None)
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
 
 
 def new_positions(prefix: torch.Tensor, state: Mapping[str, Any], *, model: str) -> int:

@@ -21,6 +21,7 @@ from nnblocks.models._stack import (
     new_positions,
     padded_positions,
     plan_stacks,
+    position_limit,
     tie_weight,
     tied_groups,
 )
@@ -177,6 +178,12 @@ class TransformerLM(nn.Module):
         return self.head(self.hidden_states(tokens, attention_mask, position_ids))  # [B, T, V]
 
     # Decoding protocol (docs/interfaces.md), used by nnblocks.generate.
+
+    @property
+    def max_decode_len(self) -> int | None:
+        """The longest sequence a decoding prefix may reach: the absolute position part's
+        ``max_len``; None (no limit) with relative or no positions."""
+        return position_limit(self.position)
 
     def begin(self, src: torch.Tensor | None = None) -> dict[str, Any]:
         """Start decoding: an empty cache per layer. A language model takes no source.

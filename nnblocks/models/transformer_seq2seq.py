@@ -21,6 +21,7 @@ from nnblocks.models._stack import (
     input_masks,
     new_positions,
     plan_stacks,
+    position_limit,
     tie_weight,
     tied_groups,
 )
@@ -248,6 +249,12 @@ class TransformerSeq2Seq(nn.Module):
         return self.head(h)  # [B, T, V]; h: [B, T, D]
 
     # Decoding protocol (docs/interfaces.md), used by nnblocks.generate.
+
+    @property
+    def max_decode_len(self) -> int | None:
+        """The longest target a decoding prefix may reach: the target position part's
+        ``max_len``; None (no limit) with relative or no positions."""
+        return position_limit(self.tgt_position)
 
     def begin(self, src: torch.Tensor | None = None) -> dict[str, Any]:
         """Encode ``src`` ``[B, S]`` once; the state holds the memory and empty caches.

@@ -115,7 +115,7 @@ class NoPosition(nn.Module):
 
     Args:
         dim: model width (accepted for the common signature; unused).
-        max_len: accepted for the common signature; unused (no limit).
+        max_len: accepted for the common signature; unused: ``.max_len`` is None (no limit).
 
     Call arguments:
         x: ``[B, T, dim]``.
@@ -137,7 +137,7 @@ class NoPosition(nn.Module):
 
     def __init__(self, dim: int | None = None, max_len: int | None = None):
         super().__init__()
-        self.dim, self.max_len = dim, max_len
+        self.dim, self.max_len = dim, None  # no position, so no last one
 
     def forward(
         self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None
