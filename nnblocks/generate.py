@@ -84,6 +84,12 @@ def gnmt_length_penalty(length: torch.Tensor, alpha: float) -> torch.Tensor:
     return ((5.0 + length.to(torch.float32)) / 6.0) ** alpha
 
 
+def _outside(t: torch.Tensor) -> torch.Tensor:
+    """A copy made outside inference mode: an ordinary tensor that autograd may use later
+    (as embedding indices while training on generated tokens, say)."""
+    return t.clone(memory_format=torch.contiguous_format)
+
+
 def _check_protocol(model: Any) -> None:
     missing = [name for name in _PROTOCOL if not hasattr(model, name)]
     if missing:
@@ -109,7 +115,9 @@ def _decoding(model: Any) -> Iterator[None]:
     if isinstance(model, nn.Module):
         model.eval()
     try:
-        with torch.no_grad():
+        # Not just no_grad: without autograd's bookkeeping every one of the step's many
+        # small operations dispatches faster (measured 10-15% per token on the CPU).
+        with torch.inference_mode():
             yield
     finally:
         if isinstance(model, nn.Module):
@@ -217,7 +225,8 @@ def _decode(
                 done |= nxt == eos
                 if bool(done.all()):
                     break
-        return tokens[:, :t].contiguous()  # [B, t0 + n]
+        out = tokens[:, :t]
+    return _outside(out)  # [B, t0 + n]
 
 
 def greedy(
@@ -413,9 +422,9 @@ def beam(
                 if bool(search.done.all()):
                     break
         tokens, final = search.ranked()
-        if return_all:
-            return tokens, final
-        return tokens[:, 0]
+    if return_all:
+        return _outside(tokens), _outside(final)
+    return _outside(tokens[:, 0])
 
 
 class _Beams:

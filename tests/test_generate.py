@@ -354,3 +354,17 @@ def test_relative_or_no_positions_have_no_decoding_limit():
         model = _learned_lm(6, position)
         assert model.max_decode_len is None
         assert generate.greedy(model, batch_size=1, max_new_tokens=9).shape == (1, 10)
+
+
+@pytest.mark.parametrize("position", ["learned", "rotary"])
+def test_generated_tokens_and_the_model_train_afterwards(position):
+    # Decoding runs in inference mode; neither its output nor what the model cached while
+    # decoding (rotary's cos/sin tables) may stop a later backward pass.
+    model = _learned_lm(32, position)
+    tokens = generate.greedy(model, batch_size=3, max_new_tokens=20)
+    beams = generate.beam(model, batch_size=2, beam_size=2, max_new_tokens=20)
+    assert not tokens.is_inference() and not beams.is_inference()
+    model.train()
+    loss = model(tokens).logsumexp(-1).mean() + model(beams).logsumexp(-1).mean()
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
