@@ -45,7 +45,7 @@ __all__ = ["greedy", "sample", "beam", "reorder_state", "gnmt_length_penalty"]
 DEFAULT_MAX_NEW_TOKENS = 128
 # Relaying the linear weights costs a transposing copy of each (several steps at batch 1);
 # from this many steps on, the faster steps repay it (see nnblocks/_linear_layout.py).
-_RELAYOUT_FROM_STEPS = 16
+_RELAYOUT_FROM_STEPS = 32
 _PROTOCOL = ("bos_id", "eos_id", "begin", "step")
 
 

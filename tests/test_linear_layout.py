@@ -83,17 +83,21 @@ def test_models_over_the_memory_limit_are_left_alone(monkeypatch):
 def test_decoding_gives_the_same_tokens_with_and_without_the_layout(monkeypatch):
     model = _lm(tie=False)
     prompt = torch.randint(3, 40, (3, 4), generator=torch.Generator().manual_seed(1))
-    relaid = generate.greedy(model, prefix=prompt, max_new_tokens=24)
-    beams = generate.beam(model, prefix=prompt, beam_size=3, max_new_tokens=24)
+    up = model.decoder.layers[0].feedforward.up
+    layouts = []
+    up.register_forward_pre_hook(lambda m, _: layouts.append(_column_major(m.weight)))
+    relaid = generate.greedy(model, prefix=prompt, max_new_tokens=40)
+    assert layouts and all(layouts)  # the relaid weights served every step
+    beams = generate.beam(model, prefix=prompt, beam_size=3, max_new_tokens=40)
     monkeypatch.setattr(generate, "_RELAYOUT_FROM_STEPS", 10**9)
-    assert torch.equal(relaid, generate.greedy(model, prefix=prompt, max_new_tokens=24))
-    assert torch.equal(beams, generate.beam(model, prefix=prompt, beam_size=3, max_new_tokens=24))
+    assert torch.equal(relaid, generate.greedy(model, prefix=prompt, max_new_tokens=40))
+    assert torch.equal(beams, generate.beam(model, prefix=prompt, beam_size=3, max_new_tokens=40))
 
 
 def test_training_after_decoding_updates_the_same_parameters():
     model = _lm(tie=False).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    generate.greedy(model, batch_size=2, max_new_tokens=20)
+    generate.greedy(model, batch_size=2, max_new_tokens=40)
     assert model.training  # decoding restored the mode
     before = model.head.weight.detach().clone()
     tokens = torch.randint(3, 40, (2, 6))
