@@ -147,6 +147,29 @@ def ours_decode(
     )
 
 
+def sequence_logprob(model: torch.nn.Module, tokens: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    """``[B]`` log-probability under ``model`` of each row's tokens after the prompt."""
+    with torch.no_grad():
+        logp = model(tokens).float().log_softmax(-1)[:, prompt_len - 1 : -1]  # [B, n, V]
+    return logp.gather(-1, tokens[:, prompt_len:, None]).squeeze(-1).sum(-1)
+
+
+def disagreement(
+    model: torch.nn.Module, ours: torch.Tensor, theirs: torch.Tensor, prompt_len: int
+) -> dict[str, Any]:
+    """Where the two decodings differ: the rows, and whether nnblocks' rows are at least as
+    likely (a search that finds a likelier hypothesis is not a wrong one)."""
+    rows = (ours != theirs).any(1).nonzero().flatten()
+    mine = sequence_logprob(model, ours[rows], prompt_len)
+    other = sequence_logprob(model, theirs[rows], prompt_len)
+    return {
+        "rows": rows.tolist(),
+        "nnblocks_logprob": mine.tolist(),
+        "transformers_logprob": other.tolist(),
+        "nnblocks_at_least_as_likely": bool((mine >= other - 1e-4).all()),
+    }
+
+
 def interleaved(runs: dict[str, Callable[[], torch.Tensor]], rounds: int) -> dict[str, Any]:
     """Best wall and CPU seconds of each run, taking turns round by round."""
     best = {name: [float("inf"), float("inf")] for name in runs}
@@ -207,6 +230,13 @@ def case(
         row["same_tokens_as_transformers"] = bool(
             torch.equal(outs["nnblocks"], outs["transformers"])
         )
+        if (
+            not row["same_tokens_as_transformers"]
+            and outs["nnblocks"].shape == outs["transformers"].shape
+        ):
+            row["differences"] = disagreement(
+                ours, outs["nnblocks"], outs["transformers"], prompt.shape[1]
+            )
     return row
 
 

@@ -155,6 +155,15 @@ def _md_decode(doc: dict[str, Any]) -> list[str]:
     out += _table(["decoding", "batch", "new tokens", "nnblocks tok/s", "uncached tok/s",
                    "transformers tok/s", "nnblocks / transformers", "cache speedup",
                    "same tokens as transformers", "cached = uncached"], rows)  # fmt: skip
+    for r in doc["results"]:
+        d = r.get("differences")
+        if d:
+            likelier = "at least as" if d["nnblocks_at_least_as_likely"] else "less"
+            pairs = ", ".join(f"{a:.2f} vs {b:.2f}" for a, b in
+                              zip(d["nnblocks_logprob"], d["transformers_logprob"]))  # fmt: skip
+            out.append(f"- {r['decode']}, batch {r['batch']}: rows {d['rows']} differ; there "
+                       f"nnblocks' hypothesis is {likelier} likely (log-probability under the "
+                       f"model, nnblocks vs transformers: {pairs})")  # fmt: skip
     c = doc["cache_at_length"]
     return out + ["", f"Cache speedup, greedy, batch 1, {c['tokens']} tokens: "
                   f"**{c['cache_speedup']:.2f}x** (goal 5x); same tokens: {c['same_tokens_uncached']}."]  # fmt: skip
