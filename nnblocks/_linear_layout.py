@@ -3,9 +3,10 @@
 A decoding step multiplies a few rows (batch x beams) by every weight matrix, so its
 matrix products are matrix-vector products, bound by how fast the weights stream from
 memory. ``F.linear(x, W)`` computes ``x @ W.T``; with ``W`` held as the transpose of a
-contiguous ``[in, out]`` matrix, CPU BLAS reads ``W.T`` row by row, and on the machines we
-measured (2-core x86 cloud machines, MKL) it ran 1.3-1.9x faster for 1 to 32 rows and
-never slower up to 512 (``benchmarks/decode.py`` measures the decoding it speeds up).
+contiguous ``[in, out]`` matrix, CPU BLAS reads ``W.T`` row by row. On the machine of our
+benchmarks (2-core AMD EPYC, MKL) that ran 1.1-1.9x faster for 1 to 32 rows in most runs
+and about as fast from 64 to 512 rows (``benchmarks/decode.py`` measures the decoding it
+speeds up); another BLAS may differ.
 
 Only the memory layout changes: every value stays the same, and so does every product up
 to the rounding of a different summation order. The original weights are put back when
