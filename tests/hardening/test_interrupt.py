@@ -63,11 +63,14 @@ def test_a_signal_in_fit_saves_and_resumes_exactly(tmp_path, signum):
     reference.fit(3)
     learn = _learner(tmp_path / "run")
     learn.add_callbacks(_SignalAt(8, signum))
+    # What was installed before (SIG_IGN, not Python's default, under `nohup cmd &`).
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingInterrupted) as err:
         learn.fit(3)
     assert err.value.exit_code == 128 + signum and err.value.step == 9  # the step finished
     assert err.value.checkpoint == tmp_path / "run" / "checkpoints" / "last"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    after = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    assert after == before  # handlers restored
     resumed = _learner(tmp_path / "run")
     resumed.fit(3, resume=tmp_path / "run" / "checkpoints" / "last")
     for a, b in zip(reference.model.state_dict().values(), resumed.model.state_dict().values()):
