@@ -614,9 +614,9 @@ def build_final_norm(spec: Any, *, at: str, dim: int) -> nn.Module | None:
 
 
 def position_limit(position: nn.Module | None) -> int | None:
-    """The ``max_len`` of an absolute position part (None: no part, or no limit)."""
-    limit = getattr(position, "max_len", None)
-    return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
+    """The ``max_len`` of an absolute position part (None: no part, or no limit); what is
+    not an int is ignored where it is read (``nnblocks.generate``)."""
+    return getattr(position, "max_len", None)
 
 
 def new_positions(prefix: torch.Tensor, state: Mapping[str, Any], *, model: str) -> int:

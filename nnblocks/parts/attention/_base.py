@@ -190,8 +190,7 @@ class KeyValueAttention(nn.Module):
         cache: dict[str, Any] | None = None,
     ) -> Any:
         part = self.part_name
-        if not isinstance(causal, bool):  # the message is formatted only when it is needed
-            check_flag(causal, "causal", where=f"attention part `{part}`")
+        check_flag(causal, "causal", where=f"attention part `{part}`")
         batch, tq = check_sequence(part, "x", x, self.dim)
         state = None if cache is None else check_cache(part, cache)
         offset = 0 if state is None else state.get("offset", 0)
