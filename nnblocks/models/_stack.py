@@ -123,7 +123,7 @@ def embed(
             x = position(x, positions=positions)  # [B, T, D]
     if norm is not None:
         x = norm(x)
-    if dropout is not None:
+    if dropout is not None and dropout.training:  # the identity in eval: skip the call
         x = dropout(x)
     return x
 

@@ -218,13 +218,16 @@ class TransformerBlock(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, Any]]:
         check_features(x, "x", where=self._where, dim=self._dim)
         check_flag(causal, "causal", where=self._where)
-        if (context is None) != (self.cross_attention is None):
+        # Sub-parts read once into locals: each `self.<child>` is a Module.__getattr__ call,
+        # and this runs once per layer and decoded token.
+        attention, cross = self.self_attention, self.cross_attention
+        if (context is None) != (cross is None):
             self._context_error(context)
         new_cache: dict[str, Any] | None = None
         if cache is not None:
-            if not _call_takes(self.self_attention, "cache"):
+            if not _call_takes(attention, "cache"):
                 raise SpecError(
-                    f"the self-attention ({type(self.self_attention).__name__}) has no `cache=` "
+                    f"the self-attention ({type(attention).__name__}) has no `cache=` "
                     "argument, so this block cannot decode incrementally; call it without "
                     "`cache` or choose an attention that supports it.",
                     path=join_path(self._path, "self_attention") or None,
@@ -232,36 +235,39 @@ class TransformerBlock(nn.Module):
             new_cache = {}
 
         # Self-attention sub-layer.  x: [B, T, D]
-        h = self.self_attention_norm(x) if self._pre else x
+        norm = self.self_attention_norm
+        h = norm(x) if self._pre else x
         if new_cache is None:
-            h = self.self_attention(h, mask=mask, causal=causal)
+            h = attention(h, mask=mask, causal=causal)
         else:
-            h, new_cache["self"] = self.self_attention(
+            h, new_cache["self"] = attention(
                 h,
                 mask=mask,
                 causal=causal,
                 cache=cache.get("self", {}),  # type: ignore[union-attr]
             )
-        x = self._residual(x, h, self.self_attention_norm)
+        x = self._residual(x, h, norm)
 
         # Cross-attention sub-layer over the context [B, S, D].
-        if self.cross_attention is not None:
-            assert self.cross_attention_norm is not None
-            h = self.cross_attention_norm(x) if self._pre else x
-            if new_cache is not None and _call_takes(self.cross_attention, "cache"):
-                h, new_cache["cross"] = self.cross_attention(
+        if cross is not None:
+            norm = self.cross_attention_norm
+            assert norm is not None
+            h = norm(x) if self._pre else x
+            if new_cache is not None and _call_takes(cross, "cache"):
+                h, new_cache["cross"] = cross(
                     h,
                     context=context,
                     mask=context_mask,
                     cache=cache.get("cross", {}),  # type: ignore[union-attr]
                 )
             else:
-                h = self.cross_attention(h, context=context, mask=context_mask)
-            x = self._residual(x, h, self.cross_attention_norm)
+                h = cross(h, context=context, mask=context_mask)
+            x = self._residual(x, h, norm)
 
         # Feedforward sub-layer.
-        h = self.feedforward_norm(x) if self._pre else x
-        x = self._residual(x, self.feedforward(h), self.feedforward_norm)
+        norm = self.feedforward_norm
+        h = norm(x) if self._pre else x
+        x = self._residual(x, self.feedforward(h), norm)
         return x if new_cache is None else (x, new_cache)
 
     def _residual(self, x: torch.Tensor, branch: torch.Tensor, norm: nn.Module) -> torch.Tensor:

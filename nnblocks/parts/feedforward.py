@@ -78,15 +78,12 @@ class _FeedForward(nn.Module):
         super().__init__()
         self.dim = dim
         self._path = current_path()  # the slot, for error messages at call time
+        # The message's words, formatted once rather than at every forward.
+        self._where = f"feedforward part `{self.part_name}`"
+        self._expected = f"input [..., D] with D={dim}"
 
     def _check_input(self, x: torch.Tensor) -> None:
-        check_width(
-            x,
-            self.dim,
-            where=f"feedforward part `{self.part_name}`",
-            path=self._path,
-            expected=f"input [..., D] with D={self.dim}",
-        )
+        check_width(x, self.dim, where=self._where, path=self._path, expected=self._expected)
 
     def _setup(
         self, hidden: int, activation: Any, dropout: float, bias: bool, *, gated: bool
@@ -136,8 +133,11 @@ class MLP(_FeedForward):
         self._setup(hidden, activation, dropout, bias, gated=False)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        h = self.dropout(self.activation(self.up(x)))  # [B, T, hidden]
+        if x.dim() == 0 or x.shape[-1] != self.dim:
+            self._check_input(x)  # raises; tested inline first, as this runs per layer
+        h = self.activation(self.up(x))  # [B, T, hidden]
+        if self.training:  # regularization parts are the identity in eval: skip the call
+            h = self.dropout(h)
         return self.down(h)  # [B, T, D]
 
 
@@ -180,9 +180,12 @@ class SwiGLU(_FeedForward):
         self._setup(hidden, activation, dropout, bias, gated=True)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
+        if x.dim() == 0 or x.shape[-1] != self.dim:
+            self._check_input(x)  # raises; tested inline first, as this runs per layer
         gate, value = self.up(x).chunk(2, dim=-1)  # 2 x [B, T, hidden]
-        h = self.dropout(self.activation(gate) * value)  # [B, T, hidden]
+        h = self.activation(gate) * value  # [B, T, hidden]
+        if self.training:  # regularization parts are the identity in eval: skip the call
+            h = self.dropout(h)
         return self.down(h)  # [B, T, D]
 
 

@@ -43,10 +43,12 @@ class _Head(nn.Module):
         self.dim = _positive("dim", dim, self.part_name)
         self.out_features = _positive("out_features", out_features, self.part_name)
         self._path = current_path()
+        self._where = f"head part `{self.part_name}`"  # formatted once, not per forward
 
     def _check_input(self, x: torch.Tensor) -> None:
-        where = f"head part `{self.part_name}`"
-        check_width(x, self.dim, where=where, path=self._path, expected=f"input [..., {self.dim}]")
+        if x.dim() == 0 or x.shape[-1] != self.dim:  # inline first: a head runs per token
+            expected = f"input [..., {self.dim}]"
+            check_width(x, self.dim, where=self._where, path=self._path, expected=expected)
 
 
 @register("head", "linear")

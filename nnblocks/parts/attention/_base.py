@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nnblocks.errors import ShapeError, SpecError
@@ -194,6 +195,8 @@ class KeyValueAttention(nn.Module):
         batch, tq = check_sequence(part, "x", x, self.dim)
         state = None if cache is None else check_cache(part, cache)
         offset = 0 if state is None else state.get("offset", 0)
+        if state is not None and self._steps_in_place(state, context, mask, need_weights, tq):
+            return self._step_in_place(x, state, offset), state
         q = self._queries(x)  # [B, H, Tq, Dh]
         if context is None:
             q, k, v, bias, k_start = self._self_keys(x, q, offset, state)
@@ -217,6 +220,53 @@ class KeyValueAttention(nn.Module):
         if state is not None:
             state["offset"] = offset + tq
         return pack_outputs(out, weights, state, need_weights)
+
+    def _steps_in_place(
+        self,
+        state: dict[str, Any],
+        context: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        need_weights: bool,
+        tq: int,
+    ) -> bool:
+        """Whether this call is a plain decoding step: one new query over a cache whose
+        buffers are allocated ahead, with nothing to mask (every cached key is earlier),
+        no weights asked for, and nothing a subclass or autograd would do differently.
+
+        Decoding calls this case once per layer and token, where the general path's many
+        small calls cost as much as the arithmetic; ``_step_in_place`` does the same
+        operations in the same order, so the outputs are the same bits.
+        """
+        if tq != 1 or context is not None or mask is not None or need_weights:
+            return False
+        position = self.position
+        return (
+            "filled" in state
+            and self.keep_keys is None
+            and type(self)._attend is KeyValueAttention._attend
+            and (position is None or hasattr(position, "adjust_cached_from"))
+            and not torch.is_grad_enabled()
+            and not _tracing()
+        )
+
+    def _step_in_place(self, x: torch.Tensor, state: dict[str, Any], offset: int) -> torch.Tensor:
+        """The decoding step of ``_steps_in_place``: ``x`` ``[B, 1, dim]`` -> ``[B, 1, dim]``;
+        ``state`` gets the new key and value and the next offset."""
+        self._check_cached(state, x, offset)
+        q = self._queries(x)  # [B, H, 1, Dh]
+        k, v = self._keys_values(x)  # [B, Hkv, 1, Dh]
+        position = self.position
+        if position is not None:
+            q, k, _ = position.adjust_cached_from(q, k, offset)
+        k, v = write_ahead(state, k, v)  # every key so far
+        # The fused kernel straight away: nothing to mask, no weights (dot_product_attention
+        # would make the same call).
+        extra: dict[str, Any] = {"enable_gqa": True} if q.shape[1] != k.shape[1] else {}
+        out = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, scale=self.scale, **extra
+        )  # [B, H, 1, Dv]
+        state["offset"] = offset + 1
+        return self._output(out.transpose(1, 2).reshape(x.shape[0], 1, -1))  # [B, 1, dim]
 
     def _positions(self, start: int, length: int, device: torch.device) -> torch.Tensor:
         return torch.arange(start, start + length, device=device)
