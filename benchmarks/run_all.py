@@ -140,6 +140,9 @@ def _md_decode(doc: dict[str, Any]) -> list[str]:
            f"{cfg['num_hidden_layers']} layers, {cfg['num_attention_heads']} heads, "
            f"{cfg['num_key_value_heads']} kv heads, vocab {cfg['vocab_size']}); the same random "
            "weights in transformers' LlamaForCausalLM and nnblocks; prompt of 8 tokens."]  # fmt: skip
+    out.append("Tokens/s: the best timed call of each run, taking turns; a cached run is timed "
+               "three times as often as an uncached one, and the cache speedup compares the "
+               "uncached calls with the cached calls of the same turns.")  # fmt: skip
     if doc["transformers_skipped"]:
         out.append(f"transformers: skipped ({doc['transformers_skipped']})")
     out.append("")
