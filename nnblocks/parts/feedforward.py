@@ -133,8 +133,7 @@ class MLP(_FeedForward):
         self._setup(hidden, activation, dropout, bias, gated=False)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 0 or x.shape[-1] != self.dim:
-            self._check_input(x)  # raises; tested inline first, as this runs per layer
+        self._check_input(x)
         h = self.activation(self.up(x))  # [B, T, hidden]
         if self.training:  # regularization parts are the identity in eval: skip the call
             h = self.dropout(h)
@@ -180,8 +179,7 @@ class SwiGLU(_FeedForward):
         self._setup(hidden, activation, dropout, bias, gated=True)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 0 or x.shape[-1] != self.dim:
-            self._check_input(x)  # raises; tested inline first, as this runs per layer
+        self._check_input(x)
         gate, value = self.up(x).chunk(2, dim=-1)  # 2 x [B, T, hidden]
         h = self.activation(gate) * value  # [B, T, hidden]
         if self.training:  # regularization parts are the identity in eval: skip the call

@@ -43,12 +43,12 @@ class _Head(nn.Module):
         self.dim = _positive("dim", dim, self.part_name)
         self.out_features = _positive("out_features", out_features, self.part_name)
         self._path = current_path()
-        self._where = f"head part `{self.part_name}`"  # formatted once, not per forward
+        # The message's words, formatted once rather than at every forward.
+        self._where = f"head part `{self.part_name}`"
+        self._expected = f"input [..., {self.dim}]"
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() == 0 or x.shape[-1] != self.dim:  # inline first: a head runs per token
-            expected = f"input [..., {self.dim}]"
-            check_width(x, self.dim, where=self._where, path=self._path, expected=expected)
+        check_width(x, self.dim, where=self._where, path=self._path, expected=self._expected)
 
 
 @register("head", "linear")

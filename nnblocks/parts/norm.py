@@ -74,7 +74,6 @@ class _FeatureNorm(nn.Module):
         self._path = current_path()  # the slot, for error messages at call time
         # The message's words, formatted once rather than at every forward.
         self._axis = 1 if self.channels_first else -1
-        self._rank = 2 if self.channels_first else 1  # the fewest axes an input may have
         layout = "[B, C, ...] (channels_first=True)" if self.channels_first else "[..., D]"
         self._expected = f"input {layout} with {self.dim} features on axis {self._axis}"
         self._where = f"norm part `{self.part_name}`"
@@ -89,8 +88,7 @@ class _FeatureNorm(nn.Module):
         return f"{self.dim}, channels_first={self.channels_first}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < self._rank or x.shape[self._axis] != self.dim:
-            self._check_input(x)  # raises; tested inline first, as this runs per layer
+        self._check_input(x)
         if self.channels_first:
             # The fused kernels normalise trailing axes: move the channels there and back
             # (views, no copy).

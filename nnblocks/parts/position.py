@@ -432,14 +432,10 @@ class RotaryPosition(nn.Module):
         if _tracing():
             pos = torch.arange(start, start + t, device=q.device)
             return self._rotate(q, pos), self._rotate(k_new, pos), None
-        if q.shape[-1] != self.dim:
-            self._check_width(q)
+        self._check_width(q)
         cos, sin = self._table(start + t, q)
         cos, sin = cos[start : start + t], sin[start : start + t]  # [T, Dh]
-        # `_turn` written out: this runs per layer and decoded token.
-        half = self.dim // 2
-        q = q * cos + q.roll(half, dims=-1) * sin
-        return q, k_new * cos + k_new.roll(half, dims=-1) * sin, None
+        return self._turn(q, cos, sin), self._turn(k_new, cos, sin), None
 
     def adjust_cached(
         self, q: torch.Tensor, k_new: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor

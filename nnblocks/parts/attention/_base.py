@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nnblocks.errors import ShapeError, SpecError
@@ -259,12 +258,18 @@ class KeyValueAttention(nn.Module):
         if position is not None:
             q, k, _ = position.adjust_cached_from(q, k, offset)
         k, v = write_ahead(state, k, v)  # every key so far
-        # The fused kernel straight away: nothing to mask, no weights (dot_product_attention
-        # would make the same call).
-        extra: dict[str, Any] = {"enable_gqa": True} if q.shape[1] != k.shape[1] else {}
-        out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, scale=self.scale, **extra
-        )  # [B, H, 1, Dv]
+        out, _ = dot_product_attention(
+            q,
+            k,
+            v,
+            allowed=None,
+            is_causal=False,
+            valid=None,
+            bias=None,
+            dropout_p=self.dropout if self.training else 0.0,
+            scale=self.scale,
+            need_weights=False,
+        )  # [B, H, 1, Dv]: nothing to mask, the fused kernel
         state["offset"] = offset + 1
         return self._output(out.transpose(1, 2).reshape(x.shape[0], 1, -1))  # [B, 1, dim]
 

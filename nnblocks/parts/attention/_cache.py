@@ -43,9 +43,7 @@ def write_ahead(
         ``(k, v)`` ``[B, Hkv, T_cached + T_new, D]``: views of the buffers, every key so far.
     """
     buf_k, buf_v = state["k"], state["v"]
-    filled = state.get("filled")  # what cached_keys says, without a call per layer and step
-    if filled is None:
-        filled = buf_k.shape[2]
+    filled = cached_keys(state)
     need = filled + k.shape[2]
     if need > buf_k.shape[2] or buf_k.dtype != k.dtype:
         # Whole chunks: a copy at every CHUNK positions, and at most CHUNK - 1 positions

@@ -120,16 +120,12 @@ class GroupedQueryAttention(KeyValueAttention):
             heads * head_dim, dim, bias=bias if out_bias is None else out_bias
         )
 
-    # Heads are split inline rather than through `_split_heads`: these run per layer and
-    # decoded token, where each Python call shows.
     def _queries(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        return self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        return self._split_heads(self.q_proj(x))  # [B, H, T, Dh]
 
     def _keys_values(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b, t, _ = src.shape
-        k = self.k_proj(src).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(src).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        k = self._split_heads(self.k_proj(src), self.kv_heads)
+        v = self._split_heads(self.v_proj(src), self.kv_heads)
         return k, v  # [B, Hkv, T, Dh]
 
     def _output(self, o: torch.Tensor) -> torch.Tensor:
