@@ -30,9 +30,10 @@ def direct_attribute_reads(model: object) -> Iterator[None]:
     """Within the block, ``module.<child>`` and ``module.<parameter>`` skip ``__getattr__``.
 
     For the duration of a decoding call, where the model's structure does not change: a
-    part that replaces a child by ``add_module``, ``register_parameter`` or ``del`` while it
-    runs would read the old one until the block ends. Objects that are not modules are left
-    as they are.
+    part that sets a child or a parameter to None, or replaces one through ``add_module``,
+    ``register_parameter`` or ``del`` while it runs, would read the old one until the block
+    ends (assigning a module or a parameter is seen at once). Objects that are not modules
+    are left as they are.
     """
     added: list[tuple[dict, str, object]] = []
     if isinstance(model, nn.Module):
