@@ -39,7 +39,11 @@ def direct_attribute_reads(model: object) -> Iterator[None]:
     if isinstance(model, nn.Module):
         for module in model.modules():
             attributes, cls = module.__dict__, type(module)
-            for registry in (module._modules, module._parameters):
+            # A scripted module keeps its registries in C++ (wrappers, not dicts): as it is.
+            registries = (module._modules, module._parameters)
+            if not all(type(registry) is dict for registry in registries):
+                continue
+            for registry in registries:
                 for name, value in registry.items():
                     # A class attribute of the same name wins over `__getattr__` (so a
                     # plain read never reached the child): it must keep winning.

@@ -105,3 +105,13 @@ def test_a_class_attribute_that_shadows_a_child_keeps_shadowing_it():
     with direct_attribute_reads(model):
         assert model.head is None
     assert model.head is None
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_a_scripted_module_is_left_as_it_is():
+    scripted = torch.jit.script(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))
+    before = dict(scripted.__dict__)
+    with direct_attribute_reads(scripted):
+        assert set(scripted.__dict__) == set(before)
+        assert scripted(torch.ones(1, 2)).shape == (1, 2)
+    assert set(scripted.__dict__) == set(before)
