@@ -40,6 +40,7 @@ from torch import nn
 from nnblocks._attribute_reads import direct_attribute_reads
 from nnblocks._linear_layout import column_major_linears
 from nnblocks.errors import ShapeError, SpecError
+from nnblocks.models._direct_steps import direct_block_steps
 
 __all__ = ["greedy", "sample", "beam", "reorder_state", "gnmt_length_penalty"]
 
@@ -117,9 +118,10 @@ def _decoding(model: Any) -> Iterator[None]:
         model.eval()
     try:
         # Not just no_grad: without autograd's bookkeeping every one of the step's many
-        # small operations dispatches faster (measured 10-15% per token on the CPU); and
-        # children read as plain attributes (nnblocks/_attribute_reads.py).
-        with torch.inference_mode(), direct_attribute_reads(model):
+        # small operations dispatches faster (measured 10-15% per token on the CPU);
+        # children read as plain attributes (nnblocks/_attribute_reads.py); and blocks
+        # stepped without the module-call machinery (nnblocks/models/_direct_steps.py).
+        with torch.inference_mode(), direct_attribute_reads(model), direct_block_steps(model):
             yield
     finally:
         if isinstance(model, nn.Module):

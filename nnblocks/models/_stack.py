@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -530,6 +530,10 @@ class TransformerStack(nn.Module):
         ``(x [B, T, D], caches)``; ``caches`` is None when none was passed.
     """
 
+    # While a model decodes: each layer's `step_directly`, or None for a layer that takes
+    # the module path (nnblocks/models/_direct_steps.py sets it for one decoding call).
+    direct_steps: list[Callable[..., Any] | None] | None = None
+
     def __init__(self, layers: Sequence[nn.Module], final_norm: nn.Module | None):
         super().__init__()
         self.layers = nn.ModuleList(layers)
@@ -546,9 +550,18 @@ class TransformerStack(nn.Module):
         caches: list[dict[str, Any]] | None = None,
     ) -> tuple[torch.Tensor, list[dict[str, Any]] | None]:
         new_caches = None
+        direct = self.direct_steps
         if caches is None:
             for layer in self.layers:
                 x = layer(x, mask=mask, causal=causal, context=context, context_mask=context_mask)
+        elif direct is not None and mask is None and context is None and x.shape[1] == 1:
+            new_caches = []
+            for layer, step, cache in zip(self.layers, direct, caches):
+                stepped = None if step is None else step(x, cache)
+                if stepped is None:
+                    stepped = layer(x, causal=causal, cache=cache)
+                x, cache = stepped
+                new_caches.append(cache)
         else:
             new_caches = []
             for layer, cache in zip(self.layers, caches):

@@ -30,6 +30,8 @@ import torch
 from torch import nn
 
 from nnblocks.errors import ShapeError, SpecError
+from nnblocks.parts._hooks import has_call_hooks
+from nnblocks.parts.attention._base import KeyValueAttention
 from nnblocks.parts.boundary import check_features, check_flag, check_slot_output
 from nnblocks.registry import build, kind_of, register, spec_of
 from nnblocks.spec import current_path, join_path
@@ -269,6 +271,53 @@ class TransformerBlock(nn.Module):
         h = norm(x) if self._pre else x
         x = self._residual(x, self.feedforward(h), norm)
         return x if new_cache is None else (x, new_cache)
+
+    def can_step_directly(self) -> bool:
+        """Whether ``step_directly`` may stand in for this block's cached decoding steps.
+
+        It may when no hook would see the difference (none on the block, its norms, its
+        attention or its feedforward, and no global module hook), the block is in eval mode
+        and has no cross-attention, and the self-attention takes the short decoding path of
+        ``KeyValueAttention``. Checked once per decoding call (``nnblocks.generate``).
+        """
+        attention = self.self_attention
+        parts = (
+            self, self.self_attention_norm, attention, self.feedforward_norm, self.feedforward,
+        )  # fmt: skip
+        return (
+            type(self).forward is TransformerBlock.forward  # a subclass may call otherwise
+            and self.cross_attention is None
+            and not self.training
+            and isinstance(attention, KeyValueAttention)
+            and type(attention).forward is KeyValueAttention.forward
+            and attention._can_step_in_place()
+            and not any(has_call_hooks(part) for part in parts)
+        )
+
+    def step_directly(
+        self, x: torch.Tensor, cache: dict[str, Any]
+    ) -> tuple[torch.Tensor, dict[str, Any]] | None:
+        """One cached decoding step, ``forward(x, causal=True, cache=cache)`` with ``x``
+        ``[B, 1, D]`` and no mask, or None when the cache is not yet allocated ahead.
+
+        The same calls as ``forward`` in the same order, so the same bits; what it leaves
+        out is what ``can_step_directly`` made redundant for the whole decoding call:
+        ``Module.__call__`` of the sub-parts (no hooks to run), the checks of the inputs
+        (the first steps checked them and they keep their shapes), and the attention's
+        choice of path (its short path, which every step after the first two takes).
+        """
+        state = cache.get("self")
+        if not isinstance(state, dict) or "filled" not in state:
+            return None
+        state = dict(state)  # a new dict per step, as the attention's forward returns
+        norm = self.self_attention_norm
+        h = norm.forward(x) if self._pre else x
+        h = self.self_attention._step_in_place(h, state, state.get("offset", 0))
+        x = self._residual(x, h, norm)
+        norm = self.feedforward_norm
+        h = norm.forward(x) if self._pre else x
+        x = self._residual(x, self.feedforward.forward(h), norm)
+        return x, {"self": state}
 
     def _residual(self, x: torch.Tensor, branch: torch.Tensor, norm: nn.Module) -> torch.Tensor:
         if not isinstance(branch, torch.Tensor) or branch.shape != x.shape:

@@ -225,13 +225,12 @@ def check_slot_output(out: Any, *, slot: str, like: torch.Tensor, what: str = ""
     """The output of the part in ``slot`` has the shape of ``like`` (what the slot carries on).
 
     Raises:
-        ShapeError: not a tensor, or another shape (rank, length or width), naming the slot.
+        ShapeError: not a tensor, or another shape (rank, batch, length or width), naming
+            the slot.
     """
-    if (
-        isinstance(out, torch.Tensor)
-        and out.dim() == like.dim()
-        and out.shape[-1] == like.shape[-1]
-    ):
+    # The whole shape: a residual sum would broadcast another length (two positions for
+    # the one a decoding step feeds) into a wrong result instead of an error.
+    if isinstance(out, torch.Tensor) and out.shape == like.shape:
         return
     got = _shape(out) if isinstance(out, torch.Tensor) else type(out).__name__
     raise ShapeError(

@@ -238,14 +238,22 @@ class KeyValueAttention(nn.Module):
         """
         if tq != 1 or context is not None or mask is not None or need_weights:
             return False
-        position = self.position
         return (
             "filled" in state
-            and self.keep_keys is None
-            and type(self)._attend is KeyValueAttention._attend
-            and (position is None or hasattr(position, "adjust_cached_from"))
+            and self._can_step_in_place()
             and not torch.is_grad_enabled()
             and not _tracing()
+        )
+
+    def _can_step_in_place(self) -> bool:
+        """What ``_steps_in_place`` asks of the part itself, whatever the call: no key
+        window, the softmax ``_attend`` of this class, and a position part (if any) that
+        adjusts cached keys from an int offset."""
+        position = self.position
+        return (
+            self.keep_keys is None
+            and type(self)._attend is KeyValueAttention._attend
+            and (position is None or hasattr(position, "adjust_cached_from"))
         )
 
     def _step_in_place(self, x: torch.Tensor, state: dict[str, Any], offset: int) -> torch.Tensor:
