@@ -154,6 +154,17 @@ def test_a_model_in_training_mode_or_a_traced_call_is_not_stepped_directly():
             assert model.decoder.direct_steps is None
 
 
+def test_a_call_traced_within_a_decoding_call_takes_the_module_path():
+    model = _lm(position="rotary", norm="rms", pad_id=None)  # no key mask to compute
+    prompt = torch.tensor([[1, 5, 6]])
+    with pytest.MonkeyPatch.context() as patch, _counting_direct_steps(patch) as served:
+        patch.setattr(nnblocks.models._stack, "_tracing", lambda: True)
+        traced, _ = _steps(model, prompt, 5, direct=True)
+    assert not served
+    module, _ = _steps(model, prompt, 5, direct=False)
+    assert all(torch.equal(a, b) for a, b in zip(traced, module))
+
+
 def test_a_left_padded_prompt_decodes_on_the_module_path_with_the_same_tokens():
     model = _lm(position="rotary", norm="rms")
     prompt = torch.tensor([[0, 0, 1, 7], [1, 9, 8, 7]])  # pad_id 0: the first row is padded

@@ -38,8 +38,9 @@ def direct_block_steps(model: object) -> Iterator[None]:
     """Within the block, each ``TransformerStack`` of ``model`` steps its eligible layers
     through ``step_directly`` when called with caches, one position and no mask.
 
-    Traced or compiled calls keep the module path (a graph should see what ``forward``
-    does); so do models that are not modules.
+    Traced or compiled calls keep the module path (a graph should record what
+    ``forward`` does: the stack checks at each call, and nothing is set up for a decoding
+    call that starts while tracing); so do models that are not modules.
     """
     tracing = _is_compiling() or _is_exporting() or torch.jit.is_tracing()
     stacks = []

@@ -554,12 +554,18 @@ class TransformerStack(nn.Module):
         if caches is None:
             for layer in self.layers:
                 x = layer(x, mask=mask, causal=causal, context=context, context_mask=context_mask)
-        elif direct is not None and mask is None and context is None and x.shape[1] == 1:
+        elif (
+            direct is not None
+            and mask is None
+            and context is None
+            and x.shape[1] == 1
+            and not _tracing()  # a graph of the step records what `forward` does
+        ):
             new_caches = []
             for layer, step, cache in zip(self.layers, direct, caches):
                 stepped = None if step is None else step(x, cache)
                 if stepped is None:
-                    stepped = layer(x, causal=causal, cache=cache)
+                    stepped = layer(x, causal=causal, context_mask=context_mask, cache=cache)
                 x, cache = stepped
                 new_caches.append(cache)
         else:
