@@ -240,3 +240,41 @@ def test_a_part_whose_output_does_not_fit_is_named_on_either_path(direct):
             patch.setattr(generate, "direct_block_steps", lambda model: contextlib.nullcontext())
         with pytest.raises(nnblocks.errors.ShapeError, match="feedforward"):
             generate.greedy(model, prefix=torch.tensor([[1, 5, 6]]), max_new_tokens=5)
+
+
+def test_an_attention_subclass_that_changes_forward_keeps_its_block_on_the_module_path():
+    from nnblocks.parts.attention.multihead import MultiHeadAttention
+
+    class Halved(MultiHeadAttention):
+        def forward(self, *args, **kwargs):
+            out, cache = super().forward(*args, **kwargs)
+            return out / 2, cache
+
+    block = TransformerBlock(dim=16, heads=4).eval()
+    block.self_attention = Halved(dim=16, heads=4).eval()
+    assert not block.can_step_directly()
+
+
+@pytest.mark.parametrize(
+    "register",
+    [
+        lambda m: m.register_forward_pre_hook(lambda *a: None),
+        lambda m: m.register_forward_hook(lambda *a: None),
+        lambda m: m.register_full_backward_hook(lambda *a: None),
+        lambda m: nn.modules.module.register_module_forward_pre_hook(lambda *a: None),
+        lambda m: nn.modules.module.register_module_full_backward_hook(lambda *a: None),
+    ],
+    ids=["pre", "forward", "backward", "global pre", "global backward"],
+)
+def test_any_hook_that_module_call_would_run_is_seen(register):
+    from nnblocks.parts._hooks import has_call_hooks
+
+    block = TransformerBlock(dim=16, heads=4).eval()
+    assert not has_call_hooks(block.feedforward)
+    handle = register(block.feedforward)
+    try:
+        assert has_call_hooks(block.feedforward)
+        assert not block.can_step_directly()
+    finally:
+        handle.remove()
+    assert block.can_step_directly()
