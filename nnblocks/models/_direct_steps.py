@@ -5,8 +5,9 @@ layer's Python (``Module.__call__`` of the block and its sub-parts, the checks o
 input, the attention's choice of path) cost about as much as a small model's arithmetic.
 ``TransformerBlock.step_directly`` makes the same calls without that part: same bits.
 What makes it safe is checked here once per decoding call (``can_step_directly``: no
-hooks, eval mode, the built-in forward); nothing of the user's runs within a decoding
-call that could change it.
+hooks, eval mode, the built-in forward): within the call the user's code runs only in
+hooks of other modules (a projection's, say), and a hook that one of those registers on a
+directly stepped part runs from the next call (docs/interfaces.md).
 """
 
 from __future__ import annotations
