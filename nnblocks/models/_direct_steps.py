@@ -15,15 +15,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-import torch
 from torch import nn
 
+from nnblocks._tracing import tracing
 from nnblocks.models._stack import TransformerStack
 
 __all__ = ["direct_block_steps"]
-
-_is_compiling = torch.compiler.is_compiling
-_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # older torch lacks it
 
 
 def _steps(stack: TransformerStack) -> list | None:
@@ -43,9 +40,8 @@ def direct_block_steps(model: object) -> Iterator[None]:
     ``forward`` does: the stack checks at each call, and nothing is set up for a decoding
     call that starts while tracing); so do models that are not modules.
     """
-    tracing = _is_compiling() or _is_exporting() or torch.jit.is_tracing()
     stacks = []
-    if isinstance(model, nn.Module) and not tracing:
+    if isinstance(model, nn.Module) and not tracing():
         stacks = [m for m in model.modules() if isinstance(m, TransformerStack)]
     marked = []
     for stack in stacks:

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from nnblocks._tracing import tracing as _tracing
 from nnblocks.errors import RegistryError, ShapeError, SpecError
 from nnblocks.models._checks import positive_int, received
 from nnblocks.parts.boundary import check_probability
@@ -676,15 +677,6 @@ def key_mask(tokens: torch.Tensor, pad_id: int | None) -> torch.Tensor | None:
     if bool(mask.all()):
         return None
     return mask
-
-
-# Looked up once: this runs on every forward (older torch lacks is_exporting).
-_is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
-_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
-
-
-def _tracing() -> bool:
-    return bool(_is_compiling() or _is_exporting() or torch.jit.is_tracing())
 
 
 def tie_weight(source: nn.Module, target: nn.Module, *, slot: str) -> nn.Parameter:

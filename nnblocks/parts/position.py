@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnblocks._tracing import tracing as _tracing
 from nnblocks.errors import ShapeError
 from nnblocks.parts._docs import shared_sections
 from nnblocks.parts.attention._checks import check_option, shape_of
@@ -265,14 +266,6 @@ class LearnedPosition(_TablePosition):
 
     def _table(self) -> torch.Tensor:
         return self.weight
-
-
-_is_compiling = torch.compiler.is_compiling
-_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # older torch lacks it
-
-
-def _tracing() -> bool:
-    return bool(_is_compiling() or _is_exporting() or torch.jit.is_tracing())
 
 
 @register("position", "rotary")

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from nnblocks._tracing import tracing as _tracing
 from nnblocks.errors import ShapeError, SpecError
 from nnblocks.parts.attention._cache import cached_keys, write_ahead
 from nnblocks.parts.attention._checks import check_cache, check_sequence, shape_of
@@ -23,13 +24,6 @@ from nnblocks.registry import build
 from nnblocks.spec import current_path
 
 __all__ = ["AttendCall", "KeyValueAttention", "build_relative_position"]
-
-_is_compiling = torch.compiler.is_compiling
-_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # older torch lacks it
-
-
-def _tracing() -> bool:
-    return bool(_is_compiling() or _is_exporting() or torch.jit.is_tracing())
 
 
 def build_relative_position(
