@@ -551,39 +551,42 @@ class TransformerStack(nn.Module):
         caches: list[dict[str, Any]] | None = None,
     ) -> tuple[torch.Tensor, list[dict[str, Any]] | None]:
         new_caches = None
-        direct = self.direct_steps
         if caches is None:
             for layer in self.layers:
                 x = layer(x, mask=mask, causal=causal, context=context, context_mask=context_mask)
-        elif (
-            direct is not None
-            and mask is None
-            and context is None
-            and x.shape[1] == 1
-            and not _tracing()  # a graph of the step records what `forward` does
-        ):
-            new_caches = []
-            for layer, step, cache in zip(self.layers, direct, caches):
-                stepped = None if step is None else step(x, cache)
-                if stepped is None:
-                    stepped = layer(x, causal=causal, context_mask=context_mask, cache=cache)
-                x, cache = stepped
-                new_caches.append(cache)
         else:
             new_caches = []
-            for layer, cache in zip(self.layers, caches):
-                x, cache = layer(
-                    x,
-                    mask=mask,
-                    causal=causal,
-                    context=context,
-                    context_mask=context_mask,
-                    cache=cache,
-                )
+            for layer, step, cache in zip(self.layers, self._steps(x, mask, context), caches):
+                stepped = None if step is None else step(x, cache)
+                if stepped is None:
+                    stepped = layer(
+                        x,
+                        mask=mask,
+                        causal=causal,
+                        context=context,
+                        context_mask=context_mask,
+                        cache=cache,
+                    )
+                x, cache = stepped
                 new_caches.append(cache)
         if self.final_norm is not None:
             x = self.final_norm(x)
         return x, new_caches  # [B, T, D]
+
+    def _steps(
+        self, x: torch.Tensor, mask: torch.Tensor | None, context: torch.Tensor | None
+    ) -> Sequence[Callable[..., Any] | None]:
+        """Per layer, its direct step for this cached call, or None for the module path."""
+        direct = self.direct_steps
+        if (
+            direct is None
+            or mask is not None
+            or context is not None
+            or x.shape[1] != 1
+            or _tracing()  # a graph of the step records what `forward` does
+        ):
+            return [None] * len(self.layers)
+        return direct
 
 
 def build_blocks(
