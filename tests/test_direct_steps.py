@@ -39,6 +39,11 @@ def _counting_direct_steps(patch: pytest.MonkeyPatch):
     yield served
 
 
+def _module_path_only(patch: pytest.MonkeyPatch) -> None:
+    """``generate`` without the direct steps: every block through ``Module.__call__``."""
+    patch.setattr(generate, "direct_block_steps", lambda model: contextlib.nullcontext())
+
+
 def _steps(model, prompt, n, *, direct):
     """``model.step`` ``n`` times with greedy tokens: every step's logits and the last state."""
     tokens, logits = prompt, []
@@ -90,7 +95,7 @@ def test_generate_takes_direct_steps_and_gives_the_same_tokens_as_the_module_pat
         beam = generate.beam(model, prefix=prompt, beam_size=3, max_new_tokens=12)
     assert served  # greedy and beam search both went direct
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(generate, "direct_block_steps", lambda model: contextlib.nullcontext())
+        _module_path_only(patch)
         assert torch.equal(greedy, generate.greedy(model, prefix=prompt, max_new_tokens=12))
         assert torch.equal(
             beam, generate.beam(model, prefix=prompt, beam_size=3, max_new_tokens=12)
@@ -172,7 +177,7 @@ def test_a_left_padded_prompt_decodes_on_the_module_path_with_the_same_tokens():
         out = generate.greedy(model, prefix=prompt, max_new_tokens=6)
     assert not served  # a key mask at every step
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(generate, "direct_block_steps", lambda model: contextlib.nullcontext())
+        _module_path_only(patch)
         assert torch.equal(out, generate.greedy(model, prefix=prompt, max_new_tokens=6))
 
 
@@ -227,7 +232,7 @@ def test_a_third_party_feedforward_is_stepped_directly_with_the_same_tokens():
         out = generate.greedy(model, prefix=prompt, max_new_tokens=6)
     assert any(block is model.decoder.layers[1] for block in served)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(generate, "direct_block_steps", lambda model: contextlib.nullcontext())
+        _module_path_only(patch)
         assert torch.equal(out, generate.greedy(model, prefix=prompt, max_new_tokens=6))
 
 
@@ -237,7 +242,7 @@ def test_a_part_whose_output_does_not_fit_is_named_on_either_path(direct):
     model.decoder.layers[0].feedforward = _UserFeedForward(16, broken=True)
     with pytest.MonkeyPatch.context() as patch:
         if not direct:
-            patch.setattr(generate, "direct_block_steps", lambda model: contextlib.nullcontext())
+            _module_path_only(patch)
         with pytest.raises(nnblocks.errors.ShapeError, match="feedforward"):
             generate.greedy(model, prefix=torch.tensor([[1, 5, 6]]), max_new_tokens=5)
 
