@@ -139,6 +139,13 @@ class MixesBatch(PlainAttention):
         return x + 0.1 * x.mean(0, keepdim=True)
 
 
+class ScalesInputInPlace(PlainAttention):
+    """Fault: scales its input in place, which the block then adds back as the residual."""
+
+    def mix(self, x):
+        return x.mul_(0.5) if not x.requires_grad else x * 0.5
+
+
 class NaNOnFullyMasked(PlainAttention):
     """Fault: the textbook masked softmax, which gives NaN for a row with no key."""
 

@@ -42,6 +42,14 @@ class RMSNormRef(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
+class RMSNormInPlace(RMSNormRef):
+    """Fault: normalises its input in place (the pre-norm block's residual then changes)."""
+
+    def forward(self, x):
+        scale = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return x.mul_(scale).mul_(self.weight) if not x.requires_grad else x * scale * self.weight
+
+
 class BatchNormRef(nn.Module):
     """BatchNorm over every axis but the last (features last)."""
 
@@ -148,6 +156,13 @@ class MixesPositions(MLPRef):
         return super().forward(x.cumsum(1))
 
 
+class ClampsInPlace(MLPRef):
+    """Fault: clamps its input in place before the first projection."""
+
+    def forward(self, x):
+        return super().forward(x.clamp_(-1.0, 1.0) if not x.requires_grad else x.clamp(-1, 1))
+
+
 class GeluRef(nn.Module):
     def forward(self, x):
         return F.gelu(x)
@@ -180,6 +195,13 @@ class DropoutRef(nn.Module):
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)
+
+
+class InPlaceRelu(nn.Module):
+    """torch's memory-saving `inplace=True`: fine on an intermediate, so only a warning."""
+
+    def forward(self, x):
+        return F.relu(x, inplace=not x.requires_grad)
 
 
 class NoisyInEval(DropoutRef):

@@ -42,6 +42,7 @@ FAULTS = [
     (bp.ComputesInFloat32, "dtype_bfloat16"),
     (bp.ComputesInBfloat16, "dtype_float64"),
     (bp.ForgetsCausalWithCache, "cache_self"),
+    (bp.ScalesInputInPlace, "inputs_unchanged"),
 ]
 
 

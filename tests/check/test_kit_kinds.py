@@ -40,6 +40,8 @@ FAULTS = [
     ("activation", rp.SoftmaxActivation, "element_wise"),
     ("regularization", rp.NoisyInEval, "eval_identity"),
     ("regularization", rp.NoisyInEval, "determinism"),
+    ("norm", rp.RMSNormInPlace, "inputs_unchanged"),
+    ("feedforward", rp.ClampsInPlace, "inputs_unchanged"),
 ]
 
 
@@ -50,6 +52,14 @@ def test_broken_parts_fail_their_check(kind, part, check):
     report = check_part(kind, part, only=[check])
     assert report[check].status == "fail", str(report)
     assert not report[check].message.startswith("crashed"), report[check].message
+
+
+def test_writing_into_the_input_names_it_and_only_warns_for_activations():
+    norm = check_part("norm", rp.RMSNormInPlace, only=["inputs_unchanged"])["inputs_unchanged"]
+    assert "`x` (eval mode)" in norm.message and "residual" in norm.message
+    relu = check_part("activation", rp.InPlaceRelu, only=["inputs_unchanged"])
+    assert relu["inputs_unchanged"].status == "warn" and relu.ok, str(relu)
+    assert check_part("activation", rp.GeluRef, only=["inputs_unchanged"]).ok
 
 
 def test_norm_statistics_name_the_family():

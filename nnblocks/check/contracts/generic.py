@@ -1,4 +1,5 @@
-"""Checks every kind shares: dtypes kept, gradients, determinism, state_dict round trip.
+"""Checks every kind shares: dtypes kept, gradients, determinism, inputs left unchanged,
+state_dict round trip.
 
 They feed the part its kind's representative call (``contract.example``), so one function
 serves every kind. Kinds add their own checks (causal leakage, normalisation axes) next to
@@ -7,6 +8,7 @@ these in their own module.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,7 @@ from nnblocks.check.contracts.base import (
     fail,
     max_diff,
     scale_of,
+    tensors_in,
     warn,
 )
 
@@ -33,6 +36,7 @@ __all__ = [
     "dtype_checks",
     "gradient",
     "determinism",
+    "inputs_unchanged",
     "state_dict_round_trip",
     "float_checks",
     "float_contract",
@@ -176,6 +180,61 @@ def determinism(ctx: Context) -> str:
     )
 
 
+# Kinds whose parts run on an intermediate their caller made for them (an activation inside a
+# feedforward, dropout on a residual branch): writing into it is torch's memory-saving
+# `inplace=True`, so the check warns. Every other kind gets a tensor its caller uses again.
+_INPLACE_TOLERATED = frozenset({"activation", "regularization"})
+
+
+def _named_tensors(module: torch.nn.Module, call: Call) -> list[tuple[str, torch.Tensor]]:
+    """The call's tensor arguments, named by the ``forward`` parameter they bind to."""
+    try:
+        names = list(inspect.signature(module.forward).parameters)
+    except (TypeError, ValueError):
+        names = []
+    found = []
+    for i, arg in enumerate(call.args):
+        name = names[i] if i < len(names) else f"argument {i}"
+        found += [(f"`{name}`", t) for t in tensors_in(arg)]
+    for key, value in call.kwargs.items():
+        found += [(f"`{key}`", t) for t in tensors_in(value)]
+    return found
+
+
+@check("inputs_unchanged")
+def inputs_unchanged(ctx: Context) -> str:
+    """The call leaves its input tensors as they were, in eval and in train mode.
+
+    A slot's input is used again after its part returns (the residual sum adds the block's
+    input to the branch), so a part that writes into it changes the model's result without
+    an error, and autograd does not notice when nothing saved that input.
+    """
+    written = []
+    for train in (False, True):
+        call = ctx.example()
+        module = ctx.fresh(train=train)
+        inputs = _named_tensors(module, call)
+        before = [t.detach().clone() for _, t in inputs]
+        with torch.no_grad():
+            call.run(module)
+        for (name, t), old in zip(inputs, before):
+            same = torch.equal(t, old) or (
+                t.is_floating_point() and torch.allclose(t, old, rtol=0, atol=0, equal_nan=True)
+            )
+            if not same:
+                written.append(f"{name} ({'train' if train else 'eval'} mode)")
+    if not written:
+        return "no input tensor written to (eval and train mode)"
+    message = (
+        f"the part wrote into its input {', '.join(written)}: the caller "
+        "uses that tensor again (e.g. in the residual sum), so the model's result changes "
+        "silently; compute into a new tensor (e.g. `x * w`, not `x.mul_(w)`)"
+    )
+    if ctx.kind in _INPLACE_TOLERATED:
+        warn(message + " unless the part is only ever given an intermediate it owns")
+    fail(message)
+
+
 def _perturbed(module: torch.nn.Module) -> None:
     """Change every tensor of the state_dict in place (non-persistent buffers stay)."""
     with torch.no_grad():
@@ -227,7 +286,7 @@ def state_dict_round_trip(ctx: Context) -> str:
 
 def float_checks() -> list[Check]:
     """The generic checks for a differentiable part, in the order they run."""
-    return [*dtype_checks(), gradient, determinism, state_dict_round_trip]
+    return [*dtype_checks(), gradient, determinism, inputs_unchanged, state_dict_round_trip]
 
 
 def float_contract(
