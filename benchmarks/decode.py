@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import plain_llama_decode
 import torch
 
 import nnblocks
@@ -200,9 +201,11 @@ def case(
     tokens: int,
     rounds: int,
     uncached: bool,
+    plain: bool = False,
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
-    """One setting: nnblocks cached (and uncached), transformers cached, side by side."""
+    """One setting: nnblocks cached (and uncached), transformers cached and, with ``plain``
+    (greedy only), the same model's decoding loop written plainly, side by side."""
     generator = torch.Generator().manual_seed(batch)
     prompt = torch.randint(3, CONFIG["vocab_size"], (batch, 8), generator=generator).to(device)
     runs: dict[str, Callable[[], torch.Tensor]] = {
@@ -213,6 +216,9 @@ def case(
     if theirs is not None:
         extra = {} if beam_size == 1 else {"num_beams": beam_size, "length_penalty": 0.0}
         runs["transformers"] = lambda: hf_decode(theirs, prompt, tokens, **extra)
+    if plain:
+        state = {name: t.detach() for name, t in ours.state_dict().items()}
+        runs["plain"] = lambda: plain_llama_decode.greedy(state, CONFIG, prompt, tokens)
     # The cached runs take three times the rounds: a best of 9 moves less with this host's
     # load than a best of 3. The slow uncached runs take `rounds`, and the cache's speedup
     # compares them with the cached runs of the same turns (a best of as many on each side).
@@ -235,6 +241,9 @@ def case(
         same_turns = min(timing["wall"]["nnblocks"][:rounds])
         row["cache_speedup"] = seconds["nnblocks_uncached"] / same_turns
         row["same_tokens_uncached"] = bool(torch.equal(outs["nnblocks"], outs["nnblocks_uncached"]))
+    if plain:
+        row["vs_plain"] = seconds["plain"] / seconds["nnblocks"]
+        row["same_tokens_as_plain"] = bool(torch.equal(outs["nnblocks"], outs["plain"]))
     if theirs is not None:
         row["vs_transformers"] = seconds["transformers"] / seconds["nnblocks"]
         row["same_tokens_as_transformers"] = bool(
@@ -268,6 +277,7 @@ def run(tokens: int = 128, rounds: int = 3, quick: bool = False) -> dict[str, An
                 tokens=tokens,
                 rounds=rounds,
                 uncached=True,
+                plain=beam_size == 1,
             )
         )
     # The cache's own gain at the length where issue 14 sets its goal (5x at 256 tokens).
@@ -299,7 +309,8 @@ def run(tokens: int = 128, rounds: int = 3, quick: bool = False) -> dict[str, An
 
 def print_table(doc: dict[str, Any]) -> None:
     print(
-        f"{'decode':>8} {'batch':>5} {'nnblocks tok/s':>15} {'hf tok/s':>9} {'vs hf':>6} {'cache x':>8} same"
+        f"{'decode':>8} {'batch':>5} {'nnblocks tok/s':>15} {'hf tok/s':>9} {'vs hf':>6} "
+        f"{'vs plain':>8} {'cache x':>8} same"
     )
     for r in doc["results"]:
         tps = r["tokens_per_s"]
@@ -307,7 +318,8 @@ def print_table(doc: dict[str, Any]) -> None:
         print(
             f"{r['decode']:>8} {r['batch']:>5} {tps['nnblocks']:>15.0f} "
             f"{hf if hf is None else round(hf):>9} "
-            f"{r.get('vs_transformers', float('nan')):>6.2f} {r['cache_speedup']:>8.2f} "
+            f"{r.get('vs_transformers', float('nan')):>6.2f} "
+            f"{r.get('vs_plain', float('nan')):>8.2f} {r['cache_speedup']:>8.2f} "
             f"{r.get('same_tokens_as_transformers')}/{r['same_tokens_uncached']}"
         )
     c = doc["cache_at_length"]

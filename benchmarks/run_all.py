@@ -142,7 +142,10 @@ def _md_decode(doc: dict[str, Any]) -> list[str]:
            "weights in transformers' LlamaForCausalLM and nnblocks; prompt of 8 tokens."]  # fmt: skip
     out.append("Tokens/s: the best timed call of each run, taking turns; a cached run is timed "
                "three times as often as an uncached one, and the cache speedup compares the "
-               "uncached calls with the cached calls of the same turns.")  # fmt: skip
+               "uncached calls with the cached calls of the same turns. The plain loop is the same "
+               "model's greedy decoding written by hand on its state dict (F.linear, a cache "
+               "allocated once, SDPA; benchmarks/plain_llama_decode.py): what is left over it "
+               "is the library's own cost.")  # fmt: skip
     if doc["transformers_skipped"]:
         out.append(f"transformers: skipped ({doc['transformers_skipped']})")
     out.append("")
@@ -152,12 +155,15 @@ def _md_decode(doc: dict[str, Any]) -> list[str]:
         rows.append([
             r["decode"], r["batch"], r["tokens"], round(tps["nnblocks"]),
             round(tps["nnblocks_uncached"]), round(tps["transformers"]) if "transformers" in tps else "skipped",
-            r.get("vs_transformers", "skipped"), r["cache_speedup"],
-            r.get("same_tokens_as_transformers", "-"), r["same_tokens_uncached"],
+            r.get("vs_transformers", "skipped"),
+            round(tps["plain"]) if "plain" in tps else "-", r.get("vs_plain", "-"),
+            r["cache_speedup"], r.get("same_tokens_as_transformers", "-"),
+            r.get("same_tokens_as_plain", "-"), r["same_tokens_uncached"],
         ])  # fmt: skip
     out += _table(["decoding", "batch", "new tokens", "nnblocks tok/s", "uncached tok/s",
-                   "transformers tok/s", "nnblocks / transformers", "cache speedup",
-                   "same tokens as transformers", "cached = uncached"], rows)  # fmt: skip
+                   "transformers tok/s", "nnblocks / transformers", "plain loop tok/s",
+                   "nnblocks / plain loop", "cache speedup", "same tokens as transformers",
+                   "same tokens as plain loop", "cached = uncached"], rows)  # fmt: skip
     for r in doc["results"]:
         d = r.get("differences")
         if d:

@@ -41,3 +41,27 @@ def test_differing_rows_are_named_with_both_log_probabilities(
            "results": [row], "cache_at_length": row}  # fmt: skip
     text = "\n".join(run_all._md_decode(doc))
     assert "rows [1] differ" in text and f"{d['nnblocks_logprob'][0]:.2f}" in text
+
+
+def test_the_plain_loop_decodes_the_same_tokens_as_nnblocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The decoding table's floor is only a floor if it computes the same model.
+    monkeypatch.syspath_prepend(str(BENCH))
+    import decode
+    import plain_llama_decode
+
+    config = {**decode.CONFIG, "vocab_size": 50, "hidden_size": 32, "intermediate_size": 88,
+              "num_hidden_layers": 2, "max_position_embeddings": 64}  # fmt: skip
+    torch.manual_seed(0)
+    model = decode.nnblocks_llama(config).eval()
+    model.eos_id = -1
+    prompt = torch.randint(3, 50, (3, 5))
+    state = {name: t.detach() for name, t in model.state_dict().items()}
+    plain = plain_llama_decode.greedy(state, config, prompt, 12)
+    ours = nnblocks.generate.greedy(model, prefix=prompt, max_new_tokens=12)
+    assert torch.equal(plain, ours)
+    state["decoder.layers.1.feedforward.down.weight"] = torch.randn_like(
+        state["decoder.layers.1.feedforward.down.weight"]
+    )  # another model: other tokens, so the comparison can fail
+    assert not torch.equal(plain_llama_decode.greedy(state, config, prompt, 12), ours)
