@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -39,7 +40,7 @@ from torch import nn
 
 from nnblocks._attribute_reads import direct_attribute_reads
 from nnblocks._linear_layout import column_major_linears
-from nnblocks.errors import ShapeError, SpecError
+from nnblocks.errors import NumericsError, ShapeError, SpecError
 from nnblocks.models._direct_steps import direct_block_steps
 
 __all__ = ["greedy", "sample", "beam", "reorder_state", "gnmt_length_penalty"]
@@ -150,6 +151,10 @@ def _start(
                 f"Received: prefix of shape {tuple(prefix.shape)}"
             )
         return prefix.long(), state
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise _invalid("batch_size", "a positive integer or None", batch_size)
     if src is not None:
         rows, device = src.shape[0], src.device
     else:
@@ -159,6 +164,18 @@ def _start(
     if batch_size is not None and batch_size != rows:
         raise _invalid("batch_size", f"the source's batch size {rows}", batch_size)
     return torch.full((rows, 1), int(model.bos_id), dtype=torch.long, device=device), state
+
+
+def _check_first_logits(logits: torch.Tensor) -> None:
+    """NaN logits would decode silently wrong (argmax picks token 0) or fail deep inside
+    sampling; checked at the first step, where a broken checkpoint shows."""
+    if bool(logits.isnan().any()):
+        raise NumericsError(
+            "generate: the model's first decoding step returned NaN logits, so no token can "
+            "be chosen; its weights or inputs hold NaN/Inf. `nnblocks.check.watch_numerics("
+            "model)` names the first module whose output is not finite.",
+            phase="generate",
+        )
 
 
 def _budget(model: Any, start: int, max_new_tokens: int | None) -> int:
@@ -223,6 +240,8 @@ def _decode(
         with _weight_layout(model, budget):
             while t < tokens.shape[1]:
                 logits, state = model.step(tokens[:, :t], state, use_cache=use_cache)  # [B, V]
+                if t == start.shape[1]:
+                    _check_first_logits(logits)
                 nxt = torch.where(done, fills, choose(logits.float()))  # [B]
                 tokens[:, t] = nxt
                 t += 1
@@ -260,6 +279,7 @@ def greedy(
     Raises:
         SpecError: the model lacks the decoding protocol, or a bad argument.
         ShapeError: ``prefix`` is not integer ids ``[B, t0]``.
+        NumericsError: the first step's logits hold NaN (a broken model or checkpoint).
 
     Example:
         >>> lm = nnblocks.build({"name": "transformer_lm", "vocab_size": 30, "dim": 16,
@@ -313,7 +333,8 @@ def sample(
         batch_size: sequences when there is neither ``src`` nor ``prefix``.
         max_new_tokens: most tokens to add (as for ``greedy``).
         use_cache: let the model reuse its attention caches (as for ``greedy``).
-        temperature: divides the logits; below 1 sharpens, above 1 flattens, 0 is greedy.
+        temperature: divides the logits (finite, >= 0); below 1 sharpens, above 1 flattens,
+            0 is greedy.
         top_k: sample only among the ``k`` most likely tokens (Fan et al. 2018).
         top_p: sample only among the most likely tokens holding probability ``p``
             (nucleus sampling, Holtzman et al. 2020).
@@ -324,6 +345,8 @@ def sample(
 
     Raises:
         SpecError: a bad argument or a model without the decoding protocol.
+        ShapeError: ``prefix`` is not integer ids ``[B, t0]``.
+        NumericsError: the first step's logits hold NaN (a broken model or checkpoint).
 
     Example:
         >>> lm = nnblocks.build({"name": "transformer_lm", "vocab_size": 30, "dim": 16,
@@ -337,12 +360,14 @@ def sample(
     if (
         isinstance(temperature, bool)
         or not isinstance(temperature, (int, float))
-        or temperature < 0
+        or not 0 <= temperature < math.inf  # NaN fails this too
     ):
-        raise _invalid("temperature", "a number >= 0", temperature)
+        raise _invalid("temperature", "a finite number >= 0", temperature)
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise _invalid("top_k", "a positive integer or None", top_k)
-    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+    if top_p is not None and (
+        isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1
+    ):
         raise _invalid("top_p", "a probability in (0, 1] or None", top_p)
 
     def choose(logits: torch.Tensor) -> torch.Tensor:
@@ -395,6 +420,8 @@ def beam(
 
     Raises:
         SpecError: a bad argument or a model without the decoding protocol.
+        ShapeError: ``prefix`` is not integer ids ``[B, t0]``.
+        NumericsError: the first step's logits hold NaN (a broken model or checkpoint).
 
     Example:
         >>> model = nnblocks.build({"name": "transformer_seq2seq", "vocab_size": 30,
@@ -419,8 +446,10 @@ def beam(
         state = reorder_state(state, search.expand)
         budget = _budget(model, start.shape[1], max_new_tokens)
         with _weight_layout(model, budget):
-            for _ in range(budget):
+            for step in range(budget):
                 logits, state = model.step(search.tokens, state, use_cache=use_cache)
+                if step == 0:
+                    _check_first_logits(logits)
                 pick = search.advance(logits)  # logits: [n*k, V]
                 state = reorder_state(state, pick)
                 if bool(search.done.all()):

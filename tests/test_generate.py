@@ -10,7 +10,7 @@ import torch
 
 import nnblocks
 from nnblocks import generate
-from nnblocks.errors import ShapeError, SpecError
+from nnblocks.errors import NumericsError, ShapeError, SpecError
 
 PAD, BOS, EOS, A, B = 0, 1, 2, 3, 4
 
@@ -138,6 +138,26 @@ def test_bad_arguments():
         generate.greedy(model, prefix=torch.ones(2, 3))
     with pytest.raises(ShapeError, match="batch size"):
         generate.greedy(model, torch.ones(3, 4, dtype=torch.long), prefix=torch.ones(2, 1).long())
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(SpecError, match="temperature"):
+            generate.sample(model, temperature=bad)
+    with pytest.raises(SpecError, match="top_p"):
+        generate.sample(model, top_p=True)
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(SpecError, match="batch_size"):
+            generate.greedy(model, batch_size=bad)
+
+
+@pytest.mark.parametrize("decode", ["greedy", "sample", "beam"])
+def test_nan_logits_at_the_first_step_are_an_error_not_token_zero(decode):
+    torch.manual_seed(0)
+    model = nnblocks.build(
+        {"name": "transformer_lm", "vocab_size": 20, "dim": 16, "heads": 2, "layers": 1}
+    ).eval()
+    with torch.no_grad():
+        model.decoder.layers[0].feedforward.down.weight[0, 0] = float("nan")
+    with pytest.raises(NumericsError, match="NaN logits.*watch_numerics"):
+        getattr(generate, decode)(model, batch_size=2, max_new_tokens=4)
 
 
 # Real models: cached decoding gives the same tokens as uncached decoding.

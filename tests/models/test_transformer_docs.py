@@ -13,6 +13,7 @@ MODULES = [
     "nnblocks.models.transformer_seq2seq",
     "nnblocks.models.transformer_classifier",
     "nnblocks.parts.head",
+    "nnblocks.generate",
 ]
 
 
