@@ -163,7 +163,14 @@ def _start(
         device = next((p.device for p in params), torch.device("cpu"))
     if batch_size is not None and batch_size != rows:
         raise _invalid("batch_size", f"the source's batch size {rows}", batch_size)
-    return torch.full((rows, 1), int(model.bos_id), dtype=torch.long, device=device), state
+    bos = _special_id(model, "bos_id", fed=True)
+    if bos is None:
+        raise SpecError(
+            f"{type(model).__name__} has no bos_id to start decoding from: pass a `prefix` "
+            "(the prompt's token ids) or set the model's bos_id.",
+            path="generate",
+        )
+    return torch.full((rows, 1), bos, dtype=torch.long, device=device), state
 
 
 def _check_first_logits(logits: torch.Tensor) -> None:
@@ -211,9 +218,35 @@ def _weight_layout(model: Any, steps: int) -> contextlib.AbstractContextManager[
     return column_major_linears(model)
 
 
-def _fill_id(model: Any) -> int:
-    pad = getattr(model, "pad_id", None)
-    return int(model.eos_id if pad is None else pad)
+def _special_id(model: Any, name: str, *, fed: bool = False) -> int | None:
+    """``model.<name>`` (``bos_id``, ``eos_id``, ``pad_id``): None or an int. An id the
+    model is ``fed`` must be within its ``vocab_size``; an ``eos_id`` outside it (say -1) is
+    never produced, so the sequences run to the length asked for."""
+    value = getattr(model, name, None)
+    if value is None:
+        return None
+    vocab = getattr(model, "vocab_size", None)
+    vocab = vocab if isinstance(vocab, int) and not isinstance(vocab, bool) else None
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if ok and fed:
+        ok = value >= 0 and (vocab is None or value < vocab)
+    if not ok:
+        expected = "an integer token id"
+        if fed:
+            expected += f" in [0, vocab_size={vocab})" if vocab is not None else " >= 0"
+        raise SpecError(
+            f"{type(model).__name__}.{name} must be None or {expected}. Received: {name}={value!r}",
+            path="generate",
+        )
+    return value
+
+
+def _stop_and_fill(model: Any) -> tuple[int, int]:
+    """``(eos, fill)``: the id that ends a sequence (-1, never produced, for a model whose
+    ``eos_id`` is None: it decodes to the length asked for) and the id written after it."""
+    eos, pad = _special_id(model, "eos_id"), _special_id(model, "pad_id")
+    fill = pad if pad is not None else eos if eos is not None else 0
+    return (-1 if eos is None else eos), fill
 
 
 def _decode(
@@ -228,7 +261,7 @@ def _decode(
     """One token per step for each sequence, picked by ``choose(logits [B, V]) -> [B]``."""
     with _decoding(model):
         start, state = _start(model, src, prefix, batch_size)
-        eos, fill = int(model.eos_id), _fill_id(model)
+        eos, fill = _stop_and_fill(model)
         rows, t = start.shape
         # One buffer for every token (the prefix handed to each step is a view of it), so
         # no step copies the tokens so far.
@@ -442,7 +475,7 @@ def beam(
         raise _invalid("length_penalty", "a number >= 0", length_penalty)
     with _decoding(model):
         start, state = _start(model, src, prefix, batch_size)
-        search = _Beams(start, beam_size, float(length_penalty), int(model.eos_id), _fill_id(model))
+        search = _Beams(start, beam_size, float(length_penalty), *_stop_and_fill(model))
         state = reorder_state(state, search.expand)
         budget = _budget(model, start.shape[1], max_new_tokens)
         with _weight_layout(model, budget):

@@ -388,3 +388,34 @@ def test_generated_tokens_and_the_model_train_afterwards(position):
     loss = model(tokens).logsumexp(-1).mean() + model(beams).logsumexp(-1).mean()
     loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def _tiny_lm(**ids):
+    spec = {"name": "transformer_lm", "vocab_size": 20, "dim": 16, "heads": 2, "layers": 1}
+    return nnblocks.build({**spec, **ids}).eval()
+
+
+@pytest.mark.parametrize("decode", ["greedy", "beam"])
+def test_a_model_without_eos_id_decodes_to_the_length_asked_for(decode):
+    # Imported configs may say `"eos_token_id": null`: nothing ends a sequence early.
+    torch.manual_seed(0)
+    model = _tiny_lm(eos_id=None, pad_id=None)
+    out = getattr(generate, decode)(model, batch_size=2, max_new_tokens=5)
+    assert out.shape == (2, 6) and (out[:, 0] == model.bos_id).all()
+
+
+def test_special_ids_are_checked_where_they_are_used():
+    torch.manual_seed(0)
+    with pytest.raises(SpecError, match="has no bos_id.*prefix"):
+        generate.greedy(_tiny_lm(bos_id=None), batch_size=2, max_new_tokens=3)
+    prompt = torch.tensor([[3, 4]])
+    assert generate.greedy(_tiny_lm(bos_id=None), prefix=prompt, max_new_tokens=2).shape == (1, 4)
+    with pytest.raises(SpecError, match=r"bos_id must be .* in \[0, vocab_size=20\)"):
+        generate.greedy(_tiny_lm(bos_id=50256), batch_size=2, max_new_tokens=3)
+    model = _tiny_lm()
+    model.eos_id = "2"  # set after building, past the constructor's check
+    with pytest.raises(SpecError, match="eos_id"):
+        generate.greedy(model, prefix=prompt, max_new_tokens=2)
+    for name, bad in (("bos_id", 1.5), ("eos_id", True), ("pad_id", "0")):
+        with pytest.raises(SpecError, match=f"`{name}`"):
+            _tiny_lm(**{name: bad})

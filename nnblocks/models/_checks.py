@@ -12,7 +12,7 @@ from torch import Tensor
 from nnblocks.errors import SpecError
 from nnblocks.spec import current_path
 
-__all__ = ["is_none", "positive_int", "received"]
+__all__ = ["is_none", "positive_int", "special_ids", "received"]
 
 
 def is_none(spec: Any) -> bool:
@@ -36,6 +36,26 @@ def positive_int(name: str, value: Any, *, minimum: int = 1, model: str | None =
             path=current_path() or model or None,
         )
     return value
+
+
+def special_ids(**ids: Any) -> tuple[int | None, ...]:
+    """The special token ids (``pad_id=..., bos_id=..., eos_id=...``), each None or an int.
+
+    Only the type is checked here: an id beyond a small vocabulary is what imported configs
+    carry (GPT-2's 50256 in a test-sized model), and it matters only where it is used (the
+    embedding checks ``pad_id``, ``generate`` checks the ``bos_id`` it feeds).
+
+    Raises:
+        SpecError: an id that is a bool, a float or a string, naming it.
+    """
+    for name, value in ids.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise SpecError(
+                f"Received an invalid value for `{name}`: expected None or an integer token "
+                f"id. Received: {name}={value!r}",
+                path=current_path() or None,
+            )
+    return tuple(ids.values())
 
 
 def received(value: Any) -> str:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from nnblocks.errors import SpecError
-from nnblocks.models._checks import positive_int
+from nnblocks.models._checks import positive_int, special_ids
 from nnblocks.models._stack import (
     ENCODER_OPTIONS,
     Stack,
@@ -127,7 +127,7 @@ class TransformerClassifier(nn.Module):
                 f"Received: pool={pool!r}",
                 path=current_path() or None,
             )
-        self.pad_id = pad_id
+        (self.pad_id,) = special_ids(pad_id=pad_id)
         plan = plan_stacks(
             dim=dim, heads=heads, max_len=max_len, block=block, self_attention=self_attention,
             feedforward=feedforward, norm=norm, norm_placement=norm_placement, dropout=dropout,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from nnblocks.errors import ShapeError
-from nnblocks.models._checks import positive_int
+from nnblocks.models._checks import positive_int, special_ids
 from nnblocks.models._stack import (
     ENCODER_OPTIONS,
     Stack,
@@ -121,7 +121,9 @@ class TransformerLM(nn.Module):
     ):
         super().__init__()
         self.vocab_size = positive_int("vocab_size", vocab_size)
-        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.pad_id, self.bos_id, self.eos_id = special_ids(
+            pad_id=pad_id, bos_id=bos_id, eos_id=eos_id
+        )
         plan = plan_stacks(
             dim=dim, heads=heads, max_len=max_len, block=block, self_attention=self_attention,
             feedforward=feedforward, norm=norm, norm_placement=norm_placement, dropout=dropout,

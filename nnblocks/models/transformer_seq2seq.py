@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from nnblocks.errors import ShapeError, SpecError
-from nnblocks.models._checks import positive_int
+from nnblocks.models._checks import positive_int, special_ids
 from nnblocks.models._stack import (
     DECODER_OPTIONS,
     ENCODER_OPTIONS,
@@ -148,7 +148,9 @@ class TransformerSeq2Seq(nn.Module):
                 path=join_path(current_path(), "share_embeddings") or None,
             )
         self.src_vocab_size, self.tgt_vocab_size = src_vocab, tgt_vocab
-        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.pad_id, self.bos_id, self.eos_id = special_ids(
+            pad_id=pad_id, bos_id=bos_id, eos_id=eos_id
+        )
         plan = plan_stacks(
             dim=dim, heads=heads, max_len=max_len, block=block, self_attention=self_attention,
             feedforward=feedforward, norm=norm, norm_placement=norm_placement, dropout=dropout,
