@@ -3,7 +3,8 @@
 The protocol (docs/interfaces.md), implemented by ``transformer_lm``,
 ``transformer_seq2seq`` and ``rnn_seq2seq`` - and by any user model that has it:
 
-- ``model.bos_id``, ``model.eos_id``, ``model.pad_id`` (ints; ``pad_id`` may be None),
+- ``model.bos_id``, ``model.eos_id``, ``model.pad_id`` (ints or None; ``eos_id`` may list
+  several ids, each ending a sequence; without ``eos_id`` sequences run to the budget),
 - ``state = model.begin(src=None)``: encode the source once (a dict; tensors batch-first),
 - ``logits, state = model.step(prefix [B, t], state, use_cache=True)``: next-token logits
   ``[B, V]`` after the whole prefix so far,
@@ -218,11 +219,12 @@ def _weight_layout(model: Any, steps: int) -> contextlib.AbstractContextManager[
     return column_major_linears(model)
 
 
-def _special_id(model: Any, name: str, *, fed: bool = False) -> int | None:
-    """``model.<name>`` (``bos_id``, ``eos_id``, ``pad_id``): None or an int. An id the
-    model is ``fed`` must be within its ``vocab_size``; an ``eos_id`` outside it (say -1) is
-    never produced, so the sequences run to the length asked for."""
-    value = getattr(model, name, None)
+def _special_id(model: Any, name: str, *, fed: bool = False, value: Any = None) -> int | None:
+    """``model.<name>`` (``bos_id``, ``eos_id``, ``pad_id``), or ``value`` when given: None
+    or an int. An id the model is ``fed`` must be within its ``vocab_size``; an ``eos_id``
+    outside it (say -1) is never produced, so the sequences run to the length asked for."""
+    if value is None:
+        value = getattr(model, name, None)
     if value is None:
         return None
     vocab = getattr(model, "vocab_size", None)
@@ -234,6 +236,8 @@ def _special_id(model: Any, name: str, *, fed: bool = False) -> int | None:
         expected = "an integer token id"
         if fed:
             expected += f" in [0, vocab_size={vocab})" if vocab is not None else " >= 0"
+        elif name == "eos_id":
+            expected += " or a list of them"
         raise SpecError(
             f"{type(model).__name__}.{name} must be None or {expected}. Received: {name}={value!r}",
             path="generate",
@@ -241,12 +245,30 @@ def _special_id(model: Any, name: str, *, fed: bool = False) -> int | None:
     return value
 
 
-def _stop_and_fill(model: Any) -> tuple[int, int]:
-    """``(eos, fill)``: the id that ends a sequence (-1, never produced, for a model whose
-    ``eos_id`` is None: it decodes to the length asked for) and the id written after it."""
-    eos, pad = _special_id(model, "eos_id"), _special_id(model, "pad_id")
-    fill = pad if pad is not None else eos if eos is not None else 0
-    return (-1 if eos is None else eos), fill
+def _end_ids(model: Any) -> list[int]:
+    """Every id that ends a sequence: ``eos_id`` is None (none: the sequences run to the
+    length asked for), an int, or a list of ints (Llama 3's configs list several)."""
+    value = getattr(model, "eos_id", None)
+    if isinstance(value, (list, tuple)) and value:
+        return [_special_id(model, "eos_id", value=v) for v in value]  # type: ignore[misc]
+    eos = _special_id(model, "eos_id")
+    return [] if eos is None else [eos]
+
+
+def stop_and_fill(model: Any, device: torch.device) -> tuple[int | torch.Tensor, int]:
+    """``(eos, fill)``: what ends a sequence (an int, -1 when nothing does, or a tensor of
+    the ids when several do) and the id written after it (``pad_id``, else the first
+    ``eos_id``, else 0). Every decoding loop reads them here (``onnx_greedy`` too)."""
+    ends, pad = _end_ids(model), _special_id(model, "pad_id")
+    fill = pad if pad is not None else ends[0] if ends else 0
+    if len(ends) > 1:
+        return torch.tensor(ends, device=device), fill
+    return (ends[0] if ends else -1), fill
+
+
+def ended(tokens: torch.Tensor, eos: int | torch.Tensor) -> torch.Tensor:
+    """Whether each token ends its sequence (same shape as ``tokens``)."""
+    return tokens == eos if isinstance(eos, int) else torch.isin(tokens, eos)
 
 
 def _decode(
@@ -261,7 +283,7 @@ def _decode(
     """One token per step for each sequence, picked by ``choose(logits [B, V]) -> [B]``."""
     with _decoding(model):
         start, state = _start(model, src, prefix, batch_size)
-        eos, fill = _stop_and_fill(model)
+        eos, fill = stop_and_fill(model, start.device)
         rows, t = start.shape
         # One buffer for every token (the prefix handed to each step is a view of it), so
         # no step copies the tokens so far.
@@ -278,7 +300,7 @@ def _decode(
                 nxt = torch.where(done, fills, choose(logits.float()))  # [B]
                 tokens[:, t] = nxt
                 t += 1
-                done |= nxt == eos
+                done |= ended(nxt, eos)
                 if bool(done.all()):
                     break
         out = tokens[:, :t]
@@ -475,7 +497,9 @@ def beam(
         raise _invalid("length_penalty", "a number >= 0", length_penalty)
     with _decoding(model):
         start, state = _start(model, src, prefix, batch_size)
-        search = _Beams(start, beam_size, float(length_penalty), *_stop_and_fill(model))
+        search = _Beams(
+            start, beam_size, float(length_penalty), *stop_and_fill(model, start.device)
+        )
         state = reorder_state(state, search.expand)
         budget = _budget(model, start.shape[1], max_new_tokens)
         with _weight_layout(model, budget):
@@ -503,7 +527,9 @@ class _Beams:
         expand: ``[n*k]`` the source row of each flat row (to expand the model's state).
     """
 
-    def __init__(self, start: torch.Tensor, k: int, alpha: float, eos: int, fill: int):
+    def __init__(
+        self, start: torch.Tensor, k: int, alpha: float, eos: int | torch.Tensor, fill: int
+    ):
         n, device = start.shape[0], start.device
         self.n, self.k, self.alpha, self.eos, self.fill = n, k, alpha, eos, fill
         self.expand = torch.arange(n, device=device).repeat_interleave(k)  # [n*k]
@@ -534,7 +560,7 @@ class _Beams:
         source, token = best // vocab, best % vocab  # [n, k]
         self.scores = candidates.view(n, -1).gather(1, best)
         self.lengths = grown.gather(1, source)
-        self.done = self.done.gather(1, source) | (token == self.eos)
+        self.done = self.done.gather(1, source) | ended(token, self.eos)
         pick = (self.rows + source).view(-1)  # [n*k] rows of the flat batch
         self.tokens = torch.cat([self.tokens[pick], token.view(-1, 1)], dim=1)
         return pick

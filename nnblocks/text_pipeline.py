@@ -167,7 +167,10 @@ class Pipeline:
             return None
         # nnblocks documents end with EOS, so a document starts right after one.
         name = "eos_id" if self.trained_on_documents else "bos_id"
-        return int(getattr(self.model, name))
+        value = getattr(self.model, name, None)
+        if isinstance(value, (list, tuple)):  # several EOS ids (Llama 3): the first
+            value = value[0] if value else None
+        return None if value is None else int(value)
 
     @torch.inference_mode()
     def __call__(self, text: str | Sequence[str]) -> str | list[str]:

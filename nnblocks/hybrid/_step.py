@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from nnblocks.errors import SpecError
+from nnblocks.generate import ended, stop_and_fill
 from nnblocks.hybrid._errors import ExportError
 from nnblocks.hybrid._optional import require
 from nnblocks.io.atomic import atomic_write_bytes
@@ -230,7 +231,7 @@ def onnx_greedy(session: Any, model: Any, src: torch.Tensor, max_new_tokens: int
         for name in session.get_inputs()
         if name.name.startswith("past_")
     }
-    pad = model.eos_id if model.pad_id is None else model.pad_id
+    eos, pad = stop_and_fill(model, torch.device("cpu"))
     tokens = torch.full((b, 1), int(model.bos_id), dtype=torch.long)
     done = torch.zeros(b, dtype=torch.bool)
     for _ in range(max_new_tokens):
@@ -249,7 +250,7 @@ def onnx_greedy(session: Any, model: Any, src: torch.Tensor, max_new_tokens: int
         nxt = torch.from_numpy(logits).float().argmax(-1)
         nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-        done |= nxt == model.eos_id
+        done |= ended(nxt, eos)
         if bool(done.all()):
             break
     return tokens

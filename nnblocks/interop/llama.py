@@ -98,12 +98,8 @@ def llama_spec(cfg: Config, attention: dict[str, Any] | None = None) -> dict[str
         "tie_embeddings": bool(cfg.get("tie_word_embeddings", False)),
         "pad_id": cfg.get("pad_token_id"),
         "bos_id": cfg.get("bos_token_id", 1),
-        "eos_id": _first(cfg.get("eos_token_id", 2)),
+        "eos_id": cfg.get("eos_token_id", 2),  # Llama 3 lists several: each ends a sequence
     }
-
-
-def _first(value: Any) -> Any:
-    return value[0] if isinstance(value, list) and value else value  # Llama 3 lists several
 
 
 def llama_rules(

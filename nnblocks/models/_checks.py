@@ -38,8 +38,9 @@ def positive_int(name: str, value: Any, *, minimum: int = 1, model: str | None =
     return value
 
 
-def special_ids(**ids: Any) -> tuple[int | None, ...]:
-    """The special token ids (``pad_id=..., bos_id=..., eos_id=...``), each None or an int.
+def special_ids(**ids: Any) -> tuple[Any, ...]:
+    """The special token ids (``pad_id=..., bos_id=..., eos_id=...``), each None or an int;
+    ``eos_id`` may also be a non-empty list of ints (each ends a sequence, as in Llama 3).
 
     Only the type is checked here: an id beyond a small vocabulary is what imported configs
     carry (GPT-2's 50256 in a test-sized model), and it matters only where it is used (the
@@ -48,14 +49,19 @@ def special_ids(**ids: Any) -> tuple[int | None, ...]:
     Raises:
         SpecError: an id that is a bool, a float or a string, naming it.
     """
+    out = []
     for name, value in ids.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        several = name == "eos_id" and isinstance(value, (list, tuple)) and len(value) > 0
+        values = list(value) if several else [value]
+        if any(v is not None and (isinstance(v, bool) or not isinstance(v, int)) for v in values):
+            or_list = " (or a list of them)" if name == "eos_id" else ""
             raise SpecError(
                 f"Received an invalid value for `{name}`: expected None or an integer token "
-                f"id. Received: {name}={value!r}",
+                f"id{or_list}. Received: {name}={value!r}",
                 path=current_path() or None,
             )
-    return tuple(ids.values())
+        out.append(values if several else value)
+    return tuple(out)
 
 
 def received(value: Any) -> str:

@@ -92,6 +92,31 @@ def test_greedy_tokens_match_generate(ref, name):
     assert _until_eos(alone, 2, 5, pad=0)[0] == _until_eos(ours, 2, 5, pad=0)[0]
 
 
+def test_every_listed_eos_id_ends_a_sequence_as_in_generate(ref):
+    # Llama 3 configs list several end ids; transformers stops at any of them.
+    ends = [5, 7, 9]
+    hf = _causal(ref, "llama", eos_token_id=ends, pad_token_id=0)
+    model = from_transformers(hf)
+    assert model.eos_id == ends and nnblocks.spec_of(model)["eos_id"] == ends
+
+    def cut(ids):  # each row up to the first generated end id
+        rows = []
+        for row in ids.tolist():
+            hit = [i for i in range(5, len(row)) if row[i] in ends]
+            rows.append(row[: hit[0] + 1] if hit else row)
+        return rows
+
+    stopped = 0
+    for seed in range(8):
+        prompt = torch.randint(3, ref.V, (4, 5), generator=torch.Generator().manual_seed(seed))
+        ours = nnblocks.generate.greedy(model, prefix=prompt, max_new_tokens=10)
+        theirs = hf.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                             max_new_tokens=10, pad_token_id=0)  # fmt: skip
+        assert cut(ours) == cut(theirs) and ours.shape == theirs.shape
+        stopped += sum(len(row) < 15 and row[-1] != ends[0] for row in cut(ours))
+    assert stopped > 0  # some row ended on an id after the first, so the list mattered
+
+
 def test_rope_scaling_is_applied(ref):
     """The llama3 frequencies change the logits, so the agreement above is not vacuous."""
     hf = _causal(ref, "llama_variants")
