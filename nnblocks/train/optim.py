@@ -10,6 +10,7 @@ peak a schedule scales) and its ``group`` index.
 from __future__ import annotations
 
 import fnmatch
+import math
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -155,7 +156,7 @@ def make_optimizer(
         foreach.
 
     Raises:
-        TrainingError: an unknown optimizer name, or bad ``lr`` / ``param_groups``.
+        TrainingError: an unknown optimizer name, or bad ``lr`` / ``wd`` / ``param_groups``.
 
     Example:
         >>> opt = make_optimizer(model, "adamw", lr=slice(1e-5, 1e-3),
@@ -169,6 +170,9 @@ def make_optimizer(
         return opt
     groups = split_groups(model, param_groups)
     rates = spread_lr(lr, len(groups))
+    if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not 0 <= wd < math.inf:
+        # torch checks only its constructor's default, not a group's own value; NaN fails too.
+        raise TrainingError(f"weight decay must be a finite number >= 0. Received: wd={wd!r}")
     torch_groups = []
     for i, (group, rate) in enumerate(zip(groups, rates)):
         # Without weight decay there is nothing to split: one torch group per group keeps

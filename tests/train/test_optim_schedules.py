@@ -32,6 +32,14 @@ def test_adamw_uses_a_fast_kernel_and_skips_decay_on_1d() -> None:
     assert decayed == {2} and plain == {1}
 
 
+@pytest.mark.parametrize("wd", [-0.1, float("nan"), float("inf"), "0.01", True])
+def test_a_bad_weight_decay_is_refused_before_training(wd: object) -> None:
+    # torch checks only its constructor's default, and the decayed group carries its own.
+    with pytest.raises(TrainingError, match="weight decay"):
+        make_optimizer(_model(), "adamw", lr=1e-3, wd=wd)  # type: ignore[arg-type]
+    assert make_optimizer(_model(), "adamw", lr=1e-3, wd=0).param_groups
+
+
 def test_groups_by_pattern_with_discriminative_rates() -> None:
     model = _model()
     groups = split_groups(model, ["0.*", "1.*"])
