@@ -10,8 +10,8 @@ peak a schedule scales) and its ``group`` index.
 from __future__ import annotations
 
 import fnmatch
-import math
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
