@@ -29,8 +29,8 @@ def _counting_direct_steps(patch: pytest.MonkeyPatch):
     served = []
     original = TransformerBlock.step_directly
 
-    def spy(self, x, cache):
-        out = original(self, x, cache)
+    def spy(self, x, cache, *context):
+        out = original(self, x, cache, *context)
         if out is not None:
             served.append(self)
         return out
@@ -202,12 +202,81 @@ def test_afterwards_no_stack_holds_direct_steps_also_after_an_exception():
     assert TransformerStack.direct_steps is None
 
 
-def test_encoder_decoder_blocks_with_cross_attention_stay_on_the_module_path():
+def _seq2seq(**options) -> nn.Module:
     torch.manual_seed(0)
-    spec = {"name": "transformer_seq2seq", "vocab_size": 30, "dim": 16}
-    model = nnblocks.build({**spec, "heads": 2, "encoder_layers": 1, "decoder_layers": 1}).eval()
+    spec = {"name": "transformer_seq2seq", "vocab_size": 30, "dim": 16, "heads": 2}
+    return nnblocks.build({**spec, "encoder_layers": 1, "decoder_layers": LAYERS, **options}).eval()
+
+
+def _seq2seq_steps(model, src, n, *, direct):
+    """``model.step`` ``n`` times from BOS with greedy tokens: every step's logits."""
+    state = model.begin(src)
+    tokens, logits = torch.full((src.shape[0], 1), model.bos_id), []
+    with torch.inference_mode(), direct_block_steps(model) if direct else contextlib.nullcontext():
+        for _ in range(n):
+            out, state = model.step(tokens, state, use_cache=True)
+            logits.append(out)
+            tokens = torch.cat([tokens, out.argmax(-1, keepdim=True)], dim=1)
+    return logits, state
+
+
+@pytest.mark.parametrize("padded_source", [False, True])
+@pytest.mark.parametrize("options", [{}, {"norm_placement": "post", "position": "rotary"}])
+def test_encoder_decoder_blocks_step_directly_with_the_module_paths_bits(options, padded_source):
+    model = _seq2seq(pad_id=0, **options)
+    src = torch.randint(3, 30, (3, 6), generator=torch.Generator().manual_seed(4))
+    if padded_source:
+        src[1, 4:] = 0  # the cross-attention gets a context mask
+    n = 7
+    with pytest.MonkeyPatch.context() as patch, _counting_direct_steps(patch) as served:
+        direct, direct_state = _seq2seq_steps(model, src, n, direct=True)
+    module, module_state = _seq2seq_steps(model, src, n, direct=False)
+    assert len(served) == (n - 2) * LAYERS
+    for a, b in zip(direct, module):
+        assert torch.equal(a, b)
+    for a, b in zip(direct_state["caches"], module_state["caches"]):
+        assert a.keys() == b.keys() == {"self", "cross"}
+        assert a["cross"]["offset"] == b["cross"]["offset"] == n
+        for key in ("context_k", "context_v"):
+            assert torch.equal(a["cross"][key], b["cross"][key])
+
+
+def test_encoder_decoder_generate_gives_the_module_paths_tokens():
+    model = _seq2seq()
+    src = torch.randint(3, 30, (2, 5), generator=torch.Generator().manual_seed(5))
+    with pytest.MonkeyPatch.context() as patch, _counting_direct_steps(patch) as served:
+        greedy = generate.greedy(model, src, max_new_tokens=10)
+        beam = generate.beam(model, src, beam_size=3, max_new_tokens=10)
+    assert served
+    with pytest.MonkeyPatch.context() as patch:
+        _module_path_only(patch)
+        assert torch.equal(greedy, generate.greedy(model, src, max_new_tokens=10))
+        assert torch.equal(beam, generate.beam(model, src, beam_size=3, max_new_tokens=10))
+
+
+def test_a_hooked_or_cacheless_cross_attention_keeps_its_block_on_the_module_path():
+    model = _seq2seq()
+    calls = []
+    model.decoder.layers[0].cross_attention.register_forward_hook(lambda *a: calls.append(1))
     with direct_block_steps(model):
-        assert model.decoder.direct_steps is None
+        steps = model.decoder.direct_steps
+        assert steps is not None and steps[0] is None and steps[1] is not None
+    src = torch.randint(3, 30, (1, 5))
+    generate.greedy(model, src, max_new_tokens=6)
+    assert len(calls) >= 6  # the hook ran at every step
+
+    class NoCache(nn.Module):  # a third-party cross-attention without `cache=`
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x, context=None, mask=None, causal=False):
+            return self.inner(x, context=context, mask=mask)
+
+    model = _seq2seq()
+    model.decoder.layers[1].cross_attention = NoCache(model.decoder.layers[1].cross_attention)
+    with direct_block_steps(model):
+        assert model.decoder.direct_steps[1] is None
 
 
 class _UserFeedForward(nn.Module):

@@ -556,8 +556,8 @@ class TransformerStack(nn.Module):
                 x = layer(x, mask=mask, causal=causal, context=context, context_mask=context_mask)
         else:
             new_caches = []
-            for layer, step, cache in zip(self.layers, self._steps(x, mask, context), caches):
-                stepped = None if step is None else step(x, cache)
+            for layer, step, cache in zip(self.layers, self._steps(x, mask), caches):
+                stepped = None if step is None else step(x, cache, context, context_mask)
                 if stepped is None:
                     stepped = layer(
                         x,
@@ -574,14 +574,13 @@ class TransformerStack(nn.Module):
         return x, new_caches  # [B, T, D]
 
     def _steps(
-        self, x: torch.Tensor, mask: torch.Tensor | None, context: torch.Tensor | None
+        self, x: torch.Tensor, mask: torch.Tensor | None
     ) -> Sequence[Callable[..., Any] | None]:
         """Per layer, its direct step for this cached call, or None for the module path."""
         direct = self.direct_steps
         if (
             direct is None
             or mask is not None
-            or context is not None
             or x.shape[1] != 1
             or _tracing()  # a graph of the step records what `forward` does
         ):

@@ -276,48 +276,71 @@ class TransformerBlock(nn.Module):
         """Whether ``step_directly`` may stand in for this block's cached decoding steps.
 
         It may when no hook would see the difference (none on the block, its norms, its
-        attention or its feedforward, and no global module hook), the block is in eval mode
-        and has no cross-attention, and the self-attention takes the short decoding path of
-        ``KeyValueAttention``. Checked once per decoding call (``nnblocks.generate``).
+        attentions or its feedforward, and no global module hook), the block is in eval
+        mode, the self-attention takes the short decoding path of ``KeyValueAttention``, and
+        a cross-attention (an encoder-decoder's) takes a cache. Checked once per decoding
+        call (``nnblocks.generate``).
         """
-        attention = self.self_attention
+        attention, cross = self.self_attention, self.cross_attention
         parts = (
             self, self.self_attention_norm, attention, self.feedforward_norm, self.feedforward,
+            cross, self.cross_attention_norm,
         )  # fmt: skip
         return (
             type(self).forward is TransformerBlock.forward  # a subclass may call otherwise
-            and self.cross_attention is None
+            and (cross is None or _call_takes(cross, "cache"))
             and not self.training
             and isinstance(attention, KeyValueAttention)
             and type(attention).forward is KeyValueAttention.forward
             and attention._can_step_in_place()
-            and not any(has_call_hooks(part) for part in parts)
+            and not any(has_call_hooks(part) for part in parts if part is not None)
         )
 
     def step_directly(
-        self, x: torch.Tensor, cache: dict[str, Any]
+        self,
+        x: torch.Tensor,
+        cache: dict[str, Any],
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]] | None:
-        """One cached decoding step, ``forward(x, causal=True, cache=cache)`` with ``x``
-        ``[B, 1, D]`` and no mask, or None when the cache is not yet allocated ahead.
+        """One cached decoding step, ``forward(x, causal=True, context=context,
+        context_mask=context_mask, cache=cache)`` with ``x`` ``[B, 1, D]`` and no mask, or
+        None when the cache is not yet allocated ahead (or the context does not fit the
+        block: the module path then says why).
 
         The same calls as ``forward`` in the same order, so the same bits; what it leaves
         out is what ``can_step_directly`` made redundant for the whole decoding call:
         ``Module.__call__`` of the sub-parts (no hooks to run), the checks of the inputs
-        (the first steps checked them and they keep their shapes), and the attention's
-        choice of path (its short path, which every step after the first two takes).
+        (the first steps checked them and they keep their shapes), and the self-attention's
+        choice of path (its short path, which every step after the first two takes). The
+        cross-attention runs its own ``forward``, checks included.
         """
         state = cache.get("self")
-        if not isinstance(state, dict) or "filled" not in state:
+        cross = self.cross_attention
+        if (
+            not isinstance(state, dict)
+            or "filled" not in state
+            or (context is None) != (cross is None)
+        ):
             return None
         state = dict(state)  # a new dict per step, as the attention's forward returns
+        new_cache: dict[str, Any] = {"self": state}
         norm = self.self_attention_norm
         h = norm.forward(x) if self._pre else x
         h = self.self_attention._step_in_place(h, state, state.get("offset", 0))
         x = self._residual(x, h, norm)
+        if cross is not None:
+            norm = self.cross_attention_norm
+            assert norm is not None
+            h = norm.forward(x) if self._pre else x
+            h, new_cache["cross"] = cross.forward(
+                h, context=context, mask=context_mask, cache=cache.get("cross", {})
+            )
+            x = self._residual(x, h, norm)
         norm = self.feedforward_norm
         h = norm.forward(x) if self._pre else x
         x = self._residual(x, self.feedforward.forward(h), norm)
-        return x, {"self": state}
+        return x, new_cache
 
     def _residual(self, x: torch.Tensor, branch: torch.Tensor, norm: nn.Module) -> torch.Tensor:
         if not isinstance(branch, torch.Tensor) or branch.shape != x.shape:
