@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -229,7 +230,12 @@ def _special_id(model: Any, name: str, *, fed: bool = False, value: Any = None) 
         return None
     vocab = getattr(model, "vocab_size", None)
     vocab = vocab if isinstance(vocab, int) and not isinstance(vocab, bool) else None
-    ok = isinstance(value, int) and not isinstance(value, bool)
+    ok = not isinstance(value, (bool, float, str))
+    if ok:
+        try:  # an int, or what stands for one (a numpy integer, a one-element id tensor)
+            value = operator.index(value)
+        except TypeError:
+            ok = False
     if ok and fed:
         ok = value >= 0 and (vocab is None or value < vocab)
     if not ok:
