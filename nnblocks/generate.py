@@ -493,14 +493,7 @@ def beam(
         >>> tokens.shape[:2], bool((scores[:, :-1] >= scores[:, 1:]).all())
         (torch.Size([2, 3]), True)
     """
-    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
-        raise _invalid("beam_size", "a positive integer", beam_size)
-    if (
-        isinstance(length_penalty, bool)
-        or not isinstance(length_penalty, (int, float))
-        or length_penalty < 0
-    ):
-        raise _invalid("length_penalty", "a number >= 0", length_penalty)
+    _check_beam_options(beam_size, length_penalty)
     with _decoding(model):
         start, state = _start(model, src, prefix, batch_size)
         search = _Beams(
@@ -521,6 +514,17 @@ def beam(
     if return_all:
         return _outside(tokens), _outside(final)
     return _outside(tokens[:, 0])
+
+
+def _check_beam_options(beam_size: Any, length_penalty: Any) -> None:
+    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+        raise _invalid("beam_size", "a positive integer", beam_size)
+    if (
+        isinstance(length_penalty, bool)
+        or not isinstance(length_penalty, (int, float))
+        or not 0 <= length_penalty < math.inf  # NaN fails this too
+    ):
+        raise _invalid("length_penalty", "a finite number >= 0", length_penalty)
 
 
 class _Beams:

@@ -143,6 +143,8 @@ def test_bad_arguments():
             generate.sample(model, temperature=bad)
     with pytest.raises(SpecError, match="top_p"):
         generate.sample(model, top_p=True)
+    with pytest.raises(SpecError, match="length_penalty"):
+        generate.beam(model, beam_size=2, length_penalty=float("nan"))
     for bad in (0, -2, 1.5, True):
         with pytest.raises(SpecError, match="batch_size"):
             generate.greedy(model, batch_size=bad)

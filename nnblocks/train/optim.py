@@ -126,6 +126,12 @@ def _no_decay(name: str, p: nn.Parameter) -> bool:
     return p.ndim <= 1
 
 
+def _check_weight_decay(wd: Any) -> None:
+    # torch checks only its constructor's default, not a group's own value; NaN fails too.
+    if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not 0 <= wd < math.inf:
+        raise TrainingError(f"weight decay must be a finite number >= 0. Received: wd={wd!r}")
+
+
 def make_optimizer(
     model: nn.Module,
     opt: str | type | Callable[..., torch.optim.Optimizer] | torch.optim.Optimizer = "adamw",
@@ -170,9 +176,7 @@ def make_optimizer(
         return opt
     groups = split_groups(model, param_groups)
     rates = spread_lr(lr, len(groups))
-    if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not 0 <= wd < math.inf:
-        # torch checks only its constructor's default, not a group's own value; NaN fails too.
-        raise TrainingError(f"weight decay must be a finite number >= 0. Received: wd={wd!r}")
+    _check_weight_decay(wd)
     torch_groups = []
     for i, (group, rate) in enumerate(zip(groups, rates)):
         # Without weight decay there is nothing to split: one torch group per group keeps
