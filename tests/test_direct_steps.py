@@ -44,10 +44,10 @@ def _module_path_only(patch: pytest.MonkeyPatch) -> None:
     patch.setattr(generate, "direct_block_steps", lambda model: contextlib.nullcontext())
 
 
-def _steps(model, prompt, n, *, direct):
+def _steps(model, prompt, n, *, direct, src=None):
     """``model.step`` ``n`` times with greedy tokens: every step's logits and the last state."""
     tokens, logits = prompt, []
-    state = model.begin()
+    state = model.begin(src)
     with torch.inference_mode(), direct_block_steps(model) if direct else contextlib.nullcontext():
         for _ in range(n):
             out, state = model.step(tokens, state, use_cache=True)
@@ -208,18 +208,6 @@ def _seq2seq(**options) -> nn.Module:
     return nnblocks.build({**spec, "encoder_layers": 1, "decoder_layers": LAYERS, **options}).eval()
 
 
-def _seq2seq_steps(model, src, n, *, direct):
-    """``model.step`` ``n`` times from BOS with greedy tokens: every step's logits."""
-    state = model.begin(src)
-    tokens, logits = torch.full((src.shape[0], 1), model.bos_id), []
-    with torch.inference_mode(), direct_block_steps(model) if direct else contextlib.nullcontext():
-        for _ in range(n):
-            out, state = model.step(tokens, state, use_cache=True)
-            logits.append(out)
-            tokens = torch.cat([tokens, out.argmax(-1, keepdim=True)], dim=1)
-    return logits, state
-
-
 @pytest.mark.parametrize("padded_source", [False, True])
 @pytest.mark.parametrize("options", [{}, {"norm_placement": "post", "position": "rotary"}])
 def test_encoder_decoder_blocks_step_directly_with_the_module_paths_bits(options, padded_source):
@@ -228,9 +216,10 @@ def test_encoder_decoder_blocks_step_directly_with_the_module_paths_bits(options
     if padded_source:
         src[1, 4:] = 0  # the cross-attention gets a context mask
     n = 7
+    bos = torch.full((src.shape[0], 1), model.bos_id)
     with pytest.MonkeyPatch.context() as patch, _counting_direct_steps(patch) as served:
-        direct, direct_state = _seq2seq_steps(model, src, n, direct=True)
-    module, module_state = _seq2seq_steps(model, src, n, direct=False)
+        direct, direct_state = _steps(model, bos, n, direct=True, src=src)
+    module, module_state = _steps(model, bos, n, direct=False, src=src)
     assert len(served) == (n - 2) * LAYERS
     for a, b in zip(direct, module):
         assert torch.equal(a, b)
