@@ -165,7 +165,7 @@ def _start(
         device = next((p.device for p in params), torch.device("cpu"))
     if batch_size is not None and batch_size != rows:
         raise _invalid("batch_size", f"the source's batch size {rows}", batch_size)
-    bos = _special_id(model, "bos_id", fed=True)
+    bos = _special_id(model, "bos_id", getattr(model, "bos_id", None), fed=True)
     if bos is None:
         raise SpecError(
             f"{type(model).__name__} has no bos_id to start decoding from: pass a `prefix` "
@@ -220,12 +220,10 @@ def _weight_layout(model: Any, steps: int) -> contextlib.AbstractContextManager[
     return column_major_linears(model)
 
 
-def _special_id(model: Any, name: str, *, fed: bool = False, value: Any = None) -> int | None:
-    """``model.<name>`` (``bos_id``, ``eos_id``, ``pad_id``), or ``value`` when given: None
-    or an int. An id the model is ``fed`` must be within its ``vocab_size``; an ``eos_id``
-    outside it (say -1) is never produced, so the sequences run to the length asked for."""
-    if value is None:
-        value = getattr(model, name, None)
+def _special_id(model: Any, name: str, value: Any, *, fed: bool = False) -> int | None:
+    """``value``, the model's ``name`` (``bos_id``, ``eos_id``, ``pad_id``): None or an
+    int. An id the model is ``fed`` must be within its ``vocab_size``; an ``eos_id`` outside
+    it (say -1) is never produced, so the sequences run to the length asked for."""
     if value is None:
         return None
     vocab = getattr(model, "vocab_size", None)
@@ -255,17 +253,16 @@ def _end_ids(model: Any) -> list[int]:
     """Every id that ends a sequence: ``eos_id`` is None (none: the sequences run to the
     length asked for), an int, or a list of ints (Llama 3's configs list several)."""
     value = getattr(model, "eos_id", None)
-    if isinstance(value, (list, tuple)) and value:
-        return [_special_id(model, "eos_id", value=v) for v in value]  # type: ignore[misc]
-    eos = _special_id(model, "eos_id")
-    return [] if eos is None else [eos]
+    listed = value if isinstance(value, (list, tuple)) else [value]
+    ids = [_special_id(model, "eos_id", v) for v in listed]
+    return [i for i in ids if i is not None]
 
 
 def stop_and_fill(model: Any, device: torch.device) -> tuple[int | torch.Tensor, int]:
     """``(eos, fill)``: what ends a sequence (an int, -1 when nothing does, or a tensor of
     the ids when several do) and the id written after it (``pad_id``, else the first
     ``eos_id``, else 0). Every decoding loop reads them here (``onnx_greedy`` too)."""
-    ends, pad = _end_ids(model), _special_id(model, "pad_id")
+    ends, pad = _end_ids(model), _special_id(model, "pad_id", getattr(model, "pad_id", None))
     fill = pad if pad is not None else ends[0] if ends else 0
     if len(ends) > 1:
         return torch.tensor(ends, device=device), fill
